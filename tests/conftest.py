@@ -1,0 +1,20 @@
+"""Shared pytest set-up: hypothesis profiles and deterministic torch."""
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+# "ci" is the default: enough examples to matter, bounded so the suite stays fast on 2 cores.
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
