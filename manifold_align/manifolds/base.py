@@ -42,6 +42,33 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
             n *= s
         return n
 
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., *point_shape) -> (..., flat_dim)``; raises ``ValueError`` on a wrong trailing shape.
+
+        For every manifold here ``similarity(x, y) == flatten(x) @ flatten(y).T``, which is what
+        lets the losses (dense, tiled, distributed) work on flat features.
+        """
+        self._check_trailing(x, "x")
+        return x.reshape(*x.shape[: x.dim() - len(self.point_shape)], self.flat_dim)
+
+    def unflatten(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., flat_dim) -> (..., *point_shape)``; raises ``ValueError`` if the last size differs."""
+        if x.dim() < 1 or x.shape[-1] != self.flat_dim:
+            raise ValueError(
+                f"x: expected trailing size {self.flat_dim} = prod{self.point_shape} for {self!r}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        return x.reshape(*x.shape[:-1], *self.point_shape)
+
+    def _check_trailing(self, x: torch.Tensor, name: str) -> None:
+        """Raise ``ValueError`` naming ``name`` unless ``x.shape`` ends with ``point_shape``."""
+        ps = tuple(self.point_shape)
+        if x.dim() < len(ps) or tuple(x.shape[x.dim() - len(ps) :]) != ps:
+            raise ValueError(
+                f"{name}: expected shape (..., {', '.join(map(str, ps))}) for {self!r}, "
+                f"got {tuple(x.shape)}"
+            )
+
     @property
     @abc.abstractmethod
     def similarity_range(self) -> tuple[float, float]:
