@@ -1,0 +1,120 @@
+"""CLIP's symmetric InfoNCE on any manifold: dense (one B x B matmul) or tiled."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from manifold_align.losses.output import LossOutput, pair_diagnostics
+from manifold_align.losses.temperature import Temperature, as_temperature
+from manifold_align.losses.tiled import tiled_info_nce
+from manifold_align.losses.validation import check_logits, flat_pair
+from manifold_align.manifolds.base import ContrastiveManifold
+
+__all__ = ["InfoNCE", "info_nce_from_logits"]
+
+
+def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Mean symmetric softmax cross-entropy of square logits whose diagonal holds the positives.
+
+    Math: ``L = 1/2 mean_i (lse_j l_ij - l_ii) + 1/2 mean_j (lse_i l_ij - l_jj)``, i.e. CLIP's
+    ``(CE(l, arange) + CE(l.T, arange)) / 2`` from one matrix: the text side is the column
+    logsumexp of the same logits, not a second product. Computed in float32 (float64 stays
+    float64) even under autocast.
+
+    Args:
+        logits: ``(*batch, B, B)``; row ``i`` is image ``i``, column ``j`` text ``j``.
+
+    Returns:
+        ``(*batch,)`` losses (a 0-dim tensor for ``(B, B)`` input).
+
+    Raises:
+        TypeError: ``logits`` is not a floating tensor.
+        ValueError: ``logits`` is not square in its last two dimensions.
+    """
+    logits = check_logits(logits)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        rows = torch.logsumexp(logits, dim=-1).mean(dim=-1)
+        cols = torch.logsumexp(logits, dim=-2).mean(dim=-1)
+        pos = logits.diagonal(dim1=-2, dim2=-1).mean(dim=-1)
+        return 0.5 * (rows + cols) - pos
+
+
+class InfoNCE(nn.Module):
+    """CLIP's symmetric InfoNCE with the manifold's similarity and a temperature object.
+
+    Math: ``S = scale * similarity(image, text)`` (``B x B``),
+    ``L = 1/2 mean_i (lse_j S_ij - S_ii) + 1/2 mean_j (lse_i S_ij - S_jj)``.
+
+    The dense path builds ``S`` once (the text side reads its columns); the tiled path
+    (``tile_size`` set) never holds more than a few ``tile_size x B`` strips, recomputes them
+    in a hand-written backward, and relies on ``similarity(x, y) == flatten(x) @
+    flatten(y).T``, which every manifold of this library guarantees. Both run in float32 (float64
+    stays float64) even under autocast.
+
+    Args:
+        manifold: the manifold the embeddings live on.
+        temperature: a :class:`Temperature`; a number means ``Temperature.fixed(number)``;
+            ``None`` means ``Temperature.none()`` (scale 1).
+        tile_size: ``None`` for dense, else rows per strip of the tiled path.
+        check_finite: reject NaN/Inf features with a ``ValueError`` naming ``image`` or
+            ``text``. It costs a device synchronisation per call; the trainer turns it on in
+            its debug mode.
+
+    Raises:
+        TypeError: ``manifold`` is not a ``ContrastiveManifold``; bad ``temperature`` type.
+        ValueError: ``tile_size`` not a positive int.
+    """
+
+    def __init__(
+        self,
+        manifold: ContrastiveManifold,
+        temperature: Temperature | float | None = None,
+        tile_size: int | None = None,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(manifold, ContrastiveManifold):
+            raise TypeError(
+                f"manifold: expected a ContrastiveManifold, got {type(manifold).__name__}"
+            )
+        if tile_size is not None and (
+            isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
+        ):
+            raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
+        self.manifold = manifold
+        self.temperature = as_temperature(temperature)
+        self.tile_size = tile_size
+        self.check_finite = bool(check_finite)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> LossOutput:
+        """Loss and diagnostics for paired batches.
+
+        Args:
+            image: ``(B, *manifold.point_shape)``.
+            text: ``(B, *manifold.point_shape)``; row ``i`` is the caption of image ``i``.
+
+        Returns:
+            :class:`LossOutput` with the 0-dim loss and ``scale``, ``pos_sim``, ``neg_sim``,
+            ``gap_logits``.
+
+        Raises:
+            ValueError: wrong point shape, different batch lengths, empty batch, or (with
+                ``check_finite``) NaN/Inf features; the message names the argument.
+            TypeError: non-floating features or features on different devices.
+        """
+        x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
+        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if self.tile_size is None:
+                m = self.manifold
+                logits = m.similarity(m.unflatten(x * scale), m.unflatten(y))
+                loss = info_nce_from_logits(logits)
+            else:
+                loss = tiled_info_nce(x, y, scale, self.tile_size)
+        return LossOutput(loss, pair_diagnostics(x, y, scale))
+
+    def extra_repr(self) -> str:
+        mode = "dense" if self.tile_size is None else f"tile_size={self.tile_size}"
+        return f"{mode}, check_finite={self.check_finite}"

@@ -1,0 +1,56 @@
+"""What every contrastive loss returns: the loss and a few cheap, detached diagnostics."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["LossOutput", "pair_diagnostics"]
+
+
+class LossOutput(NamedTuple):
+    """A loss value and its diagnostics; unpacks as ``loss, diagnostics = criterion(x, y)``.
+
+    Attributes:
+        loss: 0-dim float32 tensor (float64 for float64 inputs), differentiable.
+        diagnostics: detached float32 0-dim tensors, at least ``scale``, ``pos_sim`` (mean
+            positive similarity), ``neg_sim`` (mean off-diagonal similarity) and ``gap_logits``
+            (``scale * (pos_sim - neg_sim)``). They stay on the features' device: reading them
+            with ``float()`` is the caller's (synchronising) choice.
+    """
+
+    loss: torch.Tensor
+    diagnostics: dict[str, torch.Tensor]
+
+
+@torch.no_grad()
+def pair_diagnostics(
+    x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Mean positive and negative similarity of flat feature batches, in O(B D), no B x B pass.
+
+    Math, with ``S = x @ y.T`` (``B x B``):
+    ``pos_sim = tr(S) / B = mean_i <x_i, y_i>``;
+    ``neg_sim = (sum_ij S_ij - tr(S)) / (B^2 - B)`` with ``sum_ij S_ij = <sum_i x_i, sum_j y_j>``;
+    ``gap_logits = scale * (pos_sim - neg_sim)``. ``neg_sim`` is NaN when ``B == 1``.
+
+    Args:
+        x: ``(B, D)`` flat image features.
+        y: ``(B, D)`` flat text features.
+        scale: 0-dim scale tensor.
+
+    Returns:
+        Dict of detached float32 0-dim tensors ``scale``, ``pos_sim``, ``neg_sim``, ``gap_logits``.
+    """
+    b = x.shape[0]
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x = x.detach().to(dtype)
+    y = y.detach().to(dtype)
+    trace = torch.linalg.vecdot(x, y).sum()
+    total = torch.dot(x.sum(0), y.sum(0))
+    pos = trace / b
+    neg = (total - trace) / (b * b - b) if b > 1 else torch.full_like(trace, float("nan"))
+    scale = scale.detach().to(dtype)
+    out = {"scale": scale, "pos_sim": pos, "neg_sim": neg, "gap_logits": scale * (pos - neg)}
+    return {k: v.float() for k, v in out.items()}

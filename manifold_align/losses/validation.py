@@ -1,0 +1,94 @@
+"""Input checks shared by the losses: shapes, batch lengths, dtypes, devices, finiteness."""
+
+from __future__ import annotations
+
+import torch
+
+from manifold_align.manifolds.base import ContrastiveManifold
+
+__all__ = ["check_logits", "flat_pair"]
+
+
+def _check_points(manifold: ContrastiveManifold, t: object, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    manifold._check_trailing(t, name)
+    ps = tuple(manifold.point_shape)
+    if t.dim() != len(ps) + 1 or t.shape[0] == 0:
+        raise ValueError(
+            f"{name}: expected shape (B, {', '.join(map(str, ps))}) with B >= 1 for {manifold!r}, "
+            f"got {tuple(t.shape)}"
+        )
+    return t
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):  # the device sync that makes this check opt-in
+        rows = bad.reshape(t.shape[0], -1).any(dim=1).nonzero().flatten()
+        raise ValueError(
+            f"{name}: features contain NaN or Inf in {rows.numel()} of {t.shape[0]} rows "
+            f"(first: row {int(rows[0])})"
+        )
+
+
+def flat_pair(
+    manifold: ContrastiveManifold,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    *,
+    check_finite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a batch of paired points and return them flat, in the loss's compute dtype.
+
+    Shapes: ``image`` and ``text`` are ``(B, *manifold.point_shape)``; the result is two
+    ``(B, manifold.flat_dim)`` tensors in float32 (float64 stays float64), still attached to the
+    autograd graph (the upcast's backward casts gradients back to the input dtype).
+
+    Args:
+        manifold: the manifold both batches live on.
+        image: image-side points.
+        text: text-side points, paired row by row with ``image``.
+        check_finite: also reject NaN/Inf entries; this costs one device synchronisation.
+
+    Raises:
+        TypeError: a non-tensor, a non-floating dtype, or the two on different devices.
+        ValueError: a wrong point shape, an empty batch, batches of different lengths, or
+            (with ``check_finite``) non-finite features; the message names the argument.
+    """
+    image = _check_points(manifold, image, "image")
+    text = _check_points(manifold, text, "text")
+    if image.shape[0] != text.shape[0]:
+        raise ValueError(
+            f"image, text: expected batches of equal length (row i of image pairs with row i of "
+            f"text), got image {tuple(image.shape)} and text {tuple(text.shape)}"
+        )
+    if image.device != text.device:
+        raise TypeError(
+            f"image, text: expected tensors on one device, got {image.device} and {text.device}"
+        )
+    if check_finite:
+        _check_finite(image, "image")
+        _check_finite(text, "text")
+    dtype = torch.promote_types(torch.promote_types(image.dtype, text.dtype), torch.float32)
+    return manifold.flatten(image).to(dtype), manifold.flatten(text).to(dtype)
+
+
+def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
+    """Return ``logits`` if it is a floating ``(*batch, B, B)`` tensor with ``B >= 1``.
+
+    Raises:
+        TypeError: not a floating-point tensor.
+        ValueError: fewer than two dimensions or the last two sizes differ.
+    """
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(f"{name}: expected a floating-point tensor, got {got}")
+    if logits.dim() < 2 or logits.shape[-1] != logits.shape[-2] or logits.shape[-1] == 0:
+        raise ValueError(
+            f"{name}: expected shape (*batch, B, B) with B >= 1 (row i pairs with column i), "
+            f"got {tuple(logits.shape)}"
+        )
+    return logits
