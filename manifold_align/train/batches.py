@@ -1,0 +1,119 @@
+"""Resumable batches: a seeded permutation per epoch, and the loader that follows it.
+
+Batch ``b`` of epoch ``e`` holds the indices ``perm_e[b B : (b + 1) B]`` where ``perm_e`` is
+``torch.randperm(N)`` drawn from a generator seeded with ``(seed, e)``; the incomplete last
+batch of an epoch is dropped. The whole order is a pure function of ``(seed, N, B)``, so the
+data position of a run is one integer, the number of batches consumed, and a resumed run
+sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["EpochBatchSampler", "MapBatches"]
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Endless batches of dataset indices, starting after ``start`` consumed batches.
+
+    Args:
+        size: number of samples ``N`` in the dataset.
+        batch_size: ``B``, ``1 <= B <= N``.
+        seed: the permutation seed.
+        start: batches already consumed (the data position), ``>= 0``.
+
+    Raises:
+        ValueError: naming ``size``, ``batch_size`` or ``start`` when out of range.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0) -> None:
+        if size <= 0:
+            raise ValueError(f"size: expected a positive dataset size, got {size}")
+        if not 1 <= batch_size <= size:
+            raise ValueError(f"batch_size: expected in [1, {size}] (the dataset size), got {batch_size}")
+        if start < 0:
+            raise ValueError(f"start: expected >= 0, got {start}")
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """``N // B``."""
+        return self.size // self.batch_size
+
+    def position(self, consumed: int) -> tuple[int, int]:
+        """``(epoch, batch index within the epoch)`` after ``consumed`` batches."""
+        return divmod(consumed, self.batches_per_epoch)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The sample order of ``epoch``: ``(N,)`` int64, a function of ``(seed, epoch)`` only."""
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2**63))
+        return torch.randperm(self.size, generator=gen)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, index = self.position(self.start)
+        bpe, bs = self.batches_per_epoch, self.batch_size
+        while True:
+            perm = self.permutation(epoch)
+            for b in range(index, bpe):
+                yield perm[b * bs : (b + 1) * bs].tolist()
+            epoch, index = epoch + 1, 0
+
+
+class MapBatches:
+    """A map-style dataset as the trainer's resumable batch source.
+
+    ``iterate(start)`` returns the batches of :class:`EpochBatchSampler` from position
+    ``start`` on, loaded by a ``DataLoader`` whose own generator is seeded (so creating it
+    never draws from torch's global generator, which stays the model's).
+
+    Args:
+        dataset: map-style dataset of ``size = len(dataset)`` samples.
+        batch_size: samples per batch.
+        seed: the permutation seed.
+        collate: ``list of samples -> (images, tokens)``.
+        num_workers: loader worker processes (``0`` loads in the main process).
+        skipped: ``() -> int``, the data layer's count of unreadable samples skipped so far.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        collate: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
+        num_workers: int = 0,
+        skipped: Callable[[], int] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.collate = collate
+        self.num_workers = num_workers
+        self._skipped = skipped
+        EpochBatchSampler(len(dataset), batch_size, seed)  # validate the sizes now
+
+    @property
+    def skipped(self) -> int:
+        """Samples the data layer skipped as unreadable so far."""
+        return int(self._skipped()) if self._skipped is not None else 0
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless ``(images, tokens)`` batches after the first ``start``."""
+        sampler = EpochBatchSampler(len(self.dataset), self.batch_size, self.seed, start)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        return iter(loader)

@@ -1,0 +1,398 @@
+"""Step-granularity checkpoints: atomic, pickle-free, and refusing a foreign configuration.
+
+A checkpoint is a directory ``<root>/step_000123/`` holding
+
+* ``model.safetensors``: the model's state dict (shared tensors stored once);
+* ``optimizer.safetensors``: every tensor of every optimizer's state, keyed
+  ``<optimizer>.<param index>.<name>``;
+* ``rng.safetensors``: torch's CPU (and CUDA) generator states;
+* ``state.json``: everything else: the step, the data position, the optimizers' non-tensor
+  state and hyperparameters, numpy's and Python's generator states, and the resolved config;
+* ``config.yaml``: the same config, for people.
+
+It is written into a temporary directory beside its final place and renamed into place with
+one ``os.replace``, then ``<root>/latest`` (a one-line pointer file, itself replaced
+atomically) is updated. A process killed at any moment leaves either the previous or the new
+checkpoint as ``latest``, never a half-written one. Loading reads only safetensors and JSON:
+nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+__all__ = [
+    "CheckpointError",
+    "capture_rng",
+    "config_mismatches",
+    "find_checkpoint",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
+
+FORMAT_VERSION = 1
+LATEST = "latest"
+_PREFIX = "step_"
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, or belongs to another configuration or model."""
+
+
+# ---------------------------------------------------------------------------- random states
+
+
+def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Snapshot every global generator: ``(json_part, tensor_part)``.
+
+    ``json_part`` holds numpy's MT19937 state and Python's ``random`` state as lists;
+    ``tensor_part`` holds torch's CPU generator state and one state per CUDA device (uint8).
+    """
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    json_part = {
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+    }
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = state
+    return json_part, tensors
+
+
+def restore_rng(json_part: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Inverse of :func:`capture_rng`: set numpy's, Python's and torch's global generators."""
+    name, keys, pos, has_gauss, gauss = json_part["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = json_part["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+# ---------------------------------------------------------------------------- optimizer state
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
+
+
+def _split_optimizer(
+    name: str, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """An optimizer's state dict as (JSON part, flat tensor dict)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}.{idx}.{key}"] = value.detach().contiguous().cpu()
+            elif _jsonable(value):
+                plain.setdefault(str(idx), {})[key] = value
+            else:
+                raise CheckpointError(
+                    f"optimizer {name!r}: state {key!r} of parameter {idx} is a "
+                    f"{type(value).__name__}, which a checkpoint cannot store without pickling"
+                )
+    # Hyperparameters only; objects such as a group's ``manifold`` stay with the live optimizer.
+    groups = [{k: v for k, v in g.items() if _jsonable(v)} for g in sd["param_groups"]]
+    return {"state": plain, "param_groups": groups}, tensors
+
+
+def _restore_optimizer(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    saved: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+) -> None:
+    current = optimizer.state_dict()
+    groups = saved["param_groups"]
+    if len(groups) != len(current["param_groups"]):
+        raise CheckpointError(
+            f"optimizer {name!r}: checkpoint has {len(groups)} parameter groups, "
+            f"the model gives {len(current['param_groups'])}"
+        )
+    merged = []
+    for i, (now, then) in enumerate(zip(current["param_groups"], groups)):
+        if list(now["params"]) != list(then["params"]):
+            raise CheckpointError(
+                f"optimizer {name!r}: parameter group {i} holds {len(then['params'])} "
+                f"parameters in the checkpoint, {len(now['params'])} in the model"
+            )
+        group = dict(now)
+        group.update({k: v for k, v in then.items() if k != "params"})
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+        merged.append(group)
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"{name}."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            idx, field = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(idx), {})[field] = value
+    for idx, entry in saved["state"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": merged})
+
+
+# ---------------------------------------------------------------------------- config identity
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    return {prefix: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def config_mismatches(
+    saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ()
+) -> list[str]:
+    """Dotted keys on which two config trees differ, as ``"key: saved -> current"`` lines.
+
+    Keys equal to an entry of ``ignore`` or below it (``"train.steps"``, ``"data.num_workers"``)
+    are not compared: they may change between a run and its resumption.
+    """
+    skip = tuple(ignore)
+
+    def ignored(key: str) -> bool:
+        return any(key == s or key.startswith(s + ".") for s in skip)
+
+    a, b = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if ignored(key):
+            continue
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if va != vb:
+            lines.append(f"{key}: {va!r} in the checkpoint, {vb!r} now")
+    return lines
+
+
+# ---------------------------------------------------------------------------- save / find / load
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def save_checkpoint(
+    root: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    extra: Mapping[str, Any],
+    config: Mapping[str, Any],
+    keep: int = 0,
+) -> Path:
+    """Write the checkpoint for ``step`` under ``root`` atomically and point ``latest`` at it.
+
+    Args:
+        root: the run's checkpoint directory (created if absent).
+        step: number of optimizer steps taken, ``>= 0``; names the directory ``step_{step:08d}``.
+        model: its ``state_dict`` goes to ``model.safetensors``.
+        optimizers: named optimizers (``{"adamw": ..., "riemannian": ...}``).
+        extra: JSON-serialisable training state (data position, counters).
+        config: the resolved config tree (plain dicts), stored to be checked on resume.
+        keep: keep only the newest ``keep`` checkpoints (``0`` keeps all).
+
+    Returns:
+        The final checkpoint directory.
+
+    Raises:
+        ValueError: for a negative ``step`` or ``keep``.
+        CheckpointError: if optimizer state holds an object that cannot be stored without pickle.
+    """
+    if step < 0:
+        raise ValueError(f"step: expected >= 0, got {step}")
+    if keep < 0:
+        raise ValueError(f"keep: expected >= 0, got {keep}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(_TMP_PREFIX + "*"):  # left by a process killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"{_PREFIX}{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
+
+    save_model(model, str(tmp / "model.safetensors"))
+    opt_json, opt_tensors = {}, {}
+    for opt_name, optimizer in optimizers.items():
+        opt_json[opt_name], tensors = _split_optimizer(opt_name, optimizer)
+        opt_tensors.update(tensors)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    rng_json, rng_tensors = capture_rng()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    state = {
+        "format": FORMAT_VERSION,
+        "step": int(step),
+        "extra": dict(extra),
+        "optimizers": opt_json,
+        "rng": rng_json,
+        "config": dict(config),
+    }
+    (tmp / "state.json").write_text(json.dumps(state))
+    (tmp / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    for f in tmp.iterdir():
+        _fsync_file(f)
+
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    pointer = root / f"{_TMP_PREFIX}{LATEST}"
+    pointer.write_text(name + "\n")
+    _fsync_file(pointer)
+    os.replace(pointer, root / LATEST)
+    _fsync_dir(root)
+
+    if keep:
+        done = sorted(p for p in root.glob(_PREFIX + "*") if (p / "state.json").is_file())
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(spec: str | Path, root: str | Path) -> Path:
+    """Resolve ``spec`` (``"latest"``, a checkpoint directory, or a run/checkpoint root).
+
+    ``"latest"`` reads ``<root>/latest``; a directory holding ``state.json`` is taken as is; a
+    directory holding a ``latest`` pointer (or a ``checkpoints/latest``) is resolved through it.
+
+    Raises:
+        CheckpointError: naming the path when nothing complete is found.
+    """
+    if str(spec) == LATEST:
+        base = Path(root)
+    else:
+        base = Path(spec)
+        if (base / "state.json").is_file():
+            return base
+        if (base / "checkpoints" / LATEST).is_file():
+            base = base / "checkpoints"
+    pointer = base / LATEST
+    if not pointer.is_file():
+        raise CheckpointError(f"no checkpoint to resume: {pointer} does not exist")
+    target = base / pointer.read_text().strip()
+    if not (target / "state.json").is_file():
+        raise CheckpointError(f"{pointer} points to {target}, which is not a complete checkpoint")
+    return target
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """The JSON part of checkpoint ``path`` (step, extra, config, ...)."""
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint state {file}: {exc}") from None
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: checkpoint format {state.get('format')!r}, this version reads {FORMAT_VERSION}"
+        )
+    return state
+
+
+def _check_model(path: Path, model: torch.nn.Module) -> None:
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+            if key not in expected:
+                raise CheckpointError(f"{path}: tensor {key!r} has no counterpart in the model")
+            got = tuple(f.get_slice(key).get_shape())
+            want = tuple(expected[key].shape)
+            if got != want:
+                raise CheckpointError(
+                    f"{path}: tensor {key!r} has shape {got} in the checkpoint, {want} in the model"
+                )
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    config: Mapping[str, Any] | None = None,
+    ignore: Iterable[str] = (),
+    restore_random: bool = True,
+) -> dict[str, Any]:
+    """Load checkpoint ``path`` into ``model`` and ``optimizers`` in place; return its state.
+
+    Weights are copied into the existing parameters (so a ``geoopt.ManifoldParameter`` keeps
+    its manifold). With ``config`` given, the checkpoint's config must agree on every key not
+    in ``ignore``. ``restore_random`` also resets numpy's, Python's and torch's generators.
+
+    Returns:
+        ``{"step": int, "extra": dict, "config": dict}``.
+
+    Raises:
+        CheckpointError: incomplete checkpoint; a config that differs (each differing key with
+            both values); a model tensor missing, extra or of another shape (named); an
+            optimizer of another name or parameter layout.
+    """
+    path = Path(path)
+    state = read_state(path)
+    if config is not None:
+        diff = config_mismatches(state["config"], config, ignore)
+        if diff:
+            raise CheckpointError(
+                f"checkpoint {path} was written by another configuration:\n  " + "\n  ".join(diff)
+            )
+    model_file = path / "model.safetensors"
+    _check_model(model_file, model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    missing, unexpected = load_model(model, str(model_file), strict=False, device=str(device))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{model_file}: model tensors missing from the checkpoint: {sorted(missing)}; "
+            f"unexpected: {sorted(unexpected)}"
+        )
+    names_then, names_now = set(state["optimizers"]), set(optimizers)
+    if names_then != names_now:
+        raise CheckpointError(
+            f"{path}: checkpoint has optimizers {sorted(names_then)}, the run has {sorted(names_now)}"
+        )
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    for name, optimizer in optimizers.items():
+        _restore_optimizer(name, optimizer, state["optimizers"][name], tensors)
+    if restore_random:
+        restore_rng(state["rng"], load_file(str(path / "rng.safetensors")))
+    return {"step": state["step"], "extra": state["extra"], "config": state["config"]}

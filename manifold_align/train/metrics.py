@@ -1,0 +1,157 @@
+"""Training metrics: one JSON object per line, and the plots a person reads at the end.
+
+Each record has a ``kind`` (``"train"`` or ``"eval"``) and the optimizer ``step`` it belongs
+to. A resumed run first drops the records written after the checkpoint it resumes from (and a
+last line cut short by a kill), so the file ends up as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsWriter", "plot_metrics", "read_metrics"]
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of a JSONL file; a truncated last line is ignored."""
+    records = []
+    path = Path(path)
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill: nothing after it was written whole
+    return records
+
+
+class MetricsWriter:
+    """Append-only JSONL metrics file, flushed after every record.
+
+    Args:
+        path: the ``metrics.jsonl`` file.
+        resume_step: when resuming, the checkpoint's step: records with a larger ``step`` (and
+            any partial line) are dropped first. ``None`` starts a new file.
+    """
+
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        else:
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._fh = open(self.path, "a")  # noqa: SIM115 - kept open for the run, closed in close()
+
+    def write(self, kind: str, step: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Append ``{"kind": kind, "step": step, **values}``; floats that are not finite become null."""
+        record: dict[str, Any] = {"kind": kind, "step": int(step)}
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            record[key] = value
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        return record
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _series(records: Iterable[Mapping[str, Any]], kind: str, key: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for r in records:
+        if r.get("kind") == kind and isinstance(r.get(key), (int, float)):
+            xs.append(r["step"])
+            ys.append(r[key])
+    return xs, ys
+
+
+def plot_metrics(path: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write ``loss.png``, ``scale.png`` and (if any evaluation ran) ``eval.png``.
+
+    ``loss.png``: training loss per step. ``scale.png``: the learned logit scale
+    $1/\\tau$ and the positive/negative similarity means. ``eval.png``: every evaluation
+    metric against the step, one panel each.
+
+    Returns:
+        The paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    xs, ys = _series(records, "train", "loss")
+    if xs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(xs, ys, lw=1)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "loss.png", dpi=120)
+        plt.close(fig)
+        written.append(out_dir / "loss.png")
+
+    xs, ys = _series(records, "train", "scale")
+    if xs:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        a1.plot(xs, ys, lw=1)
+        a1.set_xlabel("step")
+        a1.set_ylabel("logit scale 1/τ")
+        a1.grid(alpha=0.3)
+        for key, label in (("pos_sim", "positive pairs"), ("neg_sim", "negative pairs")):
+            sx, sy = _series(records, "train", key)
+            if sx:
+                a2.plot(sx, sy, lw=1, label=label)
+        a2.set_xlabel("step")
+        a2.set_ylabel("mean similarity")
+        a2.grid(alpha=0.3)
+        if a2.lines:
+            a2.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "scale.png", dpi=120)
+        plt.close(fig)
+        written.append(out_dir / "scale.png")
+
+    keys = sorted(
+        {k for r in records if r.get("kind") == "eval" for k, v in r.items()
+         if k not in ("kind", "step") and isinstance(v, (int, float))}
+    )
+    if keys:
+        cols = min(4, len(keys))
+        rows = math.ceil(len(keys) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            ex, ey = _series(records, "eval", key)
+            ax.plot(ex, ey, marker="o", lw=1)
+            ax.set_title(key, fontsize=8)
+            ax.set_xlabel("step", fontsize=8)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out_dir / "eval.png", dpi=120)
+        plt.close(fig)
+        written.append(out_dir / "eval.png")
+    return written

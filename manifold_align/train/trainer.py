@@ -1,0 +1,208 @@
+"""The training loop, in one function a reader can hold in their head.
+
+Per optimizer step ``s`` (0-based):
+
+1. every group's rate is ``initial_lr * lr_factor(s)`` (warmup, then cosine);
+2. ``grad_accum`` micro-batches: forward under autocast (bfloat16 if asked; the losses keep
+   their arithmetic in float32), ``loss / grad_accum`` backward; negatives come from within
+   each micro-batch;
+3. the NaN/Inf guard checks the loss and the total gradient norm (and, in debug mode, every
+   gradient and parameter, by name);
+4. gradients are clipped to ``clip_grad_norm``, every optimizer steps, and the temperature is
+   projected back under its cap (``clamp_``);
+5. metrics every ``log_every`` steps, evaluation every ``eval_every`` steps, and a checkpoint
+   every ``ckpt_every`` steps, each also after the last step.
+
+The data position (micro-batches consumed) and the skipped-sample count are part of every
+checkpoint, so ``resume`` continues with exactly the batches the uninterrupted run would
+have used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from manifold_align.config import to_dict
+from manifold_align.train.checkpoint import load_checkpoint, save_checkpoint
+from manifold_align.train.config import RunConfig
+from manifold_align.train.guard import check_scalar, check_tensors
+from manifold_align.train.metrics import MetricsWriter
+from manifold_align.train.schedule import lr_factor
+
+__all__ = ["RESUMABLE_KEYS", "BatchSource", "fit"]
+
+#: Config keys that may change between a run and its resumption; every other key must match.
+RESUMABLE_KEYS = (
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.ckpt_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "train.device",
+    "train.debug",
+    "data.num_workers",
+    "eval",
+)
+
+Evaluate = Callable[[torch.nn.Module, int], Mapping[str, float]]
+
+
+class BatchSource(Protocol):
+    """What the loop needs from the data layer."""
+
+    def iterate(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless ``(images, tokens)`` micro-batches, skipping the first ``start``."""
+        ...
+
+    @property
+    def skipped(self) -> int:
+        """Samples skipped as unreadable so far (by this process)."""
+        ...
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    batches: BatchSource,
+    config: RunConfig,
+    run_dir: str | Path,
+    evaluate: Evaluate | None = None,
+    resume: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` for ``config.train.steps`` optimizer steps; return the last records.
+
+    Writes ``<run_dir>/metrics.jsonl`` and checkpoints under ``<run_dir>/checkpoints``.
+
+    Args:
+        model: ``model(images, tokens)`` returns ``LossOutput(loss, diagnostics)``; a
+            ``model.temperature`` with ``clamp_()``, if present, is projected after each step.
+            Already on its device.
+        optimizers: from :func:`manifold_align.train.optimizers.build_optimizers`; each group's
+            ``initial_lr`` is its base rate.
+        batches: the data, see :class:`BatchSource`.
+        config: the resolved run configuration.
+        run_dir: the run folder.
+        evaluate: ``evaluate(model, step) -> {name: value}``, called in eval mode without
+            gradients every ``eval_every`` steps (``0``: never) and after the last step.
+        resume: a checkpoint directory to continue from (see
+            :func:`~manifold_align.train.checkpoint.find_checkpoint`).
+
+    Returns:
+        ``{"train": last train record, "eval": last eval record or None, "step": int}``.
+
+    Raises:
+        NonFiniteError: the step and the non-finite quantity.
+        CheckpointError: ``resume`` belongs to another configuration or model.
+    """
+    run_dir = Path(run_dir)
+    tc, sc = config.train, config.schedule
+    device = next(model.parameters()).device
+    config_tree = to_dict(config)
+    total = sc.total_steps or tc.steps
+    min_ratio = sc.min_lr / config.optim.lr if config.optim.lr > 0 else 0.0
+
+    step, consumed, skipped_before = 0, 0, 0
+    if resume is not None:
+        state = load_checkpoint(resume, model, optimizers, config_tree, RESUMABLE_KEYS)
+        step = state["step"]
+        consumed = state["extra"]["batches"]
+        skipped_before = state["extra"]["skipped"]
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    temperature = getattr(model, "temperature", None)
+    last: dict[str, Any] = {"train": None, "eval": None, "step": step}
+
+    def checkpoint() -> None:
+        extra = {"batches": consumed, "skipped": skipped_before + batches.skipped}
+        save_checkpoint(run_dir / "checkpoints", step, model, optimizers, extra, config_tree,
+                        keep=tc.keep_checkpoints)
+
+    def run_eval() -> None:
+        if evaluate is None:
+            return
+        model.eval()
+        with torch.no_grad(), _autocast(device, tc.precision):
+            values = dict(evaluate(model, step))
+        model.train()
+        last["eval"] = metrics.write("eval", step, values)
+
+    bar = tqdm(total=tc.steps, initial=step, disable=not (tc.progress and sys.stderr.isatty()),
+               dynamic_ncols=True, desc="train")
+    data = batches.iterate(consumed)
+    model.train()
+    tick = time.perf_counter()
+    try:
+        while step < tc.steps:
+            factor = lr_factor(step, sc.warmup_steps, total, min_ratio)
+            for opt in optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+
+            loss_sum = torch.zeros((), device=device)
+            for _ in range(tc.grad_accum):
+                images, tokens = next(data)
+                consumed += 1
+                images = images.to(device, non_blocking=True)
+                tokens = tokens.to(device, non_blocking=True)
+                with _autocast(device, tc.precision):
+                    out = model(images, tokens)
+                (out.loss / tc.grad_accum).backward()
+                loss_sum += out.loss.detach().float()
+            loss = float(loss_sum) / tc.grad_accum
+            check_scalar(step, "loss", loss)
+
+            max_norm = tc.clip_grad_norm if tc.clip_grad_norm > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            if tc.debug or not math.isfinite(grad_norm):
+                check_tensors(step, model, "gradient")
+                check_scalar(step, "gradient norm", grad_norm)
+            for opt in optimizers.values():
+                opt.step()
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            if temperature is not None and hasattr(temperature, "clamp_"):
+                temperature.clamp_()
+            if tc.debug:
+                check_tensors(step, model, "parameter")
+            step += 1
+            bar.update(1)
+
+            if step % tc.log_every == 0 or step == tc.steps:
+                now = time.perf_counter()
+                diag = {k: float(v) for k, v in out.diagnostics.items()}
+                last["train"] = metrics.write("train", step, {
+                    "loss": loss,
+                    "lr": config.optim.lr * factor,
+                    "grad_norm": grad_norm,
+                    **diag,
+                    "batches": consumed,
+                    "skipped": skipped_before + batches.skipped,
+                    "seconds": now - tick,
+                })
+                tick = now
+                bar.set_postfix(loss=f"{loss:.4f}", scale=f"{diag.get('scale', math.nan):.3g}")
+            if (tc.eval_every and step % tc.eval_every == 0) or step == tc.steps:
+                run_eval()
+            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps:
+                checkpoint()
+    finally:
+        bar.close()
+        metrics.close()
+    last["step"] = step
+    return last
