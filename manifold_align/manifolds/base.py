@@ -10,16 +10,45 @@ adds the *contrastive* side that geoopt lacks:
   endowed distance, one matrix multiply on flattened points.
 * ``similarity_range``: ``(low, high)``, the bounds ``s`` can reach.
 * ``mean(x, dim, weights)``: a weighted mean that lands on the manifold.
+
+It also holds what every manifold shares: input checking (:meth:`_operands`: trailing shape,
+dtype and device agreement, float32 arithmetic for half-precision inputs), the similarity as
+one matrix multiply, the extrinsic and Karcher means built from the manifold's own
+``projx``/``expmap``/``logmap``, and a norm with a finite gradient at zero.
 """
 
 from __future__ import annotations
 
 import abc
+import operator
 
 import geoopt
 import torch
 
-__all__ = ["ContrastiveManifold"]
+from manifold_align.manifolds._numerics import safe_sqrt, working_dtype
+
+__all__ = ["ContrastiveManifold", "positive_int"]
+
+# Karcher mean: at most this many Riemannian gradient steps (step size 1) from the extrinsic mean.
+_KARCHER_MAX_STEPS = 100
+
+
+def positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` >= ``minimum`` (constructor arguments).
+
+    Raises:
+        TypeError: ``value`` is not an integer (``bool`` is refused), naming ``name``.
+        ValueError: ``value < minimum``, naming ``name``.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r}") from None
+    if n < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {n}")
+    return n
 
 
 class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
@@ -74,16 +103,32 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
     def similarity_range(self) -> tuple[float, float]:
         """``(low, high)``: the closed range of :meth:`similarity` on this manifold."""
 
-    @abc.abstractmethod
     def similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pairwise similarity matrix.
+        """Pairwise similarity matrix :math:`S = \\mathrm{flat}(x)\\,\\mathrm{flat}(y)^\\top`.
 
         Shapes: ``x`` is ``(*batch, N, *point_shape)``, ``y`` is ``(*batch, M, *point_shape)``
-        (same ``batch``), result ``(*batch, N, M)``. Computed in float32 (float64 stays float64)
-        as one matrix multiply of the flattened points; never a ``(N, M, k)`` intermediate.
-        """
+        (``batch`` broadcastable), result ``(*batch, N, M)``. Computed in float32 even under
+        ``torch.autocast`` (float16/bfloat16 inputs are upcast and the result is float32;
+        float64 stays float64) as one matrix multiply of the flattened points; never a
+        ``(N, M, k)`` intermediate.
 
-    @abc.abstractmethod
+        Raises:
+            ValueError: ``x`` or ``y`` lacks the ``N``/``M`` axis or ends in the wrong shape.
+            TypeError: ``x`` and ``y`` differ in dtype or device, or are not floating point.
+        """
+        for name, t in (("x", x), ("y", y)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.dim() < len(self.point_shape) + 1:
+                ps = ", ".join(map(str, self.point_shape))
+                raise ValueError(
+                    f"{name}: expected shape (..., n, {ps}) for {self!r} (a batch of points), "
+                    f"got {tuple(t.shape)}"
+                )
+        (x, y), _ = self._operands(x=x, y=y)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.flatten(x) @ self.flatten(y).mT
+
     def mean(
         self,
         x: torch.Tensor,
@@ -92,4 +137,111 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         *,
         karcher: bool = False,
     ) -> torch.Tensor:
-        """Weighted mean of points along batch dimension ``dim``, returned on the manifold."""
+        """Weighted mean of points along batch dimension ``dim``, returned on the manifold.
+
+        Extrinsic (default): :math:`\\bar x = \\pi\\big(\\sum_i w_i x_i / \\sum_i w_i\\big)` with
+        :math:`\\pi` = :meth:`projx` (per-token normalization on spheres; a token whose
+        weighted sum is exactly zero becomes :math:`e_1`, as ``projx(0)`` does).
+        ``karcher=True``: the Riemannian (Karcher) mean
+        :math:`\\arg\\min_m \\sum_i w_i\\, d(m, x_i)^2`, by Riemannian gradient steps
+        :math:`m \\leftarrow \\exp_m\\big(\\sum_i w_i \\log_m x_i / \\sum_i w_i\\big)` started at the
+        extrinsic mean (at most 100, stopping once the step is below rounding level). It is
+        unique when the points lie in an open hemisphere per token.
+
+        Shapes: ``x`` ``(..., n, ..., *point_shape)`` with ``n`` at ``dim`` -> ``x`` without
+        ``dim``; ``weights`` ``(n,)``, non-negative with a positive sum. Half-precision inputs
+        are averaged in float32 and returned in their dtype.
+
+        Raises:
+            ValueError: ``dim`` is not a batch dimension of ``x``, ``x`` has a wrong trailing
+                shape, or ``weights`` has the wrong shape, a negative or non-finite entry or a
+                zero sum.
+            TypeError: ``weights`` is not a floating-point tensor on ``x``'s device.
+        """
+        (xw,), dtype = self._operands(x=x)
+        batch_dims = xw.dim() - len(self.point_shape)
+        if not -xw.dim() <= dim < xw.dim() or dim % xw.dim() >= batch_dims:
+            raise ValueError(
+                f"dim: expected a batch dimension of x (one of {list(range(batch_dims))}), "
+                f"got {dim} for x of shape {tuple(xw.shape)} on {self!r}"
+            )
+        dim = dim % xw.dim()
+        n = xw.shape[dim]
+        if weights is None:
+            w = torch.ones(n, dtype=xw.dtype, device=xw.device)
+        else:
+            if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+                raise TypeError(f"weights: expected a floating-point tensor, got {weights!r:.80}")
+            if weights.device != xw.device:
+                raise TypeError(
+                    f"weights: on {weights.device}, x on {xw.device}; expected the same device"
+                )
+            if tuple(weights.shape) != (n,):
+                raise ValueError(
+                    f"weights: expected shape ({n},) (x.shape[{dim}]), got {tuple(weights.shape)}"
+                )
+            w = weights.to(xw.dtype)
+            if not bool(torch.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+                raise ValueError(
+                    f"weights: expected finite, non-negative entries with a positive sum, got {weights}"
+                )
+        w = (w / w.sum()).reshape(n, *([1] * (xw.dim() - dim - 1)))
+        m = self.projx((w * xw).sum(dim))
+        if karcher:
+            tol = 16 * torch.finfo(xw.dtype).eps
+            for _ in range(_KARCHER_MAX_STEPS):
+                step = (w * self.logmap(m.unsqueeze(dim), xw)).sum(dim)
+                m = self.expmap(m, step)
+                if float(step.abs().amax()) <= tol:
+                    break
+        return m.to(dtype)
+
+    def norm(self, x: torch.Tensor, u: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+        """:math:`\\|u\\|_x = \\sqrt{\\langle u, u\\rangle_x}`, with gradient 0 (not NaN) at :math:`u = 0`."""
+        return safe_sqrt(self.inner(x, u, keepdim=keepdim))
+
+    def _check_shape(self, shape: tuple[int, ...], name: str) -> tuple[bool, str | None]:
+        """geoopt's shape check (used by ``ManifoldParameter``): the shape must end in ``point_shape``."""
+        ps = tuple(self.point_shape)
+        if len(shape) < len(ps) or tuple(shape[len(shape) - len(ps) :]) != ps:
+            return False, (
+                f"{name}: expected shape (..., {', '.join(map(str, ps))}) for {self!r}, got {tuple(shape)}"
+            )
+        return True, None
+
+    def _operands(self, **named: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.dtype]:
+        """Check the named point/tangent tensors and return them in the working dtype.
+
+        Every tensor must end in ``point_shape`` (``ValueError`` naming it, the shape it got
+        and the one expected) and share the first one's dtype and device (``TypeError``
+        naming both). float16/bfloat16 are upcast to float32; the returned dtype is the
+        inputs' own, for casting results back.
+        """
+        first_name, first = next(iter(named.items()))
+        for name, t in named.items():
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if not t.is_floating_point():
+                raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+            self._check_trailing(t, name)
+            if t.dtype != first.dtype:
+                raise TypeError(
+                    f"{name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}; "
+                    "expected the same dtype"
+                )
+            if t.device != first.device:
+                raise TypeError(
+                    f"{name} is on {t.device} but {first_name} is on {first.device}; "
+                    "expected the same device"
+                )
+        dtype = first.dtype
+        work = working_dtype(dtype)
+        return tuple(t.to(work) for t in named.values()), dtype
+
+    def _full_shape(self, size: tuple) -> tuple[int, ...]:
+        """``size`` (ints, or one tuple/``torch.Size``) as a shape; ``ValueError`` unless it ends in ``point_shape``."""
+        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+            size = tuple(size[0])
+        shape = tuple(operator.index(s) for s in size)
+        self._check_trailing(torch.empty(shape, device="meta"), "size")
+        return shape

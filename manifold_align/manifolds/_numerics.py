@@ -1,0 +1,160 @@
+"""Numerically safe row-wise math for unit vectors (each row on the last axis lies on a sphere).
+
+``Sphere`` and ``Oblique`` are built from these functions; they differ only in how many
+trailing axes they sum over. Every function takes float32 or float64 tensors (callers upcast
+half precision first) and stays finite where the math is defined:
+
+* square roots and norms use a "double where" (a safe value replaces the argument before the
+  risky operation), so their gradient at zero is zero, never NaN;
+* angles use the stable form :math:`\\theta = 2\\,\\mathrm{atan2}(\\|x-y\\|, \\|x+y\\|)`,
+  exact at identical (0) and antipodal (:math:`\\pi`) points, unlike ``acos``;
+* :math:`\\cos t` and :math:`\\sin t / t` are evaluated from :math:`t^2` with a Taylor series
+  near 0, so the exponential map and its gradient are finite at :math:`u = 0`;
+* normalization rescales by the largest entry first (no under/overflow of the squares) and
+  sends the zero vector to :math:`e_1`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "HALF_DTYPES",
+    "angle",
+    "basis_e1",
+    "cos_sinc",
+    "exp",
+    "log",
+    "normalize",
+    "parallel_transport",
+    "proju",
+    "row_inner",
+    "row_norm",
+    "safe_sqrt",
+    "working_dtype",
+]
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+# Below this |u| the Taylor series of cos and sinc (to t^4) is exact to float64 rounding.
+_SERIES_BELOW = 1e-2
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype arithmetic runs in: float32 for float16/bfloat16, otherwise ``dtype`` itself."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def safe_sqrt(s: torch.Tensor) -> torch.Tensor:
+    """:math:`\\sqrt{s}` for :math:`s \\ge 0`, with gradient 0 (not NaN/Inf) at :math:`s = 0`."""
+    positive = s > 0
+    root = torch.sqrt(torch.where(positive, s, torch.ones_like(s)))
+    return torch.where(positive, root, torch.zeros_like(s))
+
+
+def row_inner(u: torch.Tensor, v: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
+    """:math:`\\langle u, v\\rangle` over the last axis: ``(..., d), (..., d) -> (..., 1)``."""
+    return (u * v).sum(-1, keepdim=keepdim)
+
+
+def row_norm(v: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
+    """:math:`\\|v\\|` over the last axis, with gradient 0 at :math:`v = 0`."""
+    return safe_sqrt(row_inner(v, v, keepdim=keepdim))
+
+
+def basis_e1(like: torch.Tensor) -> torch.Tensor:
+    """The first basis vector :math:`e_1`, broadcast to the shape, dtype and device of ``like``."""
+    e1 = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
+    e1[0] = 1
+    return e1.expand_as(like)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """:math:`x / \\|x\\|` per row; a zero row becomes :math:`e_1`.
+
+    The row is first divided by its largest absolute entry, so rows with norm down to the
+    smallest subnormal and up to the largest finite value normalize without under/overflow.
+    """
+    scale = x.abs().amax(-1, keepdim=True)
+    nonzero = scale > 0
+    scaled = torch.where(
+        nonzero, x / torch.where(nonzero, scale, torch.ones_like(scale)), basis_e1(x)
+    )
+    return scaled / torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
+
+
+def proju(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Tangent projection at a unit row: :math:`u - \\langle x, u\\rangle x`."""
+    return u - row_inner(x, u) * x
+
+
+def angle(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Angle between unit rows: :math:`\\theta = 2\\,\\mathrm{atan2}(\\|x-y\\|, \\|x+y\\|)`, ``(..., 1)``.
+
+    Exactly 0 for ``x == y`` and :math:`\\pi` for ``x == -y``, accurate to rounding in between
+    (``acos`` loses half the digits near 0 and :math:`\\pi`); gradient 0 at ``x == y``.
+    """
+    return 2 * torch.atan2(row_norm(x - y), row_norm(x + y))
+
+
+def cos_sinc(t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:math:`(\\cos t, \\sin t / t)` from :math:`t^2 \\ge 0`, smooth (finite gradient) at 0.
+
+    Near 0 (:math:`t < 10^{-2}`): :math:`\\cos t \\approx 1 - t^2/2 + t^4/24`,
+    :math:`\\sin t/t \\approx 1 - t^2/6 + t^4/120`; elsewhere the closed forms, evaluated at a
+    safe substitute so that neither branch produces NaN (double where).
+    """
+    small = t2 < _SERIES_BELOW**2
+    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+    cos = torch.where(small, 1 - t2 / 2 + t2 * t2 / 24, torch.cos(t))
+    sinc = torch.where(small, 1 - t2 / 6 + t2 * t2 / 120, torch.sin(t) / t)
+    return cos, sinc
+
+
+def exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Exponential map per row: :math:`\\cos(\\|u\\|)\\,x + \\frac{\\sin\\|u\\|}{\\|u\\|}\\,u`.
+
+    The result is renormalized (a no-op in exact arithmetic) so it stays on the sphere to
+    rounding for any :math:`\\|u\\|`; finite value and gradient at :math:`u = 0`.
+    """
+    cos, sinc = cos_sinc(row_inner(u, u))
+    return normalize(cos * x + sinc * u)
+
+
+def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Logarithmic map per row: :math:`\\theta\\, v / \\|v\\|` with :math:`v = P_x(y - x)`.
+
+    :math:`\\theta` is :func:`angle`, so :math:`\\|\\log_x y\\| = \\theta` exactly. ``x == y``
+    gives 0 (finite gradient). For antipodal rows (``y == -x``) every direction is a
+    minimizing geodesic; the result is a tangent vector of norm :math:`\\pi`: along the
+    (rounding-level) component of ``y`` orthogonal to ``x`` when there is one, else along
+    :math:`P_x e_j` with :math:`j = \\arg\\min_i |x_i|` (deterministic).
+    """
+    theta = angle(x, y)
+    v = proju(x, y - x)
+    vn = row_norm(v)
+    has_dir = vn > 0
+    along_v = v * (theta / torch.where(has_dir, vn, torch.ones_like(vn)))
+    # Fallback direction for exactly antipodal rows: the basis vector least aligned with x.
+    j = x.abs().argmin(-1, keepdim=True)
+    ej = torch.zeros_like(x).scatter_(-1, j, 1.0)
+    w = proju(x, ej)
+    fallback = w * (math.pi / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
+    antipodal = theta > math.pi / 2
+    return torch.where(has_dir, along_v, torch.where(antipodal, fallback, torch.zeros_like(v)))
+
+
+def parallel_transport(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Parallel transport of tangent ``v`` from ``x`` to ``y`` along the minimizing geodesic.
+
+    :math:`\\Gamma_{x\\to y} v = v - \\frac{\\langle y, v\\rangle}{1 + \\langle x, y\\rangle}(x + y)`,
+    an isometry :math:`T_x \\to T_y`. :math:`1 + \\langle x, y\\rangle` is evaluated as
+    :math:`\\|x+y\\|^2 / 2` (no cancellation). At antipodal rows, where the geodesic is not
+    unique, it falls back to the projection :math:`P_y v` (finite, not an isometry).
+    """
+    half_sq = row_inner(x + y, x + y) / 2
+    defined = half_sq > torch.finfo(x.dtype).eps
+    coef = row_inner(y, v) / torch.where(defined, half_sq, torch.ones_like(half_sq))
+    return torch.where(defined, v - coef * (x + y), proju(y, v))
