@@ -1,0 +1,29 @@
+"""Evaluation of embeddings on a manifold: zero-shot classification, retrieval, geometry.
+
+Every metric takes plain tensors of manifold points and the manifold, so it can be used (and
+tested) without a model; :mod:`manifold_align.evaluate.encode` turns a model and data into
+such points, and :mod:`manifold_align.evaluate.command` is ``manifold-align eval``.
+"""
+
+from manifold_align.evaluate.geometry import (
+    alignment,
+    geometry_diagnostics,
+    similarity_gap,
+    token_similarity_stats,
+    uniformity,
+)
+from manifold_align.evaluate.retrieval import retrieval_recall, topk_indices
+from manifold_align.evaluate.zeroshot import build_classifier, classify, fill_templates
+
+__all__ = [
+    "alignment",
+    "build_classifier",
+    "classify",
+    "fill_templates",
+    "geometry_diagnostics",
+    "retrieval_recall",
+    "similarity_gap",
+    "token_similarity_stats",
+    "topk_indices",
+    "uniformity",
+]
