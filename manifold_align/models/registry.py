@@ -1,0 +1,301 @@
+"""Named model configurations and the factory that builds a :class:`TwoTower` from one.
+
+Each name is a :class:`ModelConfig`. The CLIP sizes come in two forms: the plain name is
+CLIP's sphere model (``k = 1``, ``d`` = CLIP's embedding width) and ``-oblique`` is the
+multi-token model on ``Oblique(16, embed / 16)``, the same total size (the paper's
+reference: ``ViT-B-16-oblique`` is ``16 x 32 = 512``).
+
+>>> model = build_model("tiny-oblique", vocab_size=512, eot_id=2)
+>>> model.manifold
+Oblique(8, 16)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from manifold_align.losses import InfoNCE, SigmoidLoss, Temperature
+from manifold_align.manifolds import ContrastiveManifold, Oblique, Sphere
+from manifold_align.models.text import TextTransformer
+from manifold_align.models.two_tower import TwoTower
+from manifold_align.models.vision import VisionTransformer
+
+__all__ = ["ModelConfig", "build_model", "list_models", "model_config"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a :class:`TwoTower`'s architecture, manifold and loss.
+
+    Attributes:
+        vision_width, vision_layers, vision_heads: the ViT's width, depth and heads.
+        patch_size, image_size: square patches of an ``image_size``-square input.
+        text_width, text_layers, text_heads: the text transformer's width, depth and heads.
+        vocab_size, context_length: the tokenizer's vocabulary size and the longest sequence.
+        eot_id: the end-of-text id (``None``: the largest id in each row is EOT, CLIP's
+            convention); pass the tokenizer's.
+        manifold: ``"sphere"`` (``Sphere(token_dim)``, needs ``tokens = 1``) or ``"oblique"``
+            (``Oblique(tokens, token_dim)``).
+        tokens: ``k``, class tokens of the ViT and output tokens of the text tower.
+        token_dim: ``d``, the size of each token on the manifold.
+        loss: ``"infonce"`` (CLIP) or ``"sigmoid"`` (SigLIP).
+        temperature: ``"learnable"`` (init ``temperature_init``, cap ``temperature_max``),
+            ``"fixed"`` (``temperature_init``) or ``"none"`` (scale 1).
+        temperature_init, temperature_max: the inverse temperature (scale) and its cap.
+        sigmoid_bias_init: initial logit bias of the sigmoid loss.
+        loss_tile_size: ``None`` for the dense InfoNCE, else rows per tile.
+        grad_checkpointing: per-block activation checkpointing in both towers.
+
+    Raises:
+        ValueError: naming the field, for a non-positive size, a head count that does not
+            divide its width, a patch size that does not divide the image size, a sphere with
+            ``tokens != 1``, or a temperature outside ``0 < init <= max``.
+    """
+
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    patch_size: int = 16
+    image_size: int = 224
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    vocab_size: int = 49408
+    context_length: int = 77
+    eot_id: int | None = None
+    manifold: Literal["sphere", "oblique"] = "sphere"
+    tokens: int = 1
+    token_dim: int = 512
+    loss: Literal["infonce", "sigmoid"] = "infonce"
+    temperature: Literal["learnable", "fixed", "none"] = "learnable"
+    temperature_init: float = 1 / 0.07
+    temperature_max: float = 100.0
+    sigmoid_bias_init: float = -10.0
+    loss_tile_size: int | None = None
+    grad_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vision_width",
+            "vision_layers",
+            "vision_heads",
+            "patch_size",
+            "image_size",
+            "text_width",
+            "text_layers",
+            "text_heads",
+            "vocab_size",
+            "context_length",
+            "tokens",
+            "token_dim",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        for width, heads in (("vision_width", "vision_heads"), ("text_width", "text_heads")):
+            if getattr(self, width) % getattr(self, heads):
+                raise ValueError(
+                    f"{heads}: {getattr(self, heads)} does not divide "
+                    f"{width} {getattr(self, width)}"
+                )
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size: {self.image_size} is not divisible by patch_size {self.patch_size}"
+            )
+        if self.eot_id is not None and not 0 <= self.eot_id < self.vocab_size:
+            raise ValueError(f"eot_id: expected an id in [0, {self.vocab_size}), got {self.eot_id}")
+        if self.manifold not in ("sphere", "oblique"):
+            raise ValueError(f"manifold: expected 'sphere' or 'oblique', got {self.manifold!r}")
+        if self.manifold == "sphere" and self.tokens != 1:
+            raise ValueError(
+                f"tokens: the sphere takes one token (CLIP's pooled embedding), got "
+                f"tokens={self.tokens}; use manifold='oblique' for k > 1"
+            )
+        if self.loss not in ("infonce", "sigmoid"):
+            raise ValueError(f"loss: expected 'infonce' or 'sigmoid', got {self.loss!r}")
+        if self.temperature not in ("learnable", "fixed", "none"):
+            raise ValueError(
+                f"temperature: expected 'learnable', 'fixed' or 'none', got {self.temperature!r}"
+            )
+        if not (math.isfinite(self.temperature_init) and self.temperature_init > 0):
+            raise ValueError(f"temperature_init: expected > 0, got {self.temperature_init}")
+        if not self.temperature_max >= self.temperature_init:
+            raise ValueError(
+                f"temperature_max: expected >= temperature_init {self.temperature_init}, "
+                f"got {self.temperature_max}"
+            )
+        if not math.isfinite(self.sigmoid_bias_init):
+            raise ValueError(f"sigmoid_bias_init: expected a finite number, got {self.sigmoid_bias_init}")
+        if self.loss_tile_size is not None and self.loss_tile_size <= 0:
+            raise ValueError(f"loss_tile_size: expected None or > 0, got {self.loss_tile_size}")
+        if self.loss_tile_size is not None and self.loss != "infonce":
+            raise ValueError("loss_tile_size: only the 'infonce' loss has a tiled form")
+
+    @property
+    def embed_dim(self) -> int:
+        """Total size of one embedding, ``tokens * token_dim``."""
+        return self.tokens * self.token_dim
+
+    def build_manifold(self) -> ContrastiveManifold:
+        """``Sphere(token_dim)`` or ``Oblique(tokens, token_dim)``."""
+        if self.manifold == "sphere":
+            return Sphere(self.token_dim)
+        return Oblique(self.tokens, self.token_dim)
+
+    def build_temperature(self) -> Temperature:
+        """The :class:`~manifold_align.losses.Temperature` this config asks for."""
+        if self.temperature == "learnable":
+            return Temperature.learnable(self.temperature_init, self.temperature_max)
+        if self.temperature == "fixed":
+            return Temperature.fixed(self.temperature_init)
+        return Temperature.none()
+
+
+def _clip(vision_width: int, vision_layers: int, vision_heads: int, patch: int,
+          text_width: int, text_heads: int, embed: int, oblique: bool) -> ModelConfig:
+    """A CLIP-sized config; the oblique form splits ``embed`` into 16 tokens."""
+    tokens = 16 if oblique else 1
+    return ModelConfig(
+        vision_width=vision_width,
+        vision_layers=vision_layers,
+        vision_heads=vision_heads,
+        patch_size=patch,
+        image_size=224,
+        text_width=text_width,
+        text_layers=12,
+        text_heads=text_heads,
+        vocab_size=49408,
+        context_length=77,
+        manifold="oblique" if oblique else "sphere",
+        tokens=tokens,
+        token_dim=embed // tokens,
+        **_OBLIQUE_TEMPERATURE if oblique else {},
+    )
+
+
+# The oblique similarity spans [-16, 16] rather than [-1, 1]; its scale starts at 1 and is
+# capped at 100 / 16, so the largest logit equals the sphere model's (100 x 1).
+_OBLIQUE_TEMPERATURE: dict[str, Any] = {"temperature_init": 1.0, "temperature_max": 100.0 / 16}
+
+_TINY = ModelConfig(
+    vision_width=128,
+    vision_layers=3,
+    vision_heads=4,
+    patch_size=8,
+    image_size=64,
+    text_width=128,
+    text_layers=3,
+    text_heads=4,
+    vocab_size=1024,
+    context_length=32,
+    manifold="sphere",
+    tokens=1,
+    token_dim=128,
+)
+
+_MODELS: dict[str, ModelConfig] = {
+    "tiny": _TINY,
+    "tiny-oblique": dataclasses.replace(
+        _TINY,
+        manifold="oblique",
+        tokens=8,
+        token_dim=16,
+        temperature_init=1.0,
+        temperature_max=100.0 / 8,
+    ),
+    "ViT-B-32": _clip(768, 12, 12, 32, 512, 8, 512, oblique=False),
+    "ViT-B-32-oblique": _clip(768, 12, 12, 32, 512, 8, 512, oblique=True),
+    "ViT-B-16": _clip(768, 12, 12, 16, 512, 8, 512, oblique=False),
+    "ViT-B-16-oblique": _clip(768, 12, 12, 16, 512, 8, 512, oblique=True),
+    "ViT-L-14": _clip(1024, 24, 16, 14, 768, 12, 768, oblique=False),
+    "ViT-L-14-oblique": _clip(1024, 24, 16, 14, 768, 12, 768, oblique=True),
+}
+
+
+def list_models() -> list[str]:
+    """The registered names, in registration order."""
+    return list(_MODELS)
+
+
+def model_config(name: str) -> ModelConfig:
+    """The :class:`ModelConfig` registered as ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"name: unknown model {name!r}; known: {', '.join(_MODELS)}")
+    return _MODELS[name]
+
+
+def build_model(
+    config_or_name: ModelConfig | str,
+    device: torch.device | str | None = None,
+    **overrides: Any,
+) -> TwoTower:
+    """Build the :class:`TwoTower` of a named or given config, with field overrides.
+
+    Args:
+        config_or_name: a :class:`ModelConfig` or a registered name (:func:`list_models`).
+        device: where to create the parameters; ``"meta"`` builds a shape-only model
+            (no memory, for counting parameters of the large configs).
+        **overrides: :class:`ModelConfig` fields to replace, e.g. ``vocab_size=...,
+            eot_id=...`` from the tokenizer, or ``manifold="oblique", tokens=4, token_dim=32``.
+
+    Raises:
+        ValueError: an unknown name, an unknown override key (naming it and the valid
+            ones), or an invalid resulting config (naming the field).
+        TypeError: ``config_or_name`` is neither a name nor a ``ModelConfig``.
+    """
+    if isinstance(config_or_name, str):
+        config = model_config(config_or_name)
+    elif isinstance(config_or_name, ModelConfig):
+        config = config_or_name
+    else:
+        raise TypeError(
+            f"config_or_name: expected a model name or ModelConfig, "
+            f"got {type(config_or_name).__name__}"
+        )
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown model override {unknown[0]!r}; valid keys: {', '.join(sorted(fields))}"
+        )
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        vision = VisionTransformer(
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            width=config.vision_width,
+            layers=config.vision_layers,
+            heads=config.vision_heads,
+            tokens=config.tokens,
+            grad_checkpointing=config.grad_checkpointing,
+        )
+        text = TextTransformer(
+            vocab_size=config.vocab_size,
+            context_length=config.context_length,
+            width=config.text_width,
+            layers=config.text_layers,
+            heads=config.text_heads,
+            tokens=config.tokens,
+            eot_id=config.eot_id,
+            grad_checkpointing=config.grad_checkpointing,
+        )
+        manifold = config.build_manifold()
+        temperature = config.build_temperature()
+        if config.loss == "infonce":
+            loss: InfoNCE | SigmoidLoss = InfoNCE(manifold, temperature, config.loss_tile_size)
+        else:
+            loss = SigmoidLoss(manifold, temperature, config.sigmoid_bias_init)
+        model = TwoTower(vision, text, loss)
+    model.config = config
+    return model
