@@ -40,6 +40,7 @@ __all__ = [
     "config_mismatches",
     "find_checkpoint",
     "load_checkpoint",
+    "read_state",
     "restore_rng",
     "save_checkpoint",
 ]
@@ -63,7 +64,7 @@ def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     ``json_part`` holds numpy's MT19937 state and Python's ``random`` state as lists;
     ``tensor_part`` holds torch's CPU generator state and one state per CUDA device (uint8).
     """
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - the global generator is what we snapshot
     version, internal, gauss_next = random.getstate()
     json_part = {
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
@@ -79,7 +80,7 @@ def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 def restore_rng(json_part: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
     """Inverse of :func:`capture_rng`: set numpy's, Python's and torch's global generators."""
     name, keys, pos, has_gauss, gauss = json_part["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
     version, internal, gauss_next = json_part["python"]
     random.setstate((version, tuple(internal), gauss_next))
     torch.set_rng_state(tensors["torch_cpu"])
@@ -335,7 +336,7 @@ def read_state(path: str | Path) -> dict[str, Any]:
 def _check_model(path: Path, model: torch.nn.Module) -> None:
     expected = model.state_dict()
     with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+        for key in f.keys():
             if key not in expected:
                 raise CheckpointError(f"{path}: tensor {key!r} has no counterpart in the model")
             got = tuple(f.get_slice(key).get_shape())

@@ -194,7 +194,7 @@ class TrainSettings:
         )
         if not math.isfinite(self.clip_grad_norm):
             raise ConfigError(f"train.clip_grad_norm: expected a finite number, got {self.clip_grad_norm}")
-        if self.device != "auto" and not self.device.split(":")[0] in ("cpu", "cuda", "mps"):
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}")
 
 

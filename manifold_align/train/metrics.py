@@ -47,7 +47,7 @@ class MetricsWriter:
         else:
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self._fh = open(self.path, "a")  # noqa: SIM115 - kept open for the run, closed in close()
+        self._fh = open(self.path, "a")
 
     def write(self, kind: str, step: int, values: Mapping[str, Any]) -> dict[str, Any]:
         """Append ``{"kind": kind, "step": step, **values}``; floats that are not finite become null."""

@@ -1,0 +1,104 @@
+"""The training config: shipped files load, bad keys and values are rejected by name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from manifold_align.config import ConfigError, dump_config, load_config
+from manifold_align.train.config import RunConfig
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml"))
+TINY = Path(__file__).parents[1] / "configs" / "train" / "tiny-sphere.yaml"
+
+
+def test_shipped_configs_exist():
+    names = {p.stem for p in CONFIGS}
+    assert {"tiny-sphere", "tiny-oblique", "ViT-B-16-sphere", "ViT-B-16-oblique"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_load_and_round_trip(path, tmp_path):
+    cfg = load_config(RunConfig, path)
+    dump_config(cfg, tmp_path / "config.yaml")
+    assert load_config(RunConfig, tmp_path / "config.yaml") == cfg
+
+
+def test_overrides_reach_nested_sections():
+    cfg = load_config(
+        RunConfig, None,
+        ["optim.betas=[0.8, 0.9]", "train.precision=bf16", "data.synthetic.caption_noise=0.5",
+         "model.overrides.tokens=4"],
+    )
+    assert cfg.optim.betas == (0.8, 0.9)
+    assert cfg.train.precision == "bf16"
+    assert cfg.data.synthetic.caption_noise == 0.5
+    assert cfg.model.overrides == {"tokens": 4}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.stpes=10", r"unknown key train\.stpes; valid keys here: .*steps"),
+        ("optimizer.lr=1", r"unknown key optimizer; valid keys here: data, eval, model"),
+        ("data.synthetic.noise=0.1", r"unknown key data\.synthetic\.noise"),
+        ("train.precision=fp16", r"train\.precision: got 'fp16', expected one of \['fp32', 'bf16'\]"),
+        ("train.steps=ten", r"train\.steps: got 'ten', expected an integer"),
+        ("train.steps=0", r"train\.steps: expected > 0, got 0"),
+        ("train.grad_accum=-1", r"train\.grad_accum: expected > 0, got -1"),
+        ("optim.lr=-0.1", r"optim\.lr: expected >= 0, got -0\.1"),
+        ("optim.betas=[0.9, 1.0]", r"optim\.betas: expected two numbers in \[0, 1\)"),
+        ("optim.betas=[0.9]", r"optim\.betas: got 1 items, expected 2"),
+        ("data.synthetic.caption_noise=1.5", r"data\.synthetic\.caption_noise: expected in \[0, 1\]"),
+        ("data.source=s3", r"data\.source: got 's3', expected one of"),
+        ("data.source=csv", r"data\.csv\.path: required when data\.source is 'csv'"),
+        ("schedule.min_lr=1.0", r"schedule\.min_lr: expected <= optim\.lr"),
+        ("train.device=tpu", r"train\.device: expected 'auto', 'cpu'"),
+        ("train.progress=maybe", r"train\.progress: got 'maybe', expected true or false"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, None, [override])
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  steps: 5\n  warmup: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown key train\.warmup"):
+        load_config(RunConfig, path)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "manifold_align.cli", "train", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=120,
+    )
+
+
+def test_command_reports_config_errors_by_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: tiny}\noptim: {lr: 1.0e-3, momentum: 0.9}\n")
+    proc = _cli("--config", str(bad), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "unknown key optim.momentum" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    proc = _cli("--config", str(TINY), "--set", "train.precision=half",
+                "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "train.precision: got 'half'" in proc.stderr
+
+    proc = _cli("--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "cannot read config file" in proc.stderr
+
+
+def test_command_reports_unknown_model_override(tmp_path):
+    proc = _cli("--config", str(TINY), "--set", "model.overrides.depthh=3",
+                "--out", str(tmp_path / "run"), "--no-progress")
+    assert proc.returncode == 2
+    assert "model.overrides.depthh" in proc.stderr
