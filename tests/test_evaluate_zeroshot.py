@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from manifold_align.evaluate.zeroshot import build_classifier, classify, fill_templates
+from manifold_align.evaluate.zeroshot import (
+    build_classifier,
+    build_classifier_from_prompts,
+    classify,
+    fill_templates,
+)
 from manifold_align.manifolds import Oblique, Sphere
 
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "{} again"]
@@ -86,6 +91,19 @@ def test_prompt_ensemble_is_the_per_token_normalised_mean(manifold):
         tower.encode_text, tower.tokenize, CLASSES, TEMPLATES, manifold, batch_size=1
     )
     assert torch.allclose(w, w1, atol=1e-6)
+
+
+def test_ready_made_prompts_may_differ_in_number_per_class():
+    ob = Oblique(3, 4)
+    prompts = [["a circle", "an image of a circle"], ["a square"], ["x", "y", "z"]]
+    tower = FakeTextTower(ob, [p for g in prompts for p in g], seed=2)
+    w = build_classifier_from_prompts(tower.encode_text, tower.tokenize, prompts, ob, batch_size=2)
+    table = tower.table
+    for c, rows in enumerate([[0, 1], [2], [3, 4, 5]]):
+        summed = table[rows].sum(0)
+        assert torch.allclose(w[c], summed / summed.norm(dim=-1, keepdim=True), atol=1e-6)
+    with pytest.raises(ValueError, match=r"prompts\[1\]: expected a non-empty list"):
+        build_classifier_from_prompts(tower.encode_text, tower.tokenize, [["x"], []], ob)
 
 
 def test_karcher_mean_is_a_riemannian_centre_of_mass():

@@ -27,7 +27,7 @@ import torch
 from manifold_align.evaluate.retrieval import check_ks
 from manifold_align.manifolds import ContrastiveManifold
 
-__all__ = ["build_classifier", "classify", "fill_templates"]
+__all__ = ["build_classifier", "build_classifier_from_prompts", "classify", "fill_templates"]
 
 
 def fill_templates(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -74,9 +74,8 @@ def build_classifier(
 ) -> torch.Tensor:
     """One manifold point per class: the manifold mean of its prompts' text embeddings.
 
-    $w_c = \\operatorname{mean}_{\\mathcal M}\\{f(t(n_c)) : t \\in \\text{templates}\\}$.
-    Prompts are tokenized and encoded ``batch_size`` at a time under ``torch.no_grad``; put
-    the model in eval mode first (:func:`manifold_align.evaluate.encode.evaluating`).
+    $w_c = \\operatorname{mean}_{\\mathcal M}\\{f(t(n_c)) : t \\in \\text{templates}\\}$, the
+    prompts made by :func:`fill_templates`. See :func:`build_classifier_from_prompts`.
 
     Args:
         encode_text: token ids ``(B, L)`` -> points ``(B, *point_shape)``, e.g.
@@ -89,22 +88,67 @@ def build_classifier(
         batch_size: prompts per forward pass.
 
     Returns:
+        ``(C, *point_shape)`` (see :func:`build_classifier_from_prompts`).
+
+    Raises:
+        ValueError: bad names/templates (see :func:`fill_templates`) or as
+            :func:`build_classifier_from_prompts`.
+    """
+    prompts = fill_templates(class_names, templates)
+    t = len(templates)
+    grouped = [prompts[c * t : (c + 1) * t] for c in range(len(class_names))]
+    return build_classifier_from_prompts(
+        encode_text, tokenize, grouped, manifold, karcher=karcher, batch_size=batch_size
+    )
+
+
+def build_classifier_from_prompts(
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    tokenize: Callable[[list[str]], torch.Tensor],
+    prompts: Sequence[Sequence[str]],
+    manifold: ContrastiveManifold,
+    *,
+    karcher: bool = False,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Class points from ready-made prompts: ``prompts[c]`` are class ``c``'s ``T_c`` prompts.
+
+    $w_c = \\operatorname{mean}_{\\mathcal M}\\{f(p) : p \\in \\text{prompts}[c]\\}$. All
+    prompts are tokenized and encoded ``batch_size`` at a time under ``torch.no_grad``; put
+    the model in eval mode first (:func:`manifold_align.evaluate.encode.evaluating`). Classes
+    may have different numbers of prompts.
+
+    Args:
+        encode_text: token ids ``(B, L)`` -> points ``(B, *point_shape)``.
+        tokenize: a list of ``B`` strings -> token ids ``(B, L)``.
+        prompts: ``C`` non-empty lists of strings.
+        manifold: the embedding manifold (its ``mean``).
+        karcher: use the Riemannian (Karcher) mean instead of the projected Euclidean one.
+        batch_size: prompts per forward pass.
+
+    Returns:
         ``(C, *point_shape)``, float32 (float64 if the encoder gives float64), on the
         encoder's output device.
 
     Raises:
-        ValueError: bad names/templates (see :func:`fill_templates`), a non-positive
-            ``batch_size``, or an encoder output that is not ``(B, *point_shape)`` or holds
-            NaN/Inf.
+        ValueError: no classes, a class without prompts or a prompt that is not a string, a
+            non-positive ``batch_size``, or an encoder output that is not
+            ``(B, *point_shape)`` or holds NaN/Inf.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    prompts = fill_templates(class_names, templates)
+    groups = [list(g) for g in prompts]
+    if not groups:
+        raise ValueError("prompts: expected at least one class, got none")
+    for c, group in enumerate(groups):
+        if not group or not all(isinstance(p, str) for p in group):
+            raise ValueError(f"prompts[{c}]: expected a non-empty list of strings, got {group!r}")
+    flat = [p for group in groups for p in group]
     ps = tuple(manifold.point_shape)
     points = []
     with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
+        for start in range(0, len(flat), batch_size):
+            batch = flat[start : start + batch_size]
             out = encode_text(tokenize(batch))
             if tuple(out.shape) != (len(batch), *ps):
                 raise ValueError(
@@ -114,8 +158,13 @@ def build_classifier(
             if not torch.isfinite(out).all():
                 raise ValueError(f"encode_text: NaN or Inf in the embeddings of {batch[:3]}...")
             points.append(out.to(torch.promote_types(out.dtype, torch.float32)))
-        stacked = torch.cat(points).reshape(len(class_names), len(templates), *ps)
-        return manifold.mean(stacked, dim=1, karcher=karcher)
+        stacked = torch.cat(points)
+        sizes = {len(g) for g in groups}
+        if len(sizes) == 1:
+            per_class = stacked.reshape(len(groups), sizes.pop(), *ps)
+            return manifold.mean(per_class, dim=1, karcher=karcher)
+        parts = stacked.split([len(g) for g in groups])
+        return torch.stack([manifold.mean(part, dim=0, karcher=karcher) for part in parts])
 
 
 def classify(
