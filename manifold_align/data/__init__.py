@@ -1,0 +1,56 @@
+"""Images, captions and tokens: the data layer (imports nothing of ours but ``config``).
+
+* :mod:`~manifold_align.data.synthetic`: procedurally generated captioned shapes, the
+  bundled default data (no download), with caption noise, zero-shot tasks and a retrieval
+  split.
+* :mod:`~manifold_align.data.webdataset`: img2dataset-style tar shards (read and write).
+* :mod:`~manifold_align.data.tabular`: a CSV/TSV of image path and caption.
+* :mod:`~manifold_align.data.tokenizer`: byte-level BPE (Hugging Face ``tokenizers``).
+* :mod:`~manifold_align.data.transforms`: Pillow + torch image transforms.
+* :mod:`~manifold_align.data.collate`: samples -> ``Batch(images, tokens, skipped)``.
+* :mod:`~manifold_align.data.skipped`: the count of unreadable samples.
+"""
+
+from manifold_align.data.collate import Batch, Collate
+from manifold_align.data.skipped import REASONS, SampleError, SkippedSample, SkippedSamples
+from manifold_align.data.synthetic import (
+    ATTRIBUTES,
+    ZERO_SHOT_TASKS,
+    SyntheticCaptions,
+    SyntheticConfig,
+    SyntheticZeroShot,
+    ZeroShotTask,
+    synthetic_corpus,
+    train_synthetic_tokenizer,
+)
+from manifold_align.data.tabular import CaptionTable
+from manifold_align.data.tokenizer import Tokenizer, basic_clean, default_tokenizer
+from manifold_align.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform, to_rgb
+from manifold_align.data.webdataset import WebDatasetReader, write_shards
+
+__all__ = [
+    "ATTRIBUTES",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "REASONS",
+    "ZERO_SHOT_TASKS",
+    "Batch",
+    "CaptionTable",
+    "Collate",
+    "ImageTransform",
+    "SampleError",
+    "SkippedSample",
+    "SkippedSamples",
+    "SyntheticCaptions",
+    "SyntheticConfig",
+    "SyntheticZeroShot",
+    "Tokenizer",
+    "WebDatasetReader",
+    "ZeroShotTask",
+    "basic_clean",
+    "default_tokenizer",
+    "synthetic_corpus",
+    "to_rgb",
+    "train_synthetic_tokenizer",
+    "write_shards",
+]

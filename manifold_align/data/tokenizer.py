@@ -1,0 +1,280 @@
+"""Byte-level BPE tokenizer (Hugging Face ``tokenizers``) that emits CLIP-style id rows.
+
+A caption ``c`` becomes the row
+
+$$[\\mathrm{SOT}, t_1, \\dots, t_n, \\mathrm{EOT}, \\mathrm{PAD}, \\dots, \\mathrm{PAD}]
+\\in \\mathbb{Z}^{L},\\qquad n \\le L - 2,$$
+
+with the text cleaned first the way CLIP cleans it (HTML entities unescaped, whitespace runs
+collapsed to one space, stripped, lower-cased) and truncated so that EOT is always present.
+
+:meth:`Tokenizer.train` learns a byte-level BPE vocabulary from any iterable of strings;
+:meth:`Tokenizer.save` / :meth:`Tokenizer.load` use one ``tokenizer.json`` file.
+:func:`default_tokenizer` loads the vocabulary bundled with the package, trained on the
+synthetic captions (:mod:`manifold_align.data.synthetic`).
+
+Bringing your own ``tokenizer.json`` (e.g. CLIP's from the Hugging Face hub) works when its
+vocabulary holds the start and end tokens (``<|startoftext|>``, ``<|endoftext|>`` unless
+named otherwise). Its own normaliser and pre-tokeniser are used as they are; its
+post-processor is bypassed (this class adds SOT/EOT itself); the pad id is the vocabulary's
+``<|pad|>`` if present, else ``0`` (OpenAI CLIP pads with 0; the text encoder never reads
+past EOT, so the pad value does not change its output).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+__all__ = [
+    "DEFAULT_TOKENIZER_FILE",
+    "EOT",
+    "PAD",
+    "SOT",
+    "Tokenizer",
+    "basic_clean",
+    "default_tokenizer",
+]
+
+SOT = "<|startoftext|>"
+EOT = "<|endoftext|>"
+PAD = "<|pad|>"
+DEFAULT_TOKENIZER_FILE = "synthetic_tokenizer.json"
+"""Name of the bundled vocabulary under ``manifold_align/data/assets/``."""
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def basic_clean(text: str) -> str:
+    """CLIP's basic cleaning: unescape HTML twice, collapse whitespace, strip, lower-case.
+
+    Raises:
+        TypeError: if ``text`` is not a string.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text: got {type(text).__name__}, expected str")
+    text = html.unescape(html.unescape(text))
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+class Tokenizer:
+    """A ``tokenizers.Tokenizer`` plus CLIP's framing: SOT, text, EOT, padding to ``L``.
+
+    Args:
+        tokenizer: the underlying Hugging Face tokenizer.
+        context_length: row length ``L`` (``>= 2``: SOT and EOT always fit).
+        sot: start-of-text token string.
+        eot: end-of-text token string.
+        pad: padding token string; if it is not in the vocabulary the pad id is ``0``.
+
+    Attributes:
+        sot_id, eot_id, pad_id: ids of the special tokens.
+        vocab_size: number of ids (including special tokens).
+        context_length: ``L``.
+
+    Raises:
+        ValueError: if ``context_length < 2`` or ``sot``/``eot`` is not in the vocabulary.
+    """
+
+    def __init__(
+        self,
+        tokenizer: HFTokenizer,
+        context_length: int = 77,
+        *,
+        sot: str = SOT,
+        eot: str = EOT,
+        pad: str = PAD,
+    ) -> None:
+        if not isinstance(tokenizer, HFTokenizer):
+            raise TypeError(
+                f"tokenizer: got {type(tokenizer).__name__}, expected tokenizers.Tokenizer"
+            )
+        if context_length < 2:
+            raise ValueError(f"context_length: got {context_length}, expected >= 2 (SOT and EOT)")
+        self._tok = tokenizer
+        self.context_length = int(context_length)
+        ids = {}
+        for name, token in (("sot", sot), ("eot", eot)):
+            idx = tokenizer.token_to_id(token)
+            if idx is None:
+                raise ValueError(f"{name}: token {token!r} is not in the tokenizer's vocabulary")
+            ids[name] = idx
+        self.sot_id: int = ids["sot"]
+        self.eot_id: int = ids["eot"]
+        pad_id = tokenizer.token_to_id(pad)
+        self.pad_id: int = 0 if pad_id is None else pad_id
+        self.sot, self.eot, self.pad = sot, eot, pad
+        self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def train(
+        cls,
+        corpus: Iterable[str],
+        vocab_size: int = 1024,
+        *,
+        context_length: int = 77,
+        min_frequency: int = 2,
+    ) -> Tokenizer:
+        """Learn a byte-level BPE vocabulary of at most ``vocab_size`` ids from ``corpus``.
+
+        The vocabulary holds ``<|startoftext|>``, ``<|endoftext|>``, ``<|pad|>`` (ids 0, 1,
+        2), the 256 byte symbols, then the merges in order. The saved file carries a
+        normaliser (NFC, whitespace collapse, strip, lower-case), so the cleaning travels with
+        the vocabulary.
+
+        Args:
+            corpus: iterable of strings (captions); consumed once.
+            vocab_size: the largest vocabulary, ``>= 259`` (3 specials + 256 bytes).
+            context_length: ``L`` of the returned tokenizer.
+            min_frequency: a pair must occur this often to be merged.
+
+        Raises:
+            ValueError: if ``vocab_size < 259``.
+        """
+        if vocab_size < 259:
+            raise ValueError(
+                f"vocab_size: got {vocab_size}, expected >= 259 (3 special + 256 bytes)"
+            )
+        tok = HFTokenizer(models.BPE())
+        tok.normalizer = normalizers.Sequence(
+            [
+                normalizers.NFC(),
+                normalizers.Replace(Regex(r"\s+"), " "),
+                normalizers.Strip(),
+                normalizers.Lowercase(),
+            ]
+        )
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=[SOT, EOT, PAD],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator((basic_clean(t) for t in corpus), trainer=trainer)
+        return cls(tok, context_length)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        context_length: int = 77,
+        *,
+        sot: str = SOT,
+        eot: str = EOT,
+        pad: str = PAD,
+    ) -> Tokenizer:
+        """Load a ``tokenizer.json`` (one written by :meth:`save`, or CLIP's).
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a tokenizer or lacks the SOT/EOT tokens.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"path: {str(path)!r} is not a file")
+        try:
+            tok = HFTokenizer.from_file(str(path))
+        except Exception as exn:  # tokenizers raises a bare Exception on malformed JSON
+            raise ValueError(f"path: {str(path)!r} is not a tokenizers JSON file ({exn})") from exn
+        return cls(tok, context_length, sot=sot, eot=eot, pad=pad)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``tokenizer.json`` to ``path`` (parent folders are created); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(path))
+        return path
+
+    # -- encoding --------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Ids of the cleaned ``text`` without SOT/EOT or padding."""
+        return self._tok.encode(basic_clean(text), add_special_tokens=False).ids
+
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int | None = None
+    ) -> torch.Tensor:
+        """Encode a string or a batch of strings to a LongTensor ``(N, L)``.
+
+        Row ``i`` is ``[sot, t_1 .. t_n, eot, pad ...]`` with ``n <= L - 2`` (longer
+        captions are truncated before EOT).
+
+        Args:
+            texts: one string (gives ``N = 1``) or a sequence of strings.
+            context_length: ``L`` for this call; defaults to the tokenizer's.
+
+        Raises:
+            TypeError: if an entry of ``texts`` is not a string.
+            ValueError: if ``context_length < 2``.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        length = self.context_length if context_length is None else int(context_length)
+        if length < 2:
+            raise ValueError(f"context_length: got {length}, expected >= 2 (SOT and EOT)")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}]: got {type(t).__name__}, expected str")
+        out = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
+        out[:, 0] = self.sot_id
+        for i, text in enumerate(texts):
+            ids = self.encode(text)[: length - 2]
+            n = len(ids)
+            if n:
+                out[i, 1 : n + 1] = torch.tensor(ids, dtype=torch.long)
+            out[i, n + 1] = self.eot_id
+        return out
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Text of one id row; SOT, EOT and everything after EOT are dropped."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        ids = list(ids)
+        if ids and ids[0] == self.sot_id:
+            ids = ids[1:]
+        if self.eot_id in ids:
+            ids = ids[: ids.index(self.eot_id)]
+        return self._tok.decode(ids, skip_special_tokens=True).strip()
+
+    @property
+    def backend(self) -> HFTokenizer:
+        """The underlying ``tokenizers.Tokenizer``."""
+        return self._tok
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_tok"] = self._tok.to_str()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["_tok"] = HFTokenizer.from_str(state["_tok"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, context_length={self.context_length}, "
+            f"sot_id={self.sot_id}, eot_id={self.eot_id}, pad_id={self.pad_id})"
+        )
+
+
+def default_tokenizer(context_length: int = 32) -> Tokenizer:
+    """The bundled byte-level BPE vocabulary trained on the synthetic captions.
+
+    It was made by :func:`manifold_align.data.synthetic.train_synthetic_tokenizer` and encodes
+    every word of the synthetic captions as one token; any other text still encodes (byte
+    fallback), only less compactly.
+    """
+    path = resources.files("manifold_align.data").joinpath("assets", DEFAULT_TOKENIZER_FILE)
+    with resources.as_file(path) as file:
+        return Tokenizer.load(file, context_length)

@@ -1,0 +1,378 @@
+"""Read and write webdataset tar shards in the layout img2dataset writes.
+
+A shard is a tar file of records; the files of one record share a key and differ by
+extension: ``000000000.jpg`` (or ``.jpeg``/``.png``/``.webp``), ``000000000.txt`` (the
+caption, UTF-8) and optionally ``000000000.json`` (metadata, ignored here).
+
+:class:`WebDatasetReader` is an ``IterableDataset`` built from the ``webdataset`` package's
+stages (shard list, node/worker split, ``tarfile_to_samples``, shuffle buffer). It yields
+``(PIL RGB image, caption)`` pairs; an unreadable record or shard is replaced by a
+:class:`~manifold_align.data.skipped.SkippedSample` marker (reason and key), which
+:class:`~manifold_align.data.collate.Collate` counts. Nothing is dropped silently and no bad
+sample raises.
+
+:func:`write_shards` writes any ``(image, caption)`` iterable (e.g. the synthetic data) as
+such shards, so the real loading path can be tried without downloading anything.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import webdataset as wds
+from PIL import Image
+
+from manifold_align.data.skipped import (
+    BAD_CAPTION,
+    CORRUPT_IMAGE,
+    EMPTY_CAPTION,
+    MISSING_CAPTION,
+    MISSING_IMAGE,
+    UNREADABLE_SHARD,
+    SampleError,
+    SkippedSample,
+    SkippedSamples,
+)
+from manifold_align.data.transforms import to_rgb
+
+__all__ = ["IMAGE_EXTENSIONS", "WebDatasetReader", "decode_image", "write_shards"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+"""Image member extensions looked for, in this order."""
+
+_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+def decode_image(data: bytes, key: str = "") -> Image.Image:
+    """Fully decode image bytes to an RGB PIL image.
+
+    Pillow decodes lazily, so ``load()`` is forced here: truncated bytes fail now, inside the
+    reader, and not later in a transform.
+
+    Raises:
+        SampleError: with reason ``corrupt_image`` if Pillow cannot decode ``data``.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return to_rgb(image)
+    except Exception as exn:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad bytes
+        raise SampleError(CORRUPT_IMAGE, key, f"{type(exn).__name__}: {exn}"[:200]) from exn
+
+
+class _TrackedStream:
+    """Read-only wrapper of a shard's byte stream that notices a tar cut at a block boundary.
+
+    A complete tar ends with zero blocks; Python's ``tarfile`` stops quietly at end-of-file
+    too, so a shard truncated between two members would lose its tail silently. The wrapper
+    remembers whether end-of-file was reached and the last 512 bytes: end-of-file right after
+    a non-zero block means the archive was cut.
+    """
+
+    def __init__(self, raw: Any, url: str) -> None:
+        self.raw = raw
+        self.url = url
+        self.eof = False
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if size is None or size < 0 or len(data) < size:
+            self.eof = True
+        if data:
+            self.tail = (self.tail + data)[-512:]
+        return data
+
+    def truncated(self) -> bool:
+        """End-of-file was reached and the last block read is not all zeros."""
+        return self.eof and any(self.tail)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __repr__(self) -> str:
+        return f"<shard {self.url}>"
+
+
+def _url_list(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> str | list[str]:
+    if isinstance(urls, str | os.PathLike):
+        return os.fspath(urls)
+    out = [os.fspath(u) for u in urls]
+    if not out:
+        raise ValueError("urls: got an empty list, expected at least one shard")
+    return out
+
+
+class WebDatasetReader(torch.utils.data.IterableDataset):
+    """``(image, caption)`` pairs from img2dataset-style webdataset shards.
+
+    Args:
+        urls: a shard path/URL, a brace pattern (``"data/{00000..00127}.tar"``) or a list.
+        shuffle: shuffle-buffer size in samples (``0``: keep the stored order).
+        seed: seed of the shard order and the shuffle buffer (mixed with the epoch and the
+            worker id); the same seed gives the same stream.
+        shardshuffle: shuffle the shard list each epoch (ignored when ``resampled``).
+        resampled: draw shards with replacement forever (``webdataset.ResampledShards``);
+            the stream never ends, so bound it by steps.
+        image_extensions: image members looked for, first match wins.
+        caption_extension: caption member (UTF-8 text).
+        emit_skipped: yield a :class:`SkippedSample` marker for each unreadable record or
+            shard (for :class:`~manifold_align.data.collate.Collate`). With ``False`` the
+            markers are only counted in :attr:`skipped`, which is exact only with
+            ``num_workers=0`` (a worker's record stays in the worker).
+        nodesplitter: stage that splits shards between processes of a distributed run
+            (e.g. ``webdataset.split_by_node``); ``None`` gives every process all shards.
+        workersplitter: stage that splits shards between ``DataLoader`` workers.
+
+    Attributes:
+        skipped: :class:`SkippedSamples` of this process (see ``emit_skipped``).
+
+    Raises:
+        ValueError: if ``urls`` is empty or ``shuffle`` is negative.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        shuffle: int = 0,
+        seed: int = 0,
+        shardshuffle: bool = False,
+        resampled: bool = False,
+        image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        caption_extension: str = "txt",
+        emit_skipped: bool = True,
+        nodesplitter: Callable[[Iterable[Any]], Iterator[Any]] | None = None,
+        workersplitter: Callable[[Iterable[Any]], Iterator[Any]] | None = wds.split_by_worker,
+    ) -> None:
+        super().__init__()
+        self.urls = _url_list(urls)
+        if shuffle < 0:
+            raise ValueError(f"shuffle: got {shuffle}, expected >= 0 (buffer size in samples)")
+        self.shuffle = int(shuffle)
+        self.seed = int(seed)
+        self.shardshuffle = bool(shardshuffle)
+        self.resampled = bool(resampled)
+        self.image_extensions = tuple(e.lower().lstrip(".") for e in image_extensions)
+        self.caption_extension = caption_extension.lower().lstrip(".")
+        self.emit_skipped = bool(emit_skipped)
+        self.nodesplitter = nodesplitter
+        self.workersplitter = workersplitter
+        self.skipped = SkippedSamples()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Mix ``epoch`` into the shard and buffer seeds (a new order per epoch)."""
+        self.epoch = int(epoch)
+
+    def _stream_seed(self) -> int:
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        return hash((self.seed, self.epoch, worker)) & 0x7FFF_FFFF
+
+    def decode(self, sample: dict[str, Any]) -> tuple[Image.Image, str]:
+        """One grouped tar record -> ``(RGB image, caption)``.
+
+        Raises:
+            SampleError: ``missing_image``, ``missing_caption``, ``bad_caption``,
+                ``empty_caption`` or ``corrupt_image`` (checked in that order).
+        """
+        key = f"{Path(str(sample.get('__url__', ''))).name}/{sample.get('__key__', '?')}"
+        image_ext = next((e for e in self.image_extensions if e in sample), None)
+        if image_ext is None:
+            found = sorted(k for k in sample if not k.startswith("__"))
+            raise SampleError(MISSING_IMAGE, key, f"members {found}")
+        if self.caption_extension not in sample:
+            raise SampleError(MISSING_CAPTION, key, f"no .{self.caption_extension} member")
+        try:
+            caption = bytes(sample[self.caption_extension]).decode("utf-8")
+        except UnicodeDecodeError as exn:
+            raise SampleError(BAD_CAPTION, key, str(exn)[:200]) from exn
+        caption = caption.strip()
+        if not caption:
+            raise SampleError(EMPTY_CAPTION, key)
+        return decode_image(sample[image_ext], key), caption
+
+    def __iter__(self) -> Iterator[tuple[Image.Image, str] | SkippedSample]:
+        pending: list[SkippedSample] = []
+        current: dict[str, Any] = {"stream": None, "failed": True}
+
+        def shard_failed(url: str, detail: str) -> None:
+            pending.append(SkippedSample(UNREADABLE_SHARD, Path(url).name, detail[:200]))
+
+        def open_shards(source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for item in source:
+                url = item["url"]
+                try:
+                    stream = _TrackedStream(wds.gopen(url, "rb"), url)
+                except Exception as exn:  # gopen raises OSError or a pipe error for a bad URL
+                    shard_failed(url, f"{type(exn).__name__}: {exn}")
+                    continue
+                current.update(stream=stream, failed=False)
+                yield {**item, "stream": stream}
+
+        def on_tar_error(exn: Exception) -> bool:
+            # One break of a shard raises up to twice (the member read, then the next
+            # header); count it once per shard.
+            stream = current["stream"]
+            if not current["failed"] and stream is not None:
+                current["failed"] = True
+                shard_failed(
+                    stream.url, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"
+                )
+            return True
+
+        def check_ends(source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for item in source:
+                if item == {}:  # end of one shard
+                    stream = current["stream"]
+                    if stream is not None and not current["failed"] and stream.truncated():
+                        current["failed"] = True
+                        shard_failed(stream.url, "tar stream ends without an end-of-archive block")
+                yield item
+
+        def decode_stage(source: Iterable[dict[str, Any]]) -> Iterator[Any]:
+            iterator = iter(source)
+            while True:
+                sample = next(iterator, None)
+                yield from self._drain(pending)
+                if sample is None:
+                    return
+                try:
+                    yield self.decode(sample)
+                except SampleError as exn:
+                    yield from self._drain([exn.marker()])
+
+        seed = self._stream_seed()
+        if self.resampled:
+            shards: Any = wds.ResampledShards(self.urls, seed=seed, deterministic=True)
+        else:
+            shards = wds.SimpleShardList(self.urls, seed=seed if self.shardshuffle else None)
+        stages: list[Any] = [shards]
+        if self.nodesplitter is not None:
+            stages.append(self.nodesplitter)
+        if self.workersplitter is not None:
+            stages.append(self.workersplitter)
+        stages += [
+            open_shards,
+            wds.pipelinefilter(wds.tariterators.tar_file_expander)(handler=on_tar_error),
+            check_ends,
+            wds.pipelinefilter(wds.tariterators.group_by_keys)(handler=on_tar_error),
+            decode_stage,
+        ]
+        if self.shuffle > 0:
+            stages.append(
+                wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed))
+            )
+        yield from wds.DataPipeline(*stages)
+
+    def _drain(self, markers: list[SkippedSample]) -> Iterator[SkippedSample]:
+        while markers:
+            marker = markers.pop(0)
+            if self.emit_skipped:
+                yield marker
+            else:
+                self.skipped.add(marker)
+
+    def __repr__(self) -> str:
+        return (
+            f"WebDatasetReader({self.urls!r}, shuffle={self.shuffle}, seed={self.seed}, "
+            f"resampled={self.resampled})"
+        )
+
+
+def _encode_image(image: Any, fmt: str, quality: int) -> bytes:
+    if isinstance(image, bytes | bytearray):
+        return bytes(image)
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise TypeError(
+                f"image: got tensor {image.dtype} {tuple(image.shape)}, expected uint8 (3, H, W)"
+            )
+        image = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy(), "RGB")
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"image: got {type(image).__name__}, expected PIL image, uint8 tensor or bytes"
+        )
+    buffer = io.BytesIO()
+    options = {"quality": quality} if _FORMATS[fmt] in ("JPEG", "WEBP") else {}
+    to_rgb(image).save(buffer, format=_FORMATS[fmt], **options)
+    return buffer.getvalue()
+
+
+def write_shards(
+    samples: Iterable[tuple[Any, str]],
+    pattern: str | os.PathLike,
+    *,
+    maxcount: int = 1000,
+    image_format: str = "jpg",
+    quality: int = 95,
+    limit: int | None = None,
+) -> list[Path]:
+    """Write ``(image, caption)`` pairs as img2dataset-style shards with ``wds.ShardWriter``.
+
+    Record ``i`` gets key ``f"{i:09d}"`` and members ``.{image_format}``, ``.txt`` and
+    ``.json`` (``{"key", "caption"}``), like img2dataset's output.
+
+    Args:
+        samples: ``(image, caption)`` pairs; images as PIL, uint8 ``(3, H, W)`` tensors or
+            already-encoded bytes.
+        pattern: shard path with a printf field, e.g. ``"out/shard-%05d.tar"``.
+        maxcount: records per shard.
+        image_format: ``"jpg"``, ``"jpeg"``, ``"png"`` or ``"webp"``.
+        quality: JPEG/WebP quality.
+        limit: stop after this many records.
+
+    Returns:
+        The written shard paths, in order.
+
+    Raises:
+        ValueError: if ``pattern`` has no ``%`` field, ``image_format`` is unknown,
+            ``maxcount < 1`` or ``samples`` is empty.
+        TypeError: if an image or caption has the wrong type.
+    """
+    pattern = os.fspath(pattern)
+    if "%" not in pattern:
+        raise ValueError(
+            f"pattern: got {pattern!r}, expected a printf field such as 'shard-%05d.tar'"
+        )
+    if image_format not in _FORMATS:
+        raise ValueError(f"image_format: got {image_format!r}, expected one of {list(_FORMATS)}")
+    if maxcount < 1:
+        raise ValueError(f"maxcount: got {maxcount}, expected >= 1")
+    iterator = iter(samples)
+    first = next(iterator, None)
+    if first is None or limit == 0:
+        raise ValueError("samples: got no samples, expected at least one (image, caption) pair")
+    Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with wds.ShardWriter(
+        pattern, maxcount=maxcount, verbose=0, post=lambda f: written.append(Path(f))
+    ) as sink:
+        count = 0
+        for image, caption in itertools.chain([first], iterator):
+            if limit is not None and count >= limit:
+                break
+            if not isinstance(caption, str):
+                raise TypeError(
+                    f"caption of sample {count}: got {type(caption).__name__}, expected str"
+                )
+            key = f"{count:09d}"
+            sink.write(
+                {
+                    "__key__": key,
+                    image_format: _encode_image(image, image_format, quality),
+                    "txt": caption.encode("utf-8"),
+                    "json": json.dumps({"key": key, "caption": caption}).encode("utf-8"),
+                }
+            )
+            count += 1
+    return written
