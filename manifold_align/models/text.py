@@ -26,8 +26,10 @@ summary rows read the whole caption up to and including its EOT:
 $$\\mathrm{may\\_attend}(i, j) = (j \\le i) \\lor (i < k \\land j \\le e + k - 1).$$
 
 Under a purely causal mask the first ``k`` outputs would see nothing but SOT copies and
-would not depend on the caption at all; the rows after EOT (padding) are never read by any
-output, so no ``pad_id`` is needed.
+would not depend on the caption at all. The caption rows keep CLIP's causal mask; from the
+second layer on they can read the summary rows, which by then carry the whole caption, but
+only the first ``k`` outputs are ever read, so this changes no output's meaning. Positions
+after EOT (padding) reach no output, so no ``pad_id`` is needed.
 """
 
 from __future__ import annotations
