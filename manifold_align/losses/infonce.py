@@ -14,13 +14,41 @@ from manifold_align.manifolds.base import ContrastiveManifold
 __all__ = ["InfoNCE", "info_nce_from_logits"]
 
 
+class _SymmetricCE(torch.autograd.Function):
+    """Symmetric cross-entropy of ``(*batch, B, B)`` logits with a hand-written backward.
+
+    Saves the logits and ``O(B)`` logsumexps; the backward builds
+    ``dL/dl_ij = (exp(l_ij - lse_row_i) + exp(l_ij - lse_col_j) - 2 [i == j]) / (2B)`` in one
+    buffer, where autograd through two ``logsumexp`` calls would hold about twice as many
+    ``B x B`` temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, logits):  # type: ignore[override]
+        rows = torch.logsumexp(logits, dim=-1)
+        cols = torch.logsumexp(logits, dim=-2)
+        pos = logits.diagonal(dim1=-2, dim2=-1)
+        ctx.save_for_backward(logits, rows, cols)
+        return 0.5 * (rows.mean(dim=-1) + cols.mean(dim=-1)) - pos.mean(dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        logits, rows, cols = ctx.saved_tensors
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            g = (logits - rows.unsqueeze(-1)).exp_()
+            g.add_((logits - cols.unsqueeze(-2)).exp_())
+            g.diagonal(dim1=-2, dim2=-1).sub_(2.0)
+            return g.mul_((grad_output / (2 * logits.shape[-1]))[..., None, None])
+
+
 def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Mean symmetric softmax cross-entropy of square logits whose diagonal holds the positives.
 
     Math: ``L = 1/2 mean_i (lse_j l_ij - l_ii) + 1/2 mean_j (lse_i l_ij - l_jj)``, i.e. CLIP's
     ``(CE(l, arange) + CE(l.T, arange)) / 2`` from one matrix: the text side is the column
     logsumexp of the same logits, not a second product. Computed in float32 (float64 stays
-    float64) even under autocast.
+    float64) even under autocast; the backward is hand-written (one ``B x B`` buffer) and
+    supports first-order gradients only.
 
     Args:
         logits: ``(*batch, B, B)``; row ``i`` is image ``i``, column ``j`` text ``j``.
@@ -35,10 +63,7 @@ def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
     logits = check_logits(logits)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        rows = torch.logsumexp(logits, dim=-1).mean(dim=-1)
-        cols = torch.logsumexp(logits, dim=-2).mean(dim=-1)
-        pos = logits.diagonal(dim1=-2, dim2=-1).mean(dim=-1)
-        return 0.5 * (rows + cols) - pos
+        return _SymmetricCE.apply(logits)
 
 
 class InfoNCE(nn.Module):

@@ -1,0 +1,321 @@
+"""Time and peak memory of our InfoNCE (dense and tiled) against OpenCLIP's ``ClipLoss``.
+
+Every case (implementation x manifold x batch size) runs forward + backward in its own
+subprocess, so that peak memory is that case's alone. Memory method (Linux): the process's
+peak resident set (``VmHWM`` in ``/proc/self/status``) is reset by writing ``5`` to
+``/proc/self/clear_refs`` after the inputs are built, and the reported number is
+``VmHWM - VmRSS`` at that moment: the extra memory of one forward + backward, including the
+input gradients. Where the reset is unavailable, ``ru_maxrss`` minus the RSS before the first
+call is used (the method is printed). Time: the fastest of the repetitions after the first
+(the first call, which also measures memory, warms up; a case with one repetition reports
+that call), both wall clock and process CPU time (user + system over all threads; CPU time is
+the steadier number on a shared machine, and the ratios are given for both), ``torch``
+threads as set by ``--threads``.
+
+Peer: OpenCLIP's ``ClipLoss`` (``open_clip.loss``) on the same flat ``(B, 512)`` features,
+with the same learnable log-scale, in the same run and the same interpreter. It is installed
+in ``.venv-bench`` (``bash benchmarks/setup_peers.sh``); under ``.venv`` it is skipped and the
+report says so.
+
+Usage::
+
+    .venv-bench/bin/python benchmarks/bench_losses.py            # B = 4096, 16384 (~5 min)
+    .venv-bench/bin/python benchmarks/bench_losses.py --big      # + tiled B = 65536
+    .venv/bin/python benchmarks/bench_losses.py --quick          # seconds; smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MANIFOLDS = {"sphere": "Sphere(512)", "oblique": "Oblique(8, 64)"}
+DIM = 512
+MIB = 2**20
+
+
+# --- child: one case ------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def _make_manifold(name: str):
+    from manifold_align import Oblique, Sphere
+
+    return Sphere(DIM) if name == "sphere" else Oblique(8, DIM // 8)
+
+
+def run_case(case: dict) -> dict:
+    """Build inputs, run ``reps`` forward + backward passes, return timings and peak memory.
+
+    The first pass is the memory pass; ``time_s`` and ``cpu_s`` are the fastest of the others
+    (the first if there is only one).
+    """
+    import torch
+
+    from manifold_align.losses import InfoNCE, Temperature
+
+    torch.set_num_threads(case["threads"])
+    torch.manual_seed(0)
+    b = case["batch"]
+    m = _make_manifold(case["manifold"])
+    with torch.no_grad():
+        x = m.projx(torch.randn(b, *m.point_shape))
+        y = m.projx(0.5 * x + torch.randn(b, *m.point_shape))
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    temperature = Temperature.learnable(init=1 / 0.07, max=100.0)
+
+    if case["impl"] == "openclip":
+        from open_clip.loss import ClipLoss
+
+        peer = ClipLoss()
+        xf, yf = x.reshape(b, DIM), y.reshape(b, DIM)
+
+        def step() -> torch.Tensor:
+            return peer(xf, yf, temperature.scale)
+
+    else:
+        criterion = InfoNCE(m, temperature, tile_size=case.get("tile"))
+
+        def step() -> torch.Tensor:
+            return criterion(x, y).loss
+
+    params = [x, y, temperature.logit_scale]
+    exact = _reset_peak()
+    rss0 = _status_kib("VmRSS") or 0
+    ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times, cpu, peak_kib, loss_value = [], [], 0, float("nan")
+    for r in range(case["reps"]):
+        for p in params:
+            p.grad = None
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = step()
+        loss.backward()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        if r == 0:
+            loss_value = float(loss.detach())
+            if exact:
+                peak_kib = (_status_kib("VmHWM") or 0) - rss0
+            else:
+                peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - max(ru0, rss0)
+        del loss
+    return {
+        **case,
+        "time_s": min(times[1:] or times),
+        "cpu_s": min(cpu[1:] or cpu),
+        "times_s": times,
+        "peak_extra_mib": peak_kib / 1024,
+        "peak_total_mib": (rss0 + peak_kib) / 1024,
+        "memory_method": "VmHWM reset" if exact else "ru_maxrss delta",
+        "loss": loss_value,
+        "scale_grad": float(temperature.logit_scale.grad),
+    }
+
+
+# --- parent: the plan, the subprocesses, the report ---------------------------------------------
+
+
+def plan(args: argparse.Namespace, peer: bool) -> list[dict]:
+    batches = args.batches or ((256, 1024) if args.quick else (4096, 16384))
+    cases = []
+    for b in batches:
+        if peer:
+            cases.append({"impl": "openclip", "manifold": "sphere", "batch": b})
+        for man in MANIFOLDS:
+            cases.append({"impl": "dense", "manifold": man, "batch": b})
+            cases.append({"impl": "tiled", "manifold": man, "batch": b, "tile": args.tile})
+        for c in cases:
+            c.setdefault("reps", 1 if b >= 16384 else 4)
+    if args.big or args.quick:
+        big = 4096 if args.quick else 65536
+        cases.append(
+            {"impl": "tiled", "manifold": "sphere", "batch": big, "tile": args.tile, "reps": 1}
+        )
+    for c in cases:
+        c["threads"] = args.threads
+    return cases
+
+
+def _label(r: dict) -> str:
+    if r["impl"] == "openclip":
+        return "OpenCLIP ClipLoss (flat 512)"
+    impl = "dense" if r["impl"] == "dense" else f"tiled T={r['tile']}"
+    return f"ours {impl}, {MANIFOLDS[r['manifold']]}"
+
+
+def _find(results: list[dict], **kw) -> dict | None:
+    for r in results:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def ratios(results: list[dict]) -> list[tuple[str, float, float, str]]:
+    """(description, wall-time or memory ratio, CPU-time ratio or NaN, aim) from the cases."""
+    rows = []
+
+    def add(desc: str, num: dict, den: dict, aim: str) -> None:
+        rows.append(
+            (desc + " time", num["time_s"] / den["time_s"], num["cpu_s"] / den["cpu_s"], aim)
+        )
+
+    for b in sorted({r["batch"] for r in results}):
+        peer = _find(results, impl="openclip", batch=b)
+        for impl in ("dense", "tiled"):
+            ours = _find(results, impl=impl, manifold="sphere", batch=b)
+            if peer and ours:
+                add(f"B={b}: {impl} / OpenCLIP", ours, peer, "<= 0.8" if impl == "dense" else "-")
+                mem = ours["peak_extra_mib"] / peer["peak_extra_mib"]
+                rows.append((f"B={b}: {impl} / OpenCLIP peak extra memory", mem, float("nan"), "-"))
+            obl = _find(results, impl=impl, manifold="oblique", batch=b)
+            if ours and obl:
+                add(f"B={b}: {impl} Oblique(8,64) / Sphere(512)", obl, ours, "<= 1.05")
+    return rows
+
+
+def report(results: list[dict], peer_note: str, wall: float, args: argparse.Namespace) -> str:
+    lines = [
+        "# InfoNCE benchmark",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
+        f"torch {_torch_version()}, D = {DIM}, forward + backward, float32 on CPU.",
+        f"Peer: {peer_note}",
+        f"Memory: {results[0]['memory_method'] if results else '-'} per case subprocess "
+        "(extra = peak during the first forward + backward minus RSS with inputs built).",
+        "",
+        "| case | B | wall (s) | CPU (s) | peak extra (MiB) | peak process (MiB) | loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {_label(r)} | {r['batch']} | {r['time_s']:.3f} | {r['cpu_s']:.3f} | "
+            f"{r['peak_extra_mib']:.0f} | {r['peak_total_mib']:.0f} | {r['loss']:.6f} |"
+        )
+    lines += ["", "| ratio | wall / memory | CPU | aim |", "|---|---:|---:|---|"]
+    lines += [
+        f"| {d} | {v:.3f} | {'-' if c != c else f'{c:.3f}'} | {a} |"
+        for d, v, c, a in ratios(results)
+    ]
+    lines += ["", f"Total wall time: {wall:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def plot(results: list[dict], path: Path) -> bool:
+    """Bar charts of time and peak memory per case; False if matplotlib is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{_label(r)}\nB={r['batch']}" for r in results]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.45 * len(results) + 1.5))
+    for ax, key, title in (
+        (axes[0], "time_s", "forward + backward time (s)"),
+        (axes[1], "peak_extra_mib", "peak extra memory (MiB)"),
+    ):
+        ax.barh(range(len(results)), [r[key] for r in results], color="tab:blue")
+        ax.set_yticks(range(len(results)), labels if ax is axes[0] else [""] * len(results))
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes (B = 256, 1024; tiled 4096)")
+    p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 4096 16384)")
+    p.add_argument("--big", action="store_true", help="add the tiled loss alone at B = 65536")
+    p.add_argument("--tile", type=int, default=1024, help="rows per strip of the tiled loss")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--out", type=Path, default=Path("runs/bench_losses"))
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return 0
+
+    peer = importlib.util.find_spec("open_clip") is not None
+    peer_note = (
+        "OpenCLIP ClipLoss, same interpreter and run."
+        if peer
+        else "OpenCLIP is not installed in this environment: peer SKIPPED "
+        "(bash benchmarks/setup_peers.sh, then run with .venv-bench/bin/python)."
+    )
+    print(peer_note, flush=True)
+    start = time.perf_counter()
+    results = []
+    for case in plan(args, peer):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--case", json.dumps(case)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            raise SystemExit(f"case {case} failed with exit code {proc.returncode}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(r)
+        print(
+            f"{_label(r):40s} B={r['batch']:6d}  {r['time_s']:8.3f} s  "
+            f"{r['peak_extra_mib']:8.0f} MiB extra  loss {r['loss']:.6f}",
+            flush=True,
+        )
+    text = report(results, peer_note, time.perf_counter() - start, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "summary.md").write_text(text)
+    plotted = plot(results, args.out / "bench_losses.png")
+    print("\n" + text)
+    print(
+        f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'}"
+        + (f", {args.out / 'bench_losses.png'}" if plotted else " (no plot: matplotlib missing)")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
