@@ -1,0 +1,204 @@
+"""``manifold-align eval --checkpoint DIR [--set key=value ...]``: evaluate a trained run.
+
+1. Resolve ``DIR`` (a run folder, its ``checkpoints/`` folder, or one ``step_*`` checkpoint)
+   to a complete checkpoint.
+2. Read the resolved run config that checkpoint was written with and apply the ``--set``
+   overrides; only evaluation settings may change (``eval.*``, ``train.device``,
+   ``train.precision``): anything else would describe another model.
+3. Rebuild the tokenizer and the model from that config and load the weights (safetensors,
+   nothing unpickled).
+4. Render the synthetic held-out splits, run zero-shot classification, retrieval and the
+   geometry diagnostics (:func:`manifold_align.evaluate.suite.evaluate_model`), print a table
+   and write ``eval.json`` (default: into the run folder).
+
+Exit status 0 on success, 2 for a bad checkpoint or override (the message names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from manifold_align.config import ConfigError, load_config, parse_overrides, to_dict
+
+__all__ = ["add_arguments", "format_table", "run"]
+
+#: Config keys ``--set`` may change at evaluation time (a key or a section).
+EVAL_KEYS = ("eval", "train.device", "train.precision")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``--checkpoint``, ``--set``, ``--out``, ``--karcher``, ``--chunk-size``."""
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="a run folder, its checkpoints/ folder, or one step_* checkpoint",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an evaluation setting: eval.zeroshot_samples, eval.retrieval_samples, "
+        "eval.batch_size, train.device, train.precision (repeatable)",
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="FILE", help="where to write eval.json (default: run folder)"
+    )
+    parser.add_argument(
+        "--karcher",
+        action="store_true",
+        help="average prompt ensembles with the Karcher mean instead of the projected mean",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="queries per block in retrieval and classification (bounds memory)",
+    )
+
+
+def _check_override_keys(overrides: list[str]) -> None:
+    """Raise ``ConfigError`` for an override outside :data:`EVAL_KEYS`, naming it."""
+
+    def keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for k, v in tree.items():
+            key = f"{prefix}.{k}" if prefix else k
+            out.extend(keys(v, key) if isinstance(v, dict) and v else [key])
+        return out
+
+    for key in keys(parse_overrides(overrides)):
+        if not any(key == allowed or key.startswith(allowed + ".") for allowed in EVAL_KEYS):
+            raise ConfigError(
+                f"{key}: cannot be changed at evaluation (it describes the trained run); "
+                f"allowed: eval.*, train.device, train.precision"
+            )
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A markdown table of :func:`~manifold_align.evaluate.suite.evaluate_model`'s result."""
+    lines = ["| metric | value | chance |", "|---|---:|---:|"]
+    for attribute, r in results.get("zeroshot", {}).items():
+        for key in sorted(k for k in r if k.startswith("top")):
+            k = key[3:]
+            lines.append(
+                f"| zero-shot {attribute} top-{k} ({r['num_classes']} classes) | "
+                f"{_fmt(r[key])} | {_fmt(r[f'chance_top{k}'])} |"
+            )
+    if "zeroshot_mean_top1" in results:
+        lines.append(f"| zero-shot mean top-1 | {_fmt(results['zeroshot_mean_top1'])} | |")
+    retrieval = results.get("retrieval", {})
+    for key, value in retrieval.items():
+        if "@" in key:
+            direction, k = key.split("@")
+            # a random ranking, one caption per image: the one match lands in the top k
+            # with probability k / N; with several captions per image no single number fits
+            n, m = retrieval["num_images"], retrieval["num_captions"]
+            chance = min(1.0, int(k) / n) if n == m else None
+            lines.append(
+                f"| {direction.replace('_', ' ')} R@{k} | {_fmt(value)} | {_fmt(chance)} |"
+            )
+    geometry = results.get("geometry")
+    if geometry:
+        sim = geometry["similarity"]
+        low, high = sim["similarity_range"]
+        lines.append(
+            f"| positive similarity (range [{low:g}, {high:g}]) | {_fmt(sim['pos_mean'])} | |"
+        )
+        lines.append(f"| negative similarity | {_fmt(sim['neg_mean'])} | |")
+        lines.append(f"| gap | {_fmt(sim['gap'])} | |")
+        if "gap_logits" in sim:
+            lines.append(
+                f"| gap in logits (scale {sim['scale']:.3g}) | {_fmt(sim['gap_logits'])} | |"
+            )
+        lines.append(f"| alignment | {_fmt(geometry['alignment'])} | |")
+        lines.append(f"| uniformity (images) | {_fmt(geometry['uniformity_image'])} | |")
+        lines.append(f"| uniformity (texts) | {_fmt(geometry['uniformity_text'])} | |")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate the checkpoint ``args.checkpoint``; print a table, write ``eval.json``.
+
+    Returns:
+        0 on success; 2 (with a message on stderr) for a missing or unloadable checkpoint or a
+        bad override.
+    """
+    from manifold_align.data.synthetic import SyntheticConfig
+    from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout
+    from manifold_align.train.checkpoint import CheckpointError, find_checkpoint, read_state
+    from manifold_align.train.config import RunConfig
+    from manifold_align.train.run import load_trained, resolve_device
+
+    try:
+        if args.chunk_size < 1:
+            raise ConfigError(f"--chunk-size: expected a positive integer, got {args.chunk_size}")
+        ckpt = find_checkpoint(args.checkpoint, Path(args.checkpoint) / "checkpoints")
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        _check_override_keys(args.overrides)
+        config = load_config(RunConfig, ckpt / "config.yaml", args.overrides)
+        try:
+            appearance = SyntheticConfig(**config.data.synthetic.appearance)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.synthetic.appearance: {exc}") from None
+        step = read_state(ckpt)["step"]
+        device = resolve_device(config.train.device)
+        model, tokenizer, _ = load_trained(ckpt, device=device)
+    except (ConfigError, CheckpointError) as exc:
+        print(f"manifold-align eval: error: {exc}", file=sys.stderr)
+        return 2
+
+    heldout = synthetic_heldout(
+        zeroshot_samples=config.eval.zeroshot_samples,
+        retrieval_samples=config.eval.retrieval_samples,
+        seed=config.data.synthetic.seed,
+        image_size=model.vision.image_size,
+        config=appearance,
+    )
+    results = evaluate_model(
+        model,
+        tokenizer,
+        heldout,
+        batch_size=config.eval.batch_size,
+        device=device,
+        precision=config.train.precision,
+        karcher=args.karcher,
+        chunk_size=args.chunk_size,
+    )
+    results = {
+        "checkpoint": str(ckpt),
+        "step": step,
+        "model": config.model.name,
+        **results,
+        "retrieval_scanned": heldout.retrieval_scanned,
+        "karcher": bool(args.karcher),
+        "config": to_dict(config),
+    }
+    out = Path(args.out) if args.out else run_dir / "eval.json"
+    _write_json(out, results)
+    print(f"{config.model.name} at step {step} on {results['manifold']} ({ckpt})")
+    print(format_table(results))
+    print(f"wrote {out}")
+    return 0

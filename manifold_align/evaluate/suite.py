@@ -1,0 +1,290 @@
+"""The held-out evaluation suite: zero-shot, retrieval and geometry of one model in one call.
+
+:func:`synthetic_heldout` renders the bundled data's held-out splits once (they share no item
+with training):
+
+* ``zeroshot``: one-object scenes, each labelled by every attribute (shape, colour, size,
+  position), with the attribute's class names and prompt templates
+  (:data:`~manifold_align.data.synthetic.ZERO_SHOT_TASKS`);
+* ``retrieval``: one- and two-object scenes with clean captions, **keeping only the first
+  scene of each distinct caption**. The same caption for two different images would make
+  either choice "wrong" by index alone and cap recall below 1 for a perfect model; with
+  distinct captions every query has exactly one correct answer.
+
+:func:`evaluate_model` encodes them with a model and returns every metric (nested, for
+``eval.json``); :func:`summary_metrics` picks the headline numbers as a flat
+``{name: float}``, named as the trainer's periodic evaluation names them in
+``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from manifold_align.data.synthetic import (
+    ATTRIBUTES,
+    ZERO_SHOT_TASKS,
+    SyntheticCaptions,
+    SyntheticConfig,
+    ZeroShotTask,
+)
+from manifold_align.data.transforms import ImageTransform
+from manifold_align.evaluate.encode import (
+    Precision,
+    encode_captions,
+    encode_images,
+    evaluating,
+)
+from manifold_align.evaluate.geometry import geometry_diagnostics
+from manifold_align.evaluate.retrieval import retrieval_recall
+from manifold_align.evaluate.zeroshot import build_classifier_from_prompts, classify
+
+__all__ = [
+    "HeldOut",
+    "evaluate_model",
+    "summary_metrics",
+    "synthetic_heldout",
+]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Rendered held-out data.
+
+    Attributes:
+        zeroshot_images: ``(N_z, 3, s, s)`` float32, transformed.
+        zeroshot_labels: attribute -> ``(N_z,)`` int64 label indices.
+        tasks: attribute -> :class:`~manifold_align.data.synthetic.ZeroShotTask`.
+        retrieval_images: ``(N_r, 3, s, s)`` float32, transformed.
+        retrieval_captions: ``N_r`` distinct captions, caption ``i`` for image ``i``.
+        retrieval_scanned: scenes looked at to find ``N_r`` distinct captions.
+    """
+
+    zeroshot_images: torch.Tensor
+    zeroshot_labels: dict[str, torch.Tensor]
+    tasks: dict[str, ZeroShotTask]
+    retrieval_images: torch.Tensor
+    retrieval_captions: list[str]
+    retrieval_scanned: int
+
+
+def synthetic_heldout(
+    *,
+    zeroshot_samples: int = 1000,
+    retrieval_samples: int = 1000,
+    seed: int = 0,
+    image_size: int = 64,
+    config: SyntheticConfig | None = None,
+    transform: Callable | None = None,
+    attributes: Sequence[str] = ATTRIBUTES,
+    max_scan_factor: int = 50,
+) -> HeldOut:
+    """Render the ``zeroshot`` and ``retrieval`` splits of the synthetic data.
+
+    Args:
+        zeroshot_samples: images for zero-shot classification (``0`` skips it).
+        retrieval_samples: image-caption pairs with distinct captions (``0`` skips it).
+        seed: the data seed (use the training seed; the splits keep the streams apart).
+        image_size: side in pixels (the model's input size).
+        config: appearance settings (use the training ones).
+        transform: PIL image -> ``(3, s, s)``; defaults to ``ImageTransform(image_size)``
+            (resize, centre crop, CLIP normalisation), the evaluation path of training.
+        attributes: which zero-shot tasks to label.
+        max_scan_factor: look at no more than ``max_scan_factor * retrieval_samples`` scenes
+            for distinct captions.
+
+    Raises:
+        ValueError: a negative size, both sizes 0, an unknown attribute, or fewer than
+            ``retrieval_samples`` distinct captions within the scan limit.
+    """
+    for name, value in (
+        ("zeroshot_samples", zeroshot_samples),
+        ("retrieval_samples", retrieval_samples),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+    if zeroshot_samples == 0 and retrieval_samples == 0:
+        raise ValueError("zeroshot_samples, retrieval_samples: both are 0, nothing to evaluate")
+    unknown = [a for a in attributes if a not in ZERO_SHOT_TASKS]
+    if unknown:
+        raise ValueError(f"attributes: unknown {unknown}, expected some of {list(ZERO_SHOT_TASKS)}")
+    transform = ImageTransform(image_size) if transform is None else transform
+    empty = torch.empty(0, 3, image_size, image_size)
+
+    zs_images, labels = empty, {a: torch.empty(0, dtype=torch.long) for a in attributes}
+    if zeroshot_samples:
+        ds = SyntheticCaptions("zeroshot", zeroshot_samples, seed, image_size, 0.0, config)
+        images, rows = [], []
+        for i in range(zeroshot_samples):
+            scene = ds.scene(i)
+            images.append(transform(ds.render(scene)))
+            rows.append(scene.labels())
+        zs_images = torch.stack(images)
+        labels = {a: torch.tensor([r[a] for r in rows], dtype=torch.long) for a in attributes}
+
+    rt_images, captions, scanned = empty, [], 0
+    if retrieval_samples:
+        limit = max_scan_factor * retrieval_samples
+        ds = SyntheticCaptions("retrieval", limit, seed, image_size, 0.0, config)
+        seen: set[str] = set()
+        images = []
+        while len(captions) < retrieval_samples and scanned < limit:
+            scene = ds.scene(scanned)
+            scanned += 1
+            text = scene.describe(clean=True)
+            if text in seen:
+                continue
+            seen.add(text)
+            captions.append(text)
+            images.append(transform(ds.render(scene)))
+        if len(captions) < retrieval_samples:
+            raise ValueError(
+                f"retrieval_samples: only {len(captions)} distinct captions among {scanned} "
+                f"scenes, {retrieval_samples} asked for"
+            )
+        rt_images = torch.stack(images)
+    return HeldOut(
+        zs_images,
+        labels,
+        {a: ZERO_SHOT_TASKS[a] for a in attributes},
+        rt_images,
+        captions,
+        scanned,
+    )
+
+
+def _scale(model: nn.Module) -> float | None:
+    temperature = getattr(model, "temperature", None)
+    scale = getattr(temperature, "scale", None)
+    return None if scale is None else float(torch.as_tensor(scale).detach())
+
+
+def evaluate_model(
+    model: nn.Module,
+    tokenize: Callable[[list[str]], torch.Tensor],
+    heldout: HeldOut,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    precision: Precision = "fp32",
+    karcher: bool = False,
+    chunk_size: int = 1024,
+    uniformity_points: int | None = 4096,
+) -> dict[str, Any]:
+    """Zero-shot accuracy per attribute, retrieval recall both ways, geometry diagnostics.
+
+    Runs with ``model`` in eval mode (its mode is restored) and without gradients.
+
+    Args:
+        model: a two-tower model (``encode_image``, ``encode_text``, ``manifold``; its
+            ``temperature.scale`` gives the logit units of the gap).
+        tokenize: strings -> token ids, e.g. the run's tokenizer.
+        heldout: from :func:`synthetic_heldout`.
+        batch_size: images or prompts per forward pass.
+        device: where to run; the model's device by default.
+        precision: ``"bf16"`` for bfloat16 autocast in the towers.
+        karcher: average prompt ensembles with the Karcher mean.
+        chunk_size: queries per block in retrieval and classification.
+        uniformity_points: subsample for the uniformity (``None``: all points).
+
+    Returns:
+        ``{"zeroshot": {attribute: classify(...)}, "zeroshot_mean_top1": float,
+        "retrieval": retrieval_recall(...), "geometry": geometry_diagnostics(...),
+        "manifold": repr, "scale": float | None}``; parts whose split is empty are left out.
+    """
+    manifold = model.manifold
+    out: dict[str, Any] = {"manifold": repr(manifold), "scale": _scale(model)}
+    common = {"batch_size": batch_size, "device": device, "precision": precision}
+    with evaluating(model):
+        if heldout.zeroshot_images.shape[0]:
+            points = encode_images(model, heldout.zeroshot_images, **common)
+            out["zeroshot"] = {}
+            encoder = _text_encoder(model, device, precision)
+            for attribute, task in heldout.tasks.items():
+                classes = build_classifier_from_prompts(
+                    encoder,
+                    tokenize,
+                    task.prompts(),
+                    manifold,
+                    karcher=karcher,
+                    batch_size=batch_size,
+                )
+                result = classify(
+                    points,
+                    classes,
+                    manifold,
+                    heldout.zeroshot_labels[attribute],
+                    chunk_size=chunk_size,
+                )
+                result["classnames"] = list(task.classnames)
+                out["zeroshot"][attribute] = result
+            tops = [r["top1"] for r in out["zeroshot"].values()]
+            out["zeroshot_mean_top1"] = sum(tops) / len(tops)
+        if heldout.retrieval_images.shape[0]:
+            image_points = encode_images(model, heldout.retrieval_images, **common)
+            text_points = encode_captions(model, tokenize, heldout.retrieval_captions, **common)
+            out["retrieval"] = retrieval_recall(
+                image_points,
+                text_points,
+                manifold,
+                chunk_size=chunk_size,
+                candidate_chunk_size=max(chunk_size, 4096),
+            )
+            out["geometry"] = geometry_diagnostics(
+                image_points,
+                text_points,
+                manifold,
+                scale=out["scale"],
+                uniformity_max_points=uniformity_points,
+                chunk_size=chunk_size,
+            )
+    return out
+
+
+def _text_encoder(
+    model: nn.Module, device: torch.device | str | None, precision: Precision
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``tokens -> model.encode_text(tokens on the model's device)`` under the precision."""
+    target = next((p.device for p in model.parameters()), torch.device("cpu"))
+    target = target if device is None else torch.device(device)
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(
+            device_type=target.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+        ):
+            return model.encode_text(tokens.to(target)).float()
+
+    return encode
+
+
+def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """The headline numbers of :func:`evaluate_model`'s result as a flat ``{name: float}``.
+
+    Names: ``zeroshot/<attribute>/top1``, ``zeroshot/mean_top1``,
+    ``retrieval/image_to_text@{1,5,10}``, ``retrieval/text_to_image@{1,5,10}``,
+    ``geometry/gap``, ``geometry/gap_logits``, ``geometry/alignment``,
+    ``geometry/uniformity_image`` (those present).
+    """
+    flat: dict[str, float] = {}
+    for attribute, result in results.get("zeroshot", {}).items():
+        flat[f"zeroshot/{attribute}/top1"] = float(result["top1"])
+    if "zeroshot_mean_top1" in results:
+        flat["zeroshot/mean_top1"] = float(results["zeroshot_mean_top1"])
+    for key, value in results.get("retrieval", {}).items():
+        if "@" in key:
+            flat[f"retrieval/{key}"] = float(value)
+    geometry = results.get("geometry")
+    if geometry:
+        sim = geometry["similarity"]
+        flat["geometry/gap"] = float(sim["gap"])
+        if "gap_logits" in sim:
+            flat["geometry/gap_logits"] = float(sim["gap_logits"])
+        flat["geometry/alignment"] = float(geometry["alignment"])
+        flat["geometry/uniformity_image"] = float(geometry["uniformity_image"])
+    return {k: v for k, v in flat.items() if math.isfinite(v)}
