@@ -555,7 +555,7 @@ class SyntheticZeroShot(torch.utils.data.Dataset):
 
 
 def synthetic_corpus(
-    size: int = 20_000, seed: int = 0, config: SyntheticConfig | None = None
+    size: int = 4000, seed: int = 0, config: SyntheticConfig | None = None
 ) -> Iterator[str]:
     """Captions of ``size`` training items, clean captions of ``size // 4`` retrieval items,
     and every zero-shot prompt: the text the bundled tokenizer is trained on."""
@@ -566,7 +566,7 @@ def synthetic_corpus(
             yield from row
 
 
-def train_synthetic_tokenizer(vocab_size: int = 512, context_length: int = 32, size: int = 20_000):
+def train_synthetic_tokenizer(vocab_size: int = 512, context_length: int = 32, size: int = 4000):
     """Train the byte-level BPE vocabulary bundled as ``assets/synthetic_tokenizer.json``.
 
     Returns:

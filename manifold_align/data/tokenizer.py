@@ -111,6 +111,7 @@ class Tokenizer:
         pad_id = tokenizer.token_to_id(pad)
         self.pad_id: int = 0 if pad_id is None else pad_id
         self.sot, self.eot, self.pad = sot, eot, pad
+        self._framing = {self.sot_id, self.eot_id} | ({pad_id} if pad_id is not None else set())
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
 
     # -- construction ----------------------------------------------------------------------
@@ -198,8 +199,13 @@ class Tokenizer:
 
     # -- encoding --------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        """Ids of the cleaned ``text`` without SOT/EOT or padding."""
-        return self._tok.encode(basic_clean(text), add_special_tokens=False).ids
+        """Ids of the cleaned ``text`` without SOT/EOT or padding.
+
+        A literal ``<|endoftext|>`` (or SOT/PAD token string) inside ``text`` is dropped, so
+        every encoded row holds exactly one EOT, where the text ends.
+        """
+        ids = self._tok.encode(basic_clean(text), add_special_tokens=False).ids
+        return [i for i in ids if i not in self._framing]
 
     def __call__(
         self, texts: str | Sequence[str], context_length: int | None = None
