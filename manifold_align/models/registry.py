@@ -7,7 +7,7 @@ reference: ``ViT-B-16-oblique`` is ``16 x 32 = 512``).
 
 >>> model = build_model("tiny-oblique", vocab_size=512, eot_id=2)
 >>> model.manifold
-Oblique(8, 16)
+Oblique(tokens=8, dim=16)
 """
 
 from __future__ import annotations
