@@ -18,7 +18,7 @@ from PIL import Image
 from manifold_align.data.collate import Batch, Collate
 from manifold_align.data.skipped import SampleError, SkippedSample, SkippedSamples
 from manifold_align.data.synthetic import SyntheticCaptions
-from manifold_align.data.tabular import CaptionTable
+from manifold_align.data.tabular import CaptionTable, read_captions
 from manifold_align.data.tokenizer import default_tokenizer
 from manifold_align.data.transforms import ImageTransform
 from manifold_align.data.webdataset import WebDatasetReader, write_shards
@@ -298,7 +298,7 @@ def test_tsv_with_custom_columns_and_image_root(tmp_path):
     assert isinstance(
         CaptionTable(table, image_column="url", caption_column="text")[0], SkippedSample
     )
-    with pytest.raises(ValueError, match=r"caption_column: column 'caption'.*\['url', 'text'\]"):
+    with pytest.raises(ValueError, match=r"caption_column: column .caption.*\[.url., .text.\]"):
         CaptionTable(table, image_column="url")
     with pytest.raises(FileNotFoundError, match="path"):
         CaptionTable(tmp_path / "nope.csv")
@@ -308,6 +308,20 @@ def test_tsv_with_custom_columns_and_image_root(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="header"):
         CaptionTable(empty)
+
+
+def test_explicit_separator_and_caption_corpus(tmp_path):
+    table = tmp_path / "semi.txt"
+    table.write_text(
+        "filepath;caption\na.png;  First Caption \nb.png;\nc.png;third; extra\nd.png\n"
+    )
+    ds = CaptionTable(table, separator=";")
+    assert ds.captions == ["  First Caption ", "", "third", None]
+    assert list(read_captions(table, separator=";")) == ["First Caption", "third"]
+    with pytest.raises(ValueError, match="caption_column"):
+        list(read_captions(table))  # a comma table has one column "filepath;caption"
+    with pytest.raises(ValueError, match="separator"):
+        CaptionTable(table, separator=";;")
 
 
 # -- skip record and collate --------------------------------------------------------------

@@ -23,7 +23,7 @@ from manifold_align.data.synthetic import (
     synthetic_corpus,
     train_synthetic_tokenizer,
 )
-from manifold_align.data.tabular import CaptionTable
+from manifold_align.data.tabular import CaptionTable, read_captions
 from manifold_align.data.tokenizer import Tokenizer, basic_clean, default_tokenizer
 from manifold_align.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform, to_rgb
 from manifold_align.data.webdataset import WebDatasetReader, write_shards
@@ -49,6 +49,7 @@ __all__ = [
     "ZeroShotTask",
     "basic_clean",
     "default_tokenizer",
+    "read_captions",
     "synthetic_corpus",
     "to_rgb",
     "train_synthetic_tokenizer",

@@ -2,7 +2,7 @@
 
 The table has a header row; two of its columns name the image file and the caption
 (``filepath`` and ``caption`` by default, OpenCLIP's ``--csv-img-key`` / ``--csv-caption-key``
-convention). The delimiter follows the suffix (``.tsv`` / ``.tab``: tab, otherwise comma)
+convention). The separator follows the suffix (``.tsv`` / ``.tab``: tab, otherwise comma)
 unless given. A relative path is resolved against ``image_root`` if given, else against
 the table's own folder.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,7 +32,55 @@ from manifold_align.data.skipped import (
 )
 from manifold_align.data.webdataset import decode_image
 
-__all__ = ["CaptionTable"]
+__all__ = ["CaptionTable", "read_captions"]
+
+
+def _separator(path: Path, separator: str | None) -> str:
+    if separator is None:
+        return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    if len(separator) != 1:
+        raise ValueError(
+            f"separator: got {separator!r}, expected one character such as ',' or '\\t'"
+        )
+    return separator
+
+
+def _rows(path: Path, separator: str, **columns: str) -> Iterator[dict[str, str | None]]:
+    """The table's rows as dicts, after checking that every named column exists."""
+    if not path.is_file():
+        raise FileNotFoundError(f"path: {str(path)!r} is not a file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=separator)
+        header = reader.fieldnames
+        if not header:
+            raise ValueError(f"path: {str(path)!r} has no header row")
+        for name, column in columns.items():
+            if column not in header:
+                raise ValueError(
+                    f"{name}: column {column!r} is not in {str(path)!r}; "
+                    f"its columns are {header} (separator {separator!r})"
+                )
+        yield from reader
+
+
+def read_captions(
+    path: str | os.PathLike, *, caption_column: str = "caption", separator: str | None = None
+) -> Iterator[str]:
+    """The non-empty captions of a table, stripped, without opening any image.
+
+    Meant as a tokenizer corpus (:meth:`~manifold_align.data.tokenizer.Tokenizer.train`);
+    rows without a caption are not samples here, so they are passed over.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the table has no header, lacks ``caption_column`` or ``separator``
+            is not one character.
+    """
+    path = Path(path)
+    for row in _rows(path, _separator(path, separator), caption_column=caption_column):
+        caption = (row[caption_column] or "").strip()
+        if caption:
+            yield caption
 
 
 class CaptionTable(torch.utils.data.Dataset):
@@ -44,14 +93,14 @@ class CaptionTable(torch.utils.data.Dataset):
         path: the ``.csv`` / ``.tsv`` file.
         image_column: header of the image-path column.
         caption_column: header of the caption column.
-        delimiter: field separator; ``None`` picks tab for ``.tsv``/``.tab``, else comma.
+        separator: field separator; ``None`` picks tab for ``.tsv``/``.tab``, else comma.
         image_root: folder that relative image paths are resolved against; defaults to the
             table's folder.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the table has no header or lacks one of the two columns (the message
-            lists the columns it has).
+            lists the columns it has), or ``separator`` is not one character.
     """
 
     def __init__(
@@ -60,37 +109,22 @@ class CaptionTable(torch.utils.data.Dataset):
         *,
         image_column: str = "filepath",
         caption_column: str = "caption",
-        delimiter: str | None = None,
+        separator: str | None = None,
         image_root: str | os.PathLike | None = None,
     ) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"path: {str(self.path)!r} is not a file")
-        if delimiter is None:
-            delimiter = "\t" if self.path.suffix.lower() in (".tsv", ".tab") else ","
-        self.delimiter = delimiter
+        self.separator = _separator(self.path, separator)
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
         self.image_column = image_column
         self.caption_column = caption_column
         self.paths: list[str] = []
         self.captions: list[str | None] = []
-        with self.path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            columns = reader.fieldnames
-            if not columns:
-                raise ValueError(f"path: {str(self.path)!r} has no header row")
-            for name, column in (
-                ("image_column", image_column),
-                ("caption_column", caption_column),
-            ):
-                if column not in columns:
-                    raise ValueError(
-                        f"{name}: column {column!r} is not in {str(self.path)!r}; "
-                        f"its columns are {columns} (delimiter {delimiter!r})"
-                    )
-            for row in reader:
-                self.paths.append(row[image_column] or "")
-                self.captions.append(row[caption_column])
+        rows = _rows(
+            self.path, self.separator, image_column=image_column, caption_column=caption_column
+        )
+        for row in rows:
+            self.paths.append(row[image_column] or "")
+            self.captions.append(row[caption_column])
 
     def __len__(self) -> int:
         return len(self.paths)
