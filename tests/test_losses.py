@@ -79,18 +79,25 @@ def test_info_nce_uses_the_manifold_similarity_not_cosine():
     torch.testing.assert_close(loss, want)
 
 
-def test_info_nce_from_logits_batched_equals_loop_and_gradcheck():
+def test_info_nce_from_logits_batched_equals_loop_forward_and_backward():
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    logits = 4 * torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    logits.requires_grad_(True)
     out = info_nce_from_logits(logits)
     assert out.shape == (2, 3)
     labels = torch.arange(5)
+    weights = torch.randn(2, 3, generator=g, dtype=torch.float64)  # a non-uniform upstream grad
+    (got,) = torch.autograd.grad((out * weights).sum(), logits)
+    ref = torch.zeros_like(out)
     for i in range(2):
         for j in range(3):
             lij = logits[i, j]
-            want = 0.5 * (F.cross_entropy(lij, labels) + F.cross_entropy(lij.T, labels))
-            torch.testing.assert_close(out[i, j], want)
-    assert torch.autograd.gradcheck(info_nce_from_logits, (logits,))
+            ref[i, j] = 0.5 * (F.cross_entropy(lij, labels) + F.cross_entropy(lij.T, labels))
+    torch.testing.assert_close(out, ref)
+    (want,) = torch.autograd.grad((ref * weights).sum(), logits)
+    torch.testing.assert_close(got, want)
+    small = logits[0, :1, :3, :3].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(info_nce_from_logits, (small,))
 
 
 def test_info_nce_from_logits_upcasts_half_and_float32_under_autocast():
@@ -221,14 +228,14 @@ def test_check_finite_names_the_argument(criterion, bad):
 
 def test_bad_constructor_arguments():
     m = Sphere(3)
-    with pytest.raises(TypeError, match="^manifold: expected a ContrastiveManifold"):
+    with pytest.raises(TypeError, match=r"^manifold: expected a ContrastiveManifold"):
         InfoNCE("sphere")
-    with pytest.raises(TypeError, match="^temperature: expected a Temperature"):
+    with pytest.raises(TypeError, match=r"^temperature: expected a Temperature"):
         InfoNCE(m, temperature="0.07")
     for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="^tile_size: expected None or a positive int"):
+        with pytest.raises(ValueError, match=r"^tile_size: expected None or a positive int"):
             InfoNCE(m, tile_size=bad)
-    with pytest.raises(ValueError, match="^bias_init: expected a finite number"):
+    with pytest.raises(ValueError, match=r"^bias_init: expected a finite number"):
         SigmoidLoss(m, bias_init=float("nan"))
     assert InfoNCE(m, temperature=5.0).temperature.mode == "fixed"
 

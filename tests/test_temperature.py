@@ -48,7 +48,9 @@ def test_uncapped_learnable_never_clamps():
 
 
 @pytest.mark.parametrize(
-    ("t", "scale"), [(Temperature.fixed(12.5), 12.5), (Temperature.none(), 1.0)], ids=["fixed", "none"]
+    ("t", "scale"),
+    [(Temperature.fixed(12.5), 12.5), (Temperature.none(), 1.0)],
+    ids=["fixed", "none"],
 )
 def test_fixed_and_none_have_no_trainable_parameters(t, scale):
     assert list(t.parameters()) == []
@@ -102,5 +104,5 @@ def test_bad_values_raise(make, match):
 
 
 def test_non_number_raises_type_error():
-    with pytest.raises(TypeError, match="^value: expected a positive number, got str"):
+    with pytest.raises(TypeError, match=r"^value: expected a positive number, got str"):
         Temperature.fixed("10")

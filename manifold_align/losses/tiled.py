@@ -46,16 +46,17 @@ def strip_stats(
     """
     b, n = x.shape[0], y.shape[0]
     row_lse = x.new_empty(b)
+    pos = x.new_empty(b)
     col_max = x.new_full((n,), float("-inf"))
     col_sum = x.new_zeros(n)
     yt = y.T
     for start in range(0, b, tile):
         s = torch.mm(x[start : start + tile], yt).mul_(scale)
         row_lse[start : start + tile] = torch.logsumexp(s, dim=1)
+        pos[start : start + tile] = s.diagonal(offset=offset + start)
         new_max = torch.maximum(col_max, s.amax(dim=0))
         col_sum.mul_((col_max - new_max).exp_()).add_(s.sub_(new_max).exp_().sum(dim=0))
         col_max = new_max
-    pos = scale * torch.linalg.vecdot(x, y[offset : offset + b])
     return row_lse, col_max + col_sum.log(), pos
 
 

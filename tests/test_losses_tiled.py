@@ -1,0 +1,125 @@
+"""The tiled InfoNCE equals the dense one (forward and backward) and keeps O(B) state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from manifold_align import Oblique, Sphere
+from manifold_align.losses import InfoNCE, Temperature, info_nce_from_logits, tiled_info_nce
+from manifold_align.losses.tiled import TiledInfoNCE, strip_grads, strip_stats
+
+
+def points(m, b, *, seed=0, dtype=torch.float32, near=None, pull=3.0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, *m.point_shape, generator=g, dtype=dtype)
+    if near is not None:
+        z = z + pull * near  # correlated pairs: a peaked softmax, like a trained model
+    return m.projx(z)
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("m", [Sphere(16), Oblique(4, 8)], ids=repr)
+@pytest.mark.parametrize(("b", "tile"), [(1, 1), (7, 3), (33, 8), (64, 5), (50, 64), (40, 40)])
+def test_tiled_matches_dense_forward_and_backward_float32(m, b, tile):
+    # Pairs correlated enough for a peaked softmax, with a loss of order 1: a float32 loss near
+    # 0 is lse - pos ~ 30 - 30, where either path only has ~1e-6 absolute accuracy.
+    x0 = points(m, b, seed=b)
+    y0 = points(m, b, seed=b + 1, near=x0, pull=0.5)
+    results = []
+    for tile_size in (None, tile):
+        t = Temperature.learnable(init=30.0)
+        x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
+        out = InfoNCE(m, t, tile_size=tile_size)(x, y)
+        out.loss.backward()
+        results.append((out.loss.detach(), x.grad, y.grad, t.logit_scale.grad, out.diagnostics))
+    (ld, gxd, gyd, gsd, dd), (lt, gxt, gyt, gst, dt) = results
+    assert abs(float(lt - ld)) <= 1e-5 * abs(float(ld)) + 1e-7
+    if b > 1:
+        assert float(gsd) != 0.0
+        assert rel_err(gxt, gxd) <= 1e-5
+        assert rel_err(gyt, gyd) <= 1e-5
+    assert abs(float(gst - gsd)) <= 1e-5 * abs(float(gsd)) + 1e-7
+    for k in dd:
+        torch.testing.assert_close(dt[k], dd[k], equal_nan=True)
+
+
+def test_tiled_gradcheck_float64_including_scale():
+    m = Oblique(2, 3)
+    x = points(m, 7, seed=1, dtype=torch.float64).reshape(7, 6).requires_grad_()
+    y = points(m, 7, seed=2, dtype=torch.float64).reshape(7, 6).requires_grad_()
+    s = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: TiledInfoNCE.apply(a, b, c, 3), (x, y, s))
+
+
+def test_tiled_equals_logits_reference_float64_at_large_scale():
+    """Logits up to 1600 (Oblique(16, d) at scale 100), peaked pairs: exact online rescaling."""
+    m = Oblique(16, 4)
+    x = points(m, 21, seed=3, dtype=torch.float64)
+    y = points(m, 21, seed=4, dtype=torch.float64, near=x)
+    scale = torch.tensor(100.0, dtype=torch.float64)
+    want = info_nce_from_logits(scale * m.similarity(x, y))
+    got = tiled_info_nce(m.flatten(x), m.flatten(y), scale, 4)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_fixed_scale_gets_no_gradient_and_python_float_scale_works():
+    x = torch.nn.functional.normalize(torch.randn(9, 5), dim=-1).requires_grad_()
+    y = torch.nn.functional.normalize(torch.randn(9, 5), dim=-1)
+    loss = tiled_info_nce(x, y, 4.0, 2)
+    loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    dense = info_nce_from_logits(4.0 * x.detach() @ y.T)
+    torch.testing.assert_close(loss.detach(), dense)
+
+
+def test_tiled_saves_only_linear_state():
+    """Nothing of size B x B is kept for the backward (the dense path keeps its logits)."""
+    b, d = 48, 8
+    x = torch.randn(b, d, requires_grad=True)
+    y = torch.randn(b, d, requires_grad=True)
+    s = torch.tensor(2.0, requires_grad=True)
+    tiled = tiled_info_nce(x, y, s, 8)
+    saved = tiled.grad_fn.saved_tensors
+    assert saved and max(t.numel() for t in saved) == b * d
+    dense = info_nce_from_logits(s * x @ y.T)
+    assert max(t.numel() for t in dense.grad_fn.saved_tensors) == b * b
+
+
+def test_row_block_seam_reassembles_the_full_loss_and_gradients():
+    """Two row blocks with offsets (as two ranks would hold) give the single-process result."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    s = torch.tensor(2.5, dtype=torch.float64)
+    blocks = [(0, x[:6]), (6, x[6:])]
+    stats = [strip_stats(xb, y, s, off, 4) for off, xb in blocks]
+    col_lse = torch.logaddexp(stats[0][1], stats[1][1])
+    row_lse = torch.cat([st[0] for st in stats])
+    pos = torch.cat([st[2] for st in stats])
+    loss = (row_lse.sum() + col_lse.sum() - 2 * pos.sum()) / 20
+    xr, yr, sr = x.clone().requires_grad_(), y.clone().requires_grad_(), s.clone().requires_grad_()
+    ref = info_nce_from_logits(sr * xr @ yr.T)
+    torch.testing.assert_close(loss, ref.detach())
+    ref.backward()
+    weight = torch.tensor(1 / 10, dtype=torch.float64)
+    grads = [
+        strip_grads(xb, y, s, off, 4, row_lse[off : off + len(xb)], col_lse, weight)
+        for off, xb in blocks
+    ]
+    torch.testing.assert_close(torch.cat([gr[0] for gr in grads]), xr.grad)
+    torch.testing.assert_close(grads[0][1] + grads[1][1], yr.grad)
+    torch.testing.assert_close(grads[0][2] + grads[1][2], sr.grad)
+
+
+def test_tiled_input_errors():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"^tile_size: expected a positive int"):
+        tiled_info_nce(x, x, 1.0, 0)
+    with pytest.raises(ValueError, match=r"^x, y: expected two \(N, D\) tensors of equal shape"):
+        tiled_info_nce(x, x[:3], 1.0, 2)
+    with pytest.raises(ValueError, match=r"^scale: expected a 0-dim tensor"):
+        tiled_info_nce(x, x, torch.ones(1), 2)
