@@ -168,13 +168,16 @@ def test_model_config_round_trips_through_the_config_loader():
         from_dict(ModelConfig, {"tokens": 2}, prefix="model")
 
 
-def test_tiny_model_is_built_for_real_and_runs():
+def test_tiny_models_train_a_batch_of_eight_on_cpu():
     torch.manual_seed(0)
-    model = build_model("tiny-oblique", eot_id=2)
-    images = torch.randn(2, 3, 64, 64)
-    tokens = torch.randint(3, 1024, (2, 16))
-    tokens[:, 9] = 2
-    points = model.encode_text(tokens)
-    assert points.shape == (2, 8, 16)
-    torch.testing.assert_close(points.norm(dim=-1), torch.ones(2, 8))
-    assert torch.isfinite(model(images, tokens).loss)
+    for name, shape in (("tiny", (8, 128)), ("tiny-oblique", (8, 8, 16))):
+        model = build_model(name, eot_id=1)
+        images = torch.randn(8, 3, 64, 64, dtype=torch.float64)  # cast to the weights' dtype
+        tokens = torch.randint(3, 1024, (8, 32))
+        tokens[:, 0], tokens[:, 12] = 0, 1
+        out, feats = model(images, tokens, return_features=True)
+        assert feats.image.shape == feats.text.shape == shape
+        torch.testing.assert_close(feats.text.norm(dim=-1), torch.ones(shape[:-1]))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+        assert all(p.grad is not None for p in model.parameters())

@@ -116,7 +116,8 @@ class VisionTransformer(nn.Module):
         """All token outputs of the transformer, before ``ln_post``.
 
         Args:
-            images: ``(B, C, image_size, image_size)`` floating point.
+            images: ``(B, C, image_size, image_size)`` floating point, cast to the weights'
+                dtype (autocast then picks the compute dtype).
 
         Returns:
             ``(B, k + N, W_v)``: the ``k`` class tokens first, then the ``N`` patches in
@@ -127,7 +128,7 @@ class VisionTransformer(nn.Module):
                 ``patch_size`` does not divide). TypeError: for an integer tensor.
         """
         self._check_images(images)
-        x = self.conv1(images)  # (B, W, grid, grid)
+        x = self.conv1(images.to(self.conv1.weight.dtype))  # (B, W, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (B, N, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
