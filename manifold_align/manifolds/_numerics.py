@@ -24,8 +24,10 @@ __all__ = [
     "HALF_DTYPES",
     "angle",
     "basis_e1",
+    "broadcast_shape",
     "cos_sinc",
     "exp",
+    "expand_to",
     "log",
     "normalize",
     "parallel_transport",
@@ -47,6 +49,31 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
+def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes`` (NumPy rules), or ``None`` if they do not broadcast.
+
+    Pure Python: ``torch.broadcast_shapes`` costs tens of microseconds per call, which adds
+    up on the small tensors of an optimizer step.
+    """
+    n = max(len(s) for s in shapes)
+    out = []
+    for i in range(-n, 0):
+        size = 1
+        for s in shapes:
+            if len(s) >= -i and s[i] != 1:
+                if size not in (1, s[i]):
+                    return None
+                size = s[i]
+        out.append(size)
+    return tuple(out)
+
+
+def expand_to(t: torch.Tensor, *shapes: tuple[int, ...]) -> torch.Tensor:
+    """``t`` expanded (a view) to the broadcast of its shape and ``shapes``; ``t`` itself if equal."""
+    shape = broadcast_shape(tuple(t.shape), *shapes)
+    return t if shape == tuple(t.shape) else t.expand(shape)
+
+
 def safe_sqrt(s: torch.Tensor) -> torch.Tensor:
     """:math:`\\sqrt{s}` for :math:`s \\ge 0`, with gradient 0 (not NaN/Inf) at :math:`s = 0`."""
     positive = s > 0
@@ -66,8 +93,7 @@ def row_norm(v: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
 
 def basis_e1(like: torch.Tensor) -> torch.Tensor:
     """The first basis vector :math:`e_1`, broadcast to the shape, dtype and device of ``like``."""
-    e1 = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
-    e1[0] = 1
+    e1 = (torch.arange(like.shape[-1], device=like.device) == 0).to(like.dtype)
     return e1.expand_as(like)
 
 
@@ -127,22 +153,25 @@ def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Logarithmic map per row: :math:`\\theta\\, v / \\|v\\|` with :math:`v = P_x(y - x)`.
 
     :math:`\\theta` is :func:`angle`, so :math:`\\|\\log_x y\\| = \\theta` exactly. ``x == y``
-    gives 0 (finite gradient). For antipodal rows (``y == -x``) every direction is a
-    minimizing geodesic; the result is a tangent vector of norm :math:`\\pi`: along the
-    (rounding-level) component of ``y`` orthogonal to ``x`` when there is one, else along
-    :math:`P_x e_j` with :math:`j = \\arg\\min_i |x_i|` (deterministic).
+    gives 0 (finite gradient). ``v`` is projected twice: for (nearly) antipodal rows
+    :math:`y - x \\approx -2x` and one projection leaves a rounding-level remainder along
+    ``x``, which the second removes, so the result is tangent to rounding. Antipodal rows
+    (``y == -x``) have no unique log (every direction is a minimizing geodesic); the result
+    is a tangent vector of norm :math:`\\pi`: along the part of ``y`` orthogonal to ``x``
+    when it exceeds rounding (16 machine epsilons), else along :math:`P_x e_j` with
+    :math:`j = \\arg\\min_i |x_i|` (deterministic; :math:`\\|P_x e_j\\|^2 \\ge 1 - 1/d`).
     """
     theta = angle(x, y)
-    v = proju(x, y - x)
+    antipodal = theta > math.pi / 2
+    v = proju(x, proju(x, y - x))
     vn = row_norm(v)
-    has_dir = vn > 0
+    # Beyond pi/2, |y - x| > 1 and a remainder below 16 eps is rounding, not a direction.
+    has_dir = vn > antipodal.to(vn.dtype) * (16 * torch.finfo(vn.dtype).eps)
     along_v = v * (theta / torch.where(has_dir, vn, torch.ones_like(vn)))
     # Fallback direction for exactly antipodal rows: the basis vector least aligned with x.
     j = x.abs().argmin(-1, keepdim=True)
-    ej = torch.zeros_like(x).scatter_(-1, j, 1.0)
-    w = proju(x, ej)
+    w = proju(x, torch.zeros_like(x).scatter_(-1, j, 1.0))
     fallback = w * (math.pi / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
-    antipodal = theta > math.pi / 2
     return torch.where(has_dir, along_v, torch.where(antipodal, fallback, torch.zeros_like(v)))
 
 

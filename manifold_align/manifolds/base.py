@@ -25,7 +25,7 @@ import operator
 import geoopt
 import torch
 
-from manifold_align.manifolds._numerics import safe_sqrt, working_dtype
+from manifold_align.manifolds._numerics import broadcast_shape, safe_sqrt, working_dtype
 
 __all__ = ["ContrastiveManifold", "positive_int"]
 
@@ -125,7 +125,15 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
                     f"{name}: expected shape (..., n, {ps}) for {self!r} (a batch of points), "
                     f"got {tuple(t.shape)}"
                 )
-        (x, y), _ = self._operands(x=x, y=y)
+        self._check_alike(x=x, y=y)
+        k = len(self.point_shape) + 1
+        if broadcast_shape(tuple(x.shape[: x.dim() - k]), tuple(y.shape[: y.dim() - k])) is None:
+            raise ValueError(
+                f"x, y: leading batch shapes do not broadcast (got x {tuple(x.shape)}, "
+                f"y {tuple(y.shape)}); expected (*batch, N, ...) and (*batch, M, ...)"
+            )
+        work = working_dtype(x.dtype)
+        x, y = x.to(work), y.to(work)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.flatten(x) @ self.flatten(y).mT
 
@@ -188,7 +196,8 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         w = (w / w.sum()).reshape(n, *([1] * (xw.dim() - dim - 1)))
         m = self.projx((w * xw).sum(dim))
         if karcher:
-            tol = 16 * torch.finfo(xw.dtype).eps
+            # Rounding level of a step: eps times the points' magnitude (1 on spheres).
+            tol = 16 * torch.finfo(xw.dtype).eps * max(1.0, float(xw.abs().amax()))
             for _ in range(_KARCHER_MAX_STEPS):
                 step = (w * self.logmap(m.unsqueeze(dim), xw)).sum(dim)
                 m = self.expmap(m, step)
@@ -209,14 +218,10 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
             )
         return True, None
 
-    def _operands(self, **named: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.dtype]:
-        """Check the named point/tangent tensors and return them in the working dtype.
-
-        Every tensor must end in ``point_shape`` (``ValueError`` naming it, the shape it got
-        and the one expected) and share the first one's dtype and device (``TypeError``
-        naming both). float16/bfloat16 are upcast to float32; the returned dtype is the
-        inputs' own, for casting results back.
-        """
+    def _check_alike(self, **named: torch.Tensor) -> None:
+        """Each named tensor: a floating-point ``torch.Tensor`` ending in ``point_shape``
+        (``ValueError`` naming it otherwise) with the first one's dtype and device
+        (``TypeError`` naming both otherwise)."""
         first_name, first = next(iter(named.items()))
         for name, t in named.items():
             if not isinstance(t, torch.Tensor):
@@ -234,7 +239,28 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
                     f"{name} is on {t.device} but {first_name} is on {first.device}; "
                     "expected the same device"
                 )
-        dtype = first.dtype
+
+    def _operands(self, **named: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.dtype]:
+        """Check the named point/tangent tensors and return them in the working dtype.
+
+        Every tensor must end in ``point_shape`` and the batch shapes must broadcast
+        (``ValueError`` naming the argument, the shape it got and the one expected), and all
+        must share the first one's dtype and device (``TypeError`` naming both).
+        float16/bfloat16 are upcast to float32; the returned dtype is the inputs' own, for
+        casting results back.
+        """
+        items = list(named.items())
+        self._check_alike(**named)
+        if len(items) > 1:
+            k = len(self.point_shape)
+            batches = [tuple(t.shape[: t.dim() - k]) for _, t in items]
+            if broadcast_shape(*batches) is None:
+                got = ", ".join(f"{n} {tuple(t.shape)}" for n, t in items)
+                raise ValueError(
+                    f"{', '.join(n for n, _ in items)}: batch shapes do not broadcast "
+                    f"(got {got}); expected broadcastable (..., {', '.join(map(str, self.point_shape))})"
+                )
+        dtype = items[0][1].dtype
         work = working_dtype(dtype)
         return tuple(t.to(work) for t in named.values()), dtype
 

@@ -57,7 +57,7 @@ class Euclidean(ContrastiveManifold):
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""$P_x u = u$ (broadcast to ``x``'s batch shape)."""
         self._operands(x=x, u=u)
-        return u.expand(torch.broadcast_shapes(x.shape, u.shape))
+        return nx.expand_to(u, x.shape)
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""$\operatorname{grad} f = \nabla f$."""
@@ -75,7 +75,7 @@ class Euclidean(ContrastiveManifold):
         v = u if v is None else v
         (x, u, v), dtype = self._operands(x=x, u=u, v=v)
         out = nx.row_inner(u, v, keepdim=True)
-        out = out.expand(torch.broadcast_shapes((*x.shape[:-1], 1), out.shape))
+        out = nx.expand_to(out, (*x.shape[:-1], 1))
         return (out if keepdim else out.squeeze(-1)).to(dtype)
 
     def component_inner(
@@ -86,7 +86,7 @@ class Euclidean(ContrastiveManifold):
         v = u if v is None else v
         (x, u, v), dtype = self._operands(x=x, u=u, v=v)
         out = u * v
-        return out.expand(torch.broadcast_shapes(x.shape, out.shape)).to(dtype)
+        return nx.expand_to(out, x.shape).to(dtype)
 
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""$R_x(u) = x + u$."""
@@ -116,7 +116,7 @@ class Euclidean(ContrastiveManifold):
     def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r"""$\mathcal{T}_{x\to y} v = v$ (broadcast to the batch shape of ``x`` and ``y``)."""
         self._operands(x=x, y=y, v=v)
-        return v.expand(torch.broadcast_shapes(x.shape, y.shape, v.shape))
+        return nx.expand_to(v, x.shape, y.shape)
 
     def transp_parallel(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r"""Parallel transport in flat space is the identity: $\Gamma_{x\to y} v = v$."""

@@ -116,7 +116,7 @@ class Oblique(ContrastiveManifold):
         v = u if v is None else v
         (x, u, v), dtype = self._operands(x=x, u=u, v=v)
         out = nx.row_inner(u, v, keepdim=True)
-        return out.expand(torch.broadcast_shapes((*x.shape[:-1], 1), out.shape)).to(dtype)
+        return nx.expand_to(out, (*x.shape[:-1], 1)).to(dtype)
 
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Retraction by per-token normalization: $R_X(U)_i = (x_i + u_i) / \|x_i + u_i\|$."""

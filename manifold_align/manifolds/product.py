@@ -74,8 +74,8 @@ class Product(ContrastiveManifold):
     def join(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """Inverse of :meth:`split`: flatten each factor's part and concatenate on the last axis."""
         flat = [m.flatten(p) for m, p in zip(self.factors, parts, strict=True)]
-        shape = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
-        return torch.cat([f.expand(*shape, f.shape[-1]) for f in flat], dim=-1)
+        batch = nx.broadcast_shape(*(tuple(f.shape[:-1]) for f in flat))
+        return torch.cat([nx.expand_to(f, (*batch, 1)) for f in flat], dim=-1)
 
     def _map(self, op: Callable[..., torch.Tensor], **named: torch.Tensor) -> torch.Tensor:
         """Apply ``op(factor, *parts)`` per factor to the named tensors and join the results."""
@@ -133,7 +133,7 @@ class Product(ContrastiveManifold):
             m: ContrastiveManifold, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor
         ) -> torch.Tensor:
             c = m.component_inner(x, u, v)
-            return c.expand(torch.broadcast_shapes(c.shape, x.shape))
+            return nx.expand_to(c, x.shape)
 
         return self._map(per_factor, x=x, u=u, v=v)
 

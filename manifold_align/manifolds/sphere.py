@@ -81,7 +81,7 @@ class Sphere(ContrastiveManifold):
         v = u if v is None else v
         (x, u, v), dtype = self._operands(x=x, u=u, v=v)
         out = nx.row_inner(u, v, keepdim=True)
-        out = out.expand(torch.broadcast_shapes((*x.shape[:-1], 1), out.shape))
+        out = nx.expand_to(out, (*x.shape[:-1], 1))
         return (out if keepdim else out.squeeze(-1)).to(dtype)
 
     def component_inner(
