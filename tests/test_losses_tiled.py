@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -123,3 +128,26 @@ def test_tiled_input_errors():
         tiled_info_nce(x, x[:3], 1.0, 2)
     with pytest.raises(ValueError, match=r"^scale: expected a 0-dim tensor"):
         tiled_info_nce(x, x, torch.ones(1), 2)
+
+
+def test_benchmark_smoke_numbers_come_out():
+    """benchmarks/bench_losses.py in-process at a tiny size: each case yields time and memory."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_losses.py"
+    spec = importlib.util.spec_from_file_location("bench_losses", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for impl, man in (("dense", "sphere"), ("tiled", "sphere"), ("tiled", "oblique")):
+            case = {"impl": impl, "manifold": man, "batch": 32, "tile": 8, "reps": 2, "threads": 1}
+            r = bench.run_case(case)
+            assert r["time_s"] > 0 and r["cpu_s"] >= 0 and r["peak_extra_mib"] >= 0
+            assert r["loss"] > 0 and math.isfinite(r["scale_grad"])
+            results.append(r)
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-5)
+    text = bench.report(results, "skipped (test)", 1.0, argparse.Namespace(threads=1))
+    assert text.count("| ours") == 3
+    assert "| B=32: tiled Oblique(8,64) / Sphere(512) time |" in text
