@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["EpochBatchSampler", "MapBatches"]
+__all__ = ["EpochBatchSampler", "MapBatches", "StreamBatches"]
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -78,9 +78,9 @@ class MapBatches:
         dataset: map-style dataset of ``size = len(dataset)`` samples.
         batch_size: samples per batch.
         seed: the permutation seed.
-        collate: ``list of samples -> (images, tokens)``.
+        collate: ``list of samples -> batch``, e.g. :class:`~manifold_align.data.collate.Collate`
+            (whose ``Batch`` carries the skipped-sample record of its own samples).
         num_workers: loader worker processes (``0`` loads in the main process).
-        skipped: ``() -> int``, the data layer's count of unreadable samples skipped so far.
     """
 
     def __init__(
@@ -88,25 +88,18 @@ class MapBatches:
         dataset: Dataset,
         batch_size: int,
         seed: int,
-        collate: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
+        collate: Callable[[list[Any]], Any],
         num_workers: int = 0,
-        skipped: Callable[[], int] | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed
         self.collate = collate
         self.num_workers = num_workers
-        self._skipped = skipped
         EpochBatchSampler(len(dataset), batch_size, seed)  # validate the sizes now
 
-    @property
-    def skipped(self) -> int:
-        """Samples the data layer skipped as unreadable so far."""
-        return int(self._skipped()) if self._skipped is not None else 0
-
-    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless ``(images, tokens)`` batches after the first ``start``."""
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        """Endless batches after the first ``start``."""
         sampler = EpochBatchSampler(len(self.dataset), self.batch_size, self.seed, start)
         loader = DataLoader(
             self.dataset,
@@ -117,3 +110,60 @@ class MapBatches:
             generator=torch.Generator().manual_seed(self.seed),
         )
         return iter(loader)
+
+
+class StreamBatches:
+    """An iterable (streaming) dataset as the trainer's batch source, epoch after epoch.
+
+    When the stream ends, the next epoch starts (``dataset.set_epoch(e)`` if it has one).
+    The data position is the number of batches consumed; ``iterate(start)`` reads and drops
+    the first ``start`` batches, so a resumed run sees the same batches as long as the stream
+    is deterministic for its seed (webdataset shards read in a seeded order).
+
+    Args:
+        dataset: an ``IterableDataset`` of samples.
+        batch_size: samples per batch.
+        collate: ``list of samples -> batch``.
+        num_workers: loader worker processes.
+
+    Raises:
+        ValueError: if ``batch_size < 1``, or (when iterated) an epoch yields no batch.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.IterableDataset,
+        batch_size: int,
+        collate: Callable[[list[Any]], Any],
+        num_workers: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.collate = collate
+        self.num_workers = num_workers
+
+    def _epochs(self) -> Iterator[Any]:
+        epoch = 0
+        while True:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            loader = DataLoader(
+                self.dataset, batch_size=self.batch_size, collate_fn=self.collate,
+                num_workers=self.num_workers, drop_last=True,
+            )
+            count = 0
+            for batch in loader:
+                count += 1
+                yield batch
+            if count == 0:
+                raise ValueError(f"dataset: epoch {epoch} gave no batch of {self.batch_size} samples")
+            epoch += 1
+
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        """Endless batches after the first ``start`` (read and dropped)."""
+        batches = self._epochs()
+        for _ in range(start):
+            next(batches)
+        return batches

@@ -224,6 +224,7 @@ def save_checkpoint(
     extra: Mapping[str, Any],
     config: Mapping[str, Any],
     keep: int = 0,
+    files: Mapping[str, str | Path] | None = None,
 ) -> Path:
     """Write the checkpoint for ``step`` under ``root`` atomically and point ``latest`` at it.
 
@@ -235,6 +236,8 @@ def save_checkpoint(
         extra: JSON-serialisable training state (data position, counters).
         config: the resolved config tree (plain dicts), stored to be checked on resume.
         keep: keep only the newest ``keep`` checkpoints (``0`` keeps all).
+        files: extra files copied in, ``{name in the checkpoint: source path}`` (e.g. the
+            run's ``tokenizer.json``, so that a checkpoint alone rebuilds the model).
 
     Returns:
         The final checkpoint directory.
@@ -272,6 +275,8 @@ def save_checkpoint(
     }
     (tmp / "state.json").write_text(json.dumps(state))
     (tmp / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    for name_in_ckpt, source in (files or {}).items():
+        shutil.copyfile(source, tmp / name_in_ckpt)
     for f in tmp.iterdir():
         _fsync_file(f)
 
@@ -350,7 +355,7 @@ def _check_model(path: Path, model: torch.nn.Module) -> None:
 def load_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
-    optimizers: Mapping[str, torch.optim.Optimizer],
+    optimizers: Mapping[str, torch.optim.Optimizer] | None,
     config: Mapping[str, Any] | None = None,
     ignore: Iterable[str] = (),
     restore_random: bool = True,
@@ -358,7 +363,7 @@ def load_checkpoint(
     """Load checkpoint ``path`` into ``model`` and ``optimizers`` in place; return its state.
 
     Weights are copied into the existing parameters (so a ``geoopt.ManifoldParameter`` keeps
-    its manifold). With ``config`` given, the checkpoint's config must agree on every key not
+    its manifold). ``optimizers=None`` loads the weights only (for evaluation). With ``config`` given, the checkpoint's config must agree on every key not
     in ``ignore``. ``restore_random`` also resets numpy's, Python's and torch's generators.
 
     Returns:
@@ -386,14 +391,16 @@ def load_checkpoint(
             f"{model_file}: model tensors missing from the checkpoint: {sorted(missing)}; "
             f"unexpected: {sorted(unexpected)}"
         )
-    names_then, names_now = set(state["optimizers"]), set(optimizers)
-    if names_then != names_now:
-        raise CheckpointError(
-            f"{path}: checkpoint has optimizers {sorted(names_then)}, the run has {sorted(names_now)}"
-        )
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    for name, optimizer in optimizers.items():
-        _restore_optimizer(name, optimizer, state["optimizers"][name], tensors)
+    if optimizers is not None:
+        names_then, names_now = set(state["optimizers"]), set(optimizers)
+        if names_then != names_now:
+            raise CheckpointError(
+                f"{path}: checkpoint has optimizers {sorted(names_then)}, "
+                f"the run has {sorted(names_now)}"
+            )
+        tensors = load_file(str(path / "optimizer.safetensors"))
+        for name, optimizer in optimizers.items():
+            _restore_optimizer(name, optimizer, state["optimizers"][name], tensors)
     if restore_random:
         restore_rng(state["rng"], load_file(str(path / "rng.safetensors")))
     return {"step": state["step"], "extra": state["extra"], "config": state["config"]}

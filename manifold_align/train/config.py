@@ -72,11 +72,16 @@ class ModelSection:
 
 @dataclass
 class SyntheticSource:
-    """The bundled procedurally generated captioned shapes (no download)."""
+    """The bundled procedurally generated captioned shapes (no download).
+
+    ``appearance`` overrides fields of :class:`manifold_align.data.synthetic.SyntheticConfig`
+    (``two_object_fraction``, ``p_shape``, ..., ``texture``, ``jitter``).
+    """
 
     size: int = 20000
     seed: int = 0
     caption_noise: float = 0.2
+    appearance: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _positive("data.synthetic", size=self.size)
@@ -88,10 +93,11 @@ class SyntheticSource:
 
 @dataclass
 class WebDatasetSource:
-    """img2dataset-style tar shards (image + ``.txt`` caption)."""
+    """img2dataset-style tar shards (image + ``.txt`` caption), read in a seeded order."""
 
     urls: str = ""
     shuffle: int = 1000
+    shardshuffle: bool = True
 
 
 @dataclass
@@ -106,16 +112,24 @@ class CsvSource:
 
 @dataclass
 class DataConfig:
-    """Where samples come from, how they are tokenized and batched."""
+    """Where samples come from, how they are tokenized and batched.
+
+    ``tokenizer``: ``"bundled"`` (the vocabulary shipped with the package, trained on the
+    synthetic captions), ``"train"`` (learn a ``vocab_size`` byte-level BPE on the training
+    captions; CSV source only) or a path to a ``tokenizer.json`` (e.g. CLIP's). The run keeps
+    its vocabulary as ``<run>/tokenizer.json``. ``augment`` uses random resized crops (then a
+    resumed run matches an uninterrupted one only with ``num_workers = 0``).
+    """
 
     source: Literal["synthetic", "webdataset", "csv"] = "synthetic"
     synthetic: SyntheticSource = field(default_factory=SyntheticSource)
     webdataset: WebDatasetSource = field(default_factory=WebDatasetSource)
     csv: CsvSource = field(default_factory=CsvSource)
-    tokenizer: str | None = None
-    vocab_size: int = 1000
+    tokenizer: str = "bundled"
+    vocab_size: int = 1024
     batch_size: int = 64
     num_workers: int = 0
+    augment: bool = False
 
     def __post_init__(self) -> None:
         _positive("data", batch_size=self.batch_size, vocab_size=self.vocab_size)
@@ -124,6 +138,13 @@ class DataConfig:
             raise ConfigError("data.webdataset.urls: required when data.source is 'webdataset'")
         if self.source == "csv" and not self.csv.path:
             raise ConfigError("data.csv.path: required when data.source is 'csv'")
+        if self.tokenizer == "train" and self.source != "csv":
+            raise ConfigError(
+                f"data.tokenizer: 'train' learns from a CSV's captions; with data.source "
+                f"{self.source!r} use 'bundled' or a tokenizer.json path"
+            )
+        if not self.tokenizer:
+            raise ConfigError("data.tokenizer: expected 'bundled', 'train' or a path, got ''")
 
 
 @dataclass

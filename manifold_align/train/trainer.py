@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from manifold_align.config import to_dict
+from manifold_align.data.skipped import SkippedSamples
 from manifold_align.train.checkpoint import load_checkpoint, save_checkpoint
 from manifold_align.train.config import RunConfig
 from manifold_align.train.guard import check_scalar, check_tensors
@@ -60,13 +61,13 @@ Evaluate = Callable[[torch.nn.Module, int], Mapping[str, float]]
 class BatchSource(Protocol):
     """What the loop needs from the data layer."""
 
-    def iterate(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless ``(images, tokens)`` micro-batches, skipping the first ``start``."""
-        ...
+    def iterate(self, start: int) -> Iterator[Any]:
+        """Endless micro-batches after the first ``start``.
 
-    @property
-    def skipped(self) -> int:
-        """Samples skipped as unreadable so far (by this process)."""
+        A batch is ``(images, tokens)`` or ``(images, tokens, skipped)`` (a
+        :class:`~manifold_align.data.collate.Batch`) where ``skipped`` is the
+        :class:`~manifold_align.data.skipped.SkippedSamples` record of its unreadable samples.
+        """
         ...
 
 
@@ -84,6 +85,7 @@ def fit(
     run_dir: str | Path,
     evaluate: Evaluate | None = None,
     resume: str | Path | None = None,
+    checkpoint_files: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``config.train.steps`` optimizer steps; return the last records.
 
@@ -102,6 +104,7 @@ def fit(
             gradients every ``eval_every`` steps (``0``: never) and after the last step.
         resume: a checkpoint directory to continue from (see
             :func:`~manifold_align.train.checkpoint.find_checkpoint`).
+        checkpoint_files: files copied into every checkpoint (``{name: path}``).
 
     Returns:
         ``{"train": last train record, "eval": last eval record or None, "step": int}``.
@@ -117,21 +120,21 @@ def fit(
     total = sc.total_steps or tc.steps
     min_ratio = sc.min_lr / config.optim.lr if config.optim.lr > 0 else 0.0
 
-    step, consumed, skipped_before = 0, 0, 0
+    step, consumed, skipped = 0, 0, SkippedSamples()
     if resume is not None:
         state = load_checkpoint(resume, model, optimizers, config_tree, RESUMABLE_KEYS)
         step = state["step"]
         consumed = state["extra"]["batches"]
-        skipped_before = state["extra"]["skipped"]
+        skipped = SkippedSamples.from_dict(state["extra"]["skipped"])
     metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None)
     params = [p for p in model.parameters() if p.requires_grad]
     temperature = getattr(model, "temperature", None)
     last: dict[str, Any] = {"train": None, "eval": None, "step": step}
 
     def checkpoint() -> None:
-        extra = {"batches": consumed, "skipped": skipped_before + batches.skipped}
+        extra = {"batches": consumed, "skipped": skipped.to_dict()}
         save_checkpoint(run_dir / "checkpoints", step, model, optimizers, extra, config_tree,
-                        keep=tc.keep_checkpoints)
+                        keep=tc.keep_checkpoints, files=checkpoint_files)
 
     def run_eval() -> None:
         if evaluate is None:
@@ -145,6 +148,17 @@ def fit(
     bar = tqdm(total=tc.steps, initial=step, disable=not (tc.progress and sys.stderr.isatty()),
                dynamic_ncols=True, desc="train")
     data = batches.iterate(consumed)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        # Batches that lost all but one sample to unreadable data carry no contrastive signal.
+        nonlocal consumed, skipped
+        while True:
+            batch = next(data)
+            consumed += 1
+            if len(batch) == 3:
+                skipped += batch[2]
+            if batch[0].shape[0] >= 2:
+                return batch[0], batch[1]
     model.train()
     tick = time.perf_counter()
     try:
@@ -156,8 +170,7 @@ def fit(
 
             loss_sum = torch.zeros((), device=device)
             for _ in range(tc.grad_accum):
-                images, tokens = next(data)
-                consumed += 1
+                images, tokens = next_batch()
                 images = images.to(device, non_blocking=True)
                 tokens = tokens.to(device, non_blocking=True)
                 with _autocast(device, tc.precision):
@@ -192,7 +205,7 @@ def fit(
                     "grad_norm": grad_norm,
                     **diag,
                     "batches": consumed,
-                    "skipped": skipped_before + batches.skipped,
+                    **skipped.as_metrics(),
                     "seconds": now - tick,
                 })
                 tick = now

@@ -1,0 +1,79 @@
+"""``manifold-align train``: train a two-tower model from a YAML config.
+
+```bash
+manifold-align train --config configs/train/tiny-oblique.yaml --set train.steps=500 --out runs/ob
+manifold-align train --out runs/ob --resume latest      # after a kill: continue exactly
+```
+
+Exit status: 0 on success; 2 for a bad config, a bad override or an unusable run folder /
+checkpoint (the message names the key or the mismatch); 3 when training stops on a
+non-finite loss, gradient or parameter (the message names the step and the quantity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``train``'s options to ``parser``."""
+    parser.add_argument("--config", type=Path, help="YAML run config (default when resuming: <out>/config.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
+    parser.add_argument(
+        "--resume", metavar="latest|PATH",
+        help="continue from this run's latest checkpoint, or from a checkpoint/run folder",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``manifold-align train``; returns the exit status."""
+    from manifold_align.config import ConfigError, load_config
+    from manifold_align.train.checkpoint import CheckpointError
+    from manifold_align.train.config import RunConfig
+    from manifold_align.train.guard import NonFiniteError
+    from manifold_align.train.run import train
+
+    config_path = args.config
+    out = args.out
+    if out is None:
+        if config_path is None:
+            return _fail("give --config FILE (and --out DIR to choose the run folder)")
+        out = Path("runs") / config_path.stem
+    if config_path is None:
+        if args.resume is None:
+            return _fail("give --config FILE, or --resume with an existing run folder")
+        config_path = out / "config.yaml"
+    overrides = list(args.overrides)
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    try:
+        config = load_config(RunConfig, config_path, overrides)
+        result = train(config, out, resume=args.resume)
+    except (ConfigError, CheckpointError, FileExistsError) as exc:
+        return _fail(str(exc))
+    except NonFiniteError as exc:
+        print(f"manifold-align train: stopped: {exc}", file=sys.stderr)
+        return 3
+    print(f"trained {result.step} steps; run folder {result.run_dir} (summary.md, plots/)")
+    if result.eval:
+        mean = result.eval.get("zeroshot/mean_top1")
+        r1 = result.eval.get("retrieval/image_to_text@1")
+        if mean is not None:
+            print(f"zero-shot mean top-1 {mean:.3f}")
+        if r1 is not None:
+            print(f"retrieval image->text R@1 {r1:.3f}")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"manifold-align train: error: {message}", file=sys.stderr)
+    return 2

@@ -1,0 +1,321 @@
+"""One training run from a :class:`~manifold_align.train.config.RunConfig`: build, train, report.
+
+:func:`train` assembles the pieces the config names (tokenizer, model, optimizers, data,
+evaluator), runs :func:`~manifold_align.train.trainer.fit`, and leaves a run folder:
+
+```
+<run>/config.yaml        the resolved config
+<run>/model.yaml         the resolved model config (with the tokenizer's vocabulary)
+<run>/tokenizer.json     the vocabulary (also inside every checkpoint)
+<run>/metrics.jsonl      one record per logged step and per evaluation
+<run>/checkpoints/       step_XXXXXXXX/ directories and the ``latest`` pointer
+<run>/plots/*.png        loss, scale and evaluation curves
+<run>/summary.md         the last metrics, for people
+```
+
+:func:`load_trained` rebuilds a trained model (and its tokenizer) from a run folder or a
+checkpoint directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from manifold_align.config import ConfigError, dump_config, from_dict
+from manifold_align.data.collate import Collate
+from manifold_align.data.synthetic import SyntheticCaptions, SyntheticConfig
+from manifold_align.data.tokenizer import Tokenizer, default_tokenizer
+from manifold_align.data.transforms import ImageTransform
+from manifold_align.models.registry import ModelConfig, build_model, model_config
+from manifold_align.models.two_tower import TwoTower
+from manifold_align.train.batches import MapBatches, StreamBatches
+from manifold_align.train.checkpoint import find_checkpoint, load_checkpoint, read_state
+from manifold_align.train.config import RunConfig
+from manifold_align.train.metrics import plot_metrics
+from manifold_align.train.optimizers import build_optimizers
+from manifold_align.train.trainer import Evaluate, fit
+
+__all__ = [
+    "RunResult",
+    "build_batches",
+    "build_evaluator",
+    "build_run_model",
+    "load_trained",
+    "resolve_device",
+    "seed_everything",
+    "train",
+]
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        step: optimizer steps done.
+        train: the last training record (loss, scale, ...), or ``None``.
+        eval: the last evaluation record, or ``None``.
+        model: the trained model (eval mode).
+        tokenizer: its tokenizer.
+        plots: the PNG files written.
+    """
+
+    run_dir: Path
+    step: int
+    train: dict[str, Any] | None
+    eval: dict[str, Any] | None
+    model: TwoTower
+    tokenizer: Tokenizer
+    plots: list[Path]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA if available, else CPU; anything else as ``torch.device``.
+
+    Raises:
+        ConfigError: ``train.device`` names CUDA on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global generator is the one to seed
+    torch.manual_seed(seed)
+
+
+def _synthetic_appearance(config: RunConfig) -> SyntheticConfig:
+    try:
+        return SyntheticConfig(**config.data.synthetic.appearance)
+    except TypeError as exc:
+        valid = ", ".join(f.name for f in dataclasses.fields(SyntheticConfig))
+        raise ConfigError(f"data.synthetic.appearance: {exc}; valid keys here: {valid}") from None
+    except ValueError as exc:
+        raise ConfigError(f"data.synthetic.appearance.{exc}") from None
+
+
+def _load_tokenizer(config: RunConfig, context_length: int) -> Tokenizer:
+    """The tokenizer a fresh run starts with (see ``DataConfig.tokenizer``)."""
+    spec = config.data.tokenizer
+    if spec == "bundled":
+        return default_tokenizer(context_length)
+    if spec == "train":
+        from manifold_align.data.tabular import read_captions
+
+        return Tokenizer.train(
+            read_captions(config.data.csv.path, caption_column=config.data.csv.caption_column,
+                          separator=config.data.csv.separator),
+            config.data.vocab_size, context_length=context_length,
+        )
+    try:
+        return Tokenizer.load(spec, context_length)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"data.tokenizer: {exc}") from None
+
+
+def build_run_model(config: RunConfig, tokenizer: Tokenizer) -> TwoTower:
+    """The model ``config.model`` names, sized to ``tokenizer``'s vocabulary and end token.
+
+    Raises:
+        ConfigError: unknown model name or override key (named as ``model.overrides.<key>``),
+            or an invalid resulting model config.
+    """
+    overrides = dict(config.model.overrides)
+    valid = {f.name for f in dataclasses.fields(ModelConfig)}
+    for key in overrides:
+        if key not in valid:
+            raise ConfigError(
+                f"unknown key model.overrides.{key}; valid keys here: {', '.join(sorted(valid))}"
+            )
+    vocab = overrides.setdefault("vocab_size", tokenizer.vocab_size)
+    if vocab < tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.overrides.vocab_size: {vocab} is smaller than the tokenizer's "
+            f"vocabulary of {tokenizer.vocab_size}"
+        )
+    overrides.setdefault("eot_id", tokenizer.eot_id)
+    try:
+        return build_model(config.model.name, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
+def _context_length(config: RunConfig) -> int:
+    try:
+        base = model_config(config.model.name)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
+    return int(config.model.overrides.get("context_length", base.context_length))
+
+
+def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> Any:
+    """The training batch source for ``config.data`` (a ``MapBatches`` or ``StreamBatches``)."""
+    data = config.data
+    seed = config.train.seed
+    transform = ImageTransform(image_size, train=data.augment, seed=seed if data.augment else None)
+    collate = Collate(tokenizer, transform)
+    if data.source == "synthetic":
+        syn = data.synthetic
+        dataset = SyntheticCaptions(
+            "train", syn.size, syn.seed, image_size, syn.caption_noise, _synthetic_appearance(config)
+        )
+        if data.batch_size > syn.size:
+            raise ConfigError(
+                f"data.batch_size: {data.batch_size} exceeds data.synthetic.size {syn.size}"
+            )
+        return MapBatches(dataset, data.batch_size, seed, collate, data.num_workers)
+    if data.source == "csv":
+        from manifold_align.data.tabular import CaptionTable
+
+        csv = data.csv
+        dataset = CaptionTable(csv.path, image_column=csv.image_column,
+                               caption_column=csv.caption_column, separator=csv.separator)
+        return MapBatches(dataset, data.batch_size, seed, collate, data.num_workers)
+    from manifold_align.data.webdataset import WebDatasetReader
+
+    wds = data.webdataset
+    reader = WebDatasetReader(wds.urls, shuffle=wds.shuffle, seed=seed, shardshuffle=wds.shardshuffle)
+    return StreamBatches(reader, data.batch_size, collate, data.num_workers)
+
+
+def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> Evaluate | None:
+    """Periodic held-out evaluation for the synthetic source (``None`` for other sources
+    or when both ``eval`` sizes are 0)."""
+    ev = config.eval
+    if config.data.source != "synthetic" or (ev.zeroshot_samples == 0 and ev.retrieval_samples == 0):
+        return None
+    from manifold_align.train.evaluation import SyntheticEvaluator
+
+    return SyntheticEvaluator(
+        tokenizer, image_size, seed=config.data.synthetic.seed,
+        zeroshot_samples=ev.zeroshot_samples, retrieval_samples=ev.retrieval_samples,
+        batch_size=ev.batch_size, appearance=_synthetic_appearance(config),
+        precision=config.train.precision,
+    )
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: str | Path | None = None) -> RunResult:
+    """Train the run ``config`` describes into ``run_dir``; see the module docstring.
+
+    Args:
+        config: the resolved run configuration.
+        run_dir: the run folder; a fresh run refuses one that already holds checkpoints.
+        resume: ``"latest"`` (this run's newest checkpoint) or a checkpoint/run directory.
+
+    Raises:
+        ConfigError: a bad config discovered while building (model name or override,
+            tokenizer file, batch size).
+        FileExistsError: a fresh run into a folder that already holds a run.
+        CheckpointError: ``resume`` not found or from another configuration.
+        NonFiniteError: training diverged (the step and the quantity are named).
+    """
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    checkpoint = None
+    if resume is not None:
+        checkpoint = find_checkpoint(resume, ckpt_root)
+    elif (ckpt_root / "latest").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with --resume latest or choose another --out"
+        )
+    device = resolve_device(config.train.device)
+    seed_everything(config.train.seed)
+    context_length = _context_length(config)
+    if checkpoint is not None and (checkpoint / TOKENIZER_FILE).is_file():
+        tokenizer = Tokenizer.load(checkpoint / TOKENIZER_FILE, context_length)
+    else:
+        tokenizer = _load_tokenizer(config, context_length)
+    model = build_run_model(config, tokenizer).to(device)
+    image_size = model.config.image_size
+    batches = build_batches(config, tokenizer, image_size)
+    evaluate = build_evaluator(config, tokenizer, image_size)
+    optim = config.optim
+    optimizers = build_optimizers(
+        model, optim.lr, optim.betas, optim.eps, optim.weight_decay,
+        optim.riemannian_lr, optim.riemannian_betas,
+    )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+    (run_dir / "model.yaml").write_text(
+        yaml.safe_dump(dataclasses.asdict(model.config), sort_keys=False)
+    )
+    tokenizer.save(run_dir / TOKENIZER_FILE)
+
+    last = fit(model, optimizers, batches, config, run_dir, evaluate=evaluate, resume=checkpoint,
+               checkpoint_files={TOKENIZER_FILE: run_dir / TOKENIZER_FILE})
+    plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots")
+    model.eval()
+    result = RunResult(run_dir, last["step"], last["train"], last["eval"], model, tokenizer, plots)
+    write_summary(result, config)
+    return result
+
+
+def write_summary(result: RunResult, config: RunConfig) -> Path:
+    """``<run>/summary.md``: model, steps, last training metrics and evaluation, plots."""
+    lines = [
+        f"# Training run `{result.run_dir.name}`",
+        "",
+        f"Model `{config.model.name}` {dict(config.model.overrides) or ''} on "
+        f"`{result.model.manifold!r}`, {result.step} steps of batch {config.data.batch_size}, "
+        f"data `{config.data.source}`, seed {config.train.seed}.",
+        "",
+    ]
+    if result.train:
+        lines += ["| training metric | value |", "|---|---|"]
+        for key in ("loss", "scale", "pos_sim", "neg_sim", "gap_logits", "data/skipped"):
+            if isinstance(result.train.get(key), (int, float)):
+                lines.append(f"| {key} | {result.train[key]:.4g} |")
+        lines.append("")
+    if result.eval:
+        lines += ["| evaluation | value |", "|---|---|"]
+        for key, value in result.eval.items():
+            if key not in ("kind", "step") and isinstance(value, (int, float)):
+                lines.append(f"| {key} | {value:.4f} |")
+        lines.append("")
+    lines += [f"![{p.stem}](plots/{p.name})" for p in result.plots]
+    path = result.run_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def load_trained(
+    path: str | Path, device: str | torch.device | None = None
+) -> tuple[TwoTower, Tokenizer, RunConfig]:
+    """Rebuild a trained model from a run folder (its ``latest`` checkpoint) or a checkpoint.
+
+    Reads only the checkpoint's ``state.json`` (config), ``tokenizer.json`` and
+    ``model.safetensors``; nothing is unpickled.
+
+    Returns:
+        ``(model in eval mode, tokenizer, run config)``.
+
+    Raises:
+        CheckpointError: nothing complete at ``path``, or weights that do not fit the model.
+    """
+    ckpt = find_checkpoint(path, Path(path) / "checkpoints")
+    config = from_dict(RunConfig, read_state(ckpt)["config"])
+    tokenizer = Tokenizer.load(ckpt / TOKENIZER_FILE, _context_length(config))
+    model = build_run_model(config, tokenizer)
+    if device is not None:
+        model = model.to(device)
+    load_checkpoint(ckpt, model, None, restore_random=False)
+    model.eval()
+    return model, tokenizer, config
