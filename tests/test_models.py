@@ -390,3 +390,20 @@ def test_two_tower_properties_and_errors():
         TwoTower(vit, txt, InfoNCE(Oblique(2, 8)))
     with pytest.raises(TypeError, match="loss"):
         TwoTower(vit, txt, torch.nn.MSELoss())
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_text_outputs_follow_each_rows_own_eot(k):
+    tower = text_tower(k)
+    t = captions(3)
+    t[:, 7] = 5
+    eot = [3, 7, 11]
+    for row, e in enumerate(eot):
+        t[row, e] = EOT
+    out = tower(t)
+    after, before = t.clone(), t.clone()
+    for row, e in enumerate(eot):
+        after[row, e + 1 :] = 0  # anything after this row's EOT
+        before[row, e - 1] = (t[row, e - 1] + 1 - 3) % 61 + 3  # the token just before it
+    torch.testing.assert_close(tower(after), out)
+    assert (tower(before) - out).abs().amax(dim=-1).min() > 1e-5

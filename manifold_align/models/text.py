@@ -128,7 +128,7 @@ class TextTransformer(nn.Module):
         if self.eot_id is None:
             return tokens.argmax(dim=-1)
         is_eot = tokens == self.eot_id
-        first = is_eot.to(torch.int8).argmax(dim=-1)
+        first = is_eot.to(torch.int32).argmax(dim=-1)
         return torch.where(is_eot.any(dim=-1), first, torch.full_like(first, tokens.shape[1] - 1))
 
     def _summary_mask(self, eot: torch.Tensor, length: int) -> torch.Tensor:
