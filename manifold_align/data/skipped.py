@@ -14,7 +14,7 @@ reason and the first few keys per reason so a person can find the bad files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +140,7 @@ class SkippedSamples:
         for marker in markers:
             self.add(marker)
 
-    def handler(self, reason: str = UNREADABLE_SHARD):
+    def handler(self, reason: str = UNREADABLE_SHARD) -> Callable[[Exception], bool]:
         """A webdataset exception handler that records the error and continues.
 
         ``webdataset`` calls ``handler(exn)`` when a stage fails; returning ``True`` makes it
@@ -148,7 +148,7 @@ class SkippedSamples:
         any other exception under ``reason`` with its message as the detail.
 
         Returns:
-            ``Callable[[Exception], bool]`` that always returns ``True``.
+            A handler that records ``exn`` and returns ``True``.
         """
 
         def _handle(exn: Exception) -> bool:

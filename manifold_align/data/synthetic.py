@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from manifold_align.data.tokenizer import Tokenizer
+
 __all__ = [
     "ATTRIBUTES",
     "COLOURS",
@@ -566,12 +568,12 @@ def synthetic_corpus(
             yield from row
 
 
-def train_synthetic_tokenizer(vocab_size: int = 512, context_length: int = 32, size: int = 4000):
+def train_synthetic_tokenizer(
+    vocab_size: int = 512, context_length: int = 32, size: int = 4000
+) -> Tokenizer:
     """Train the byte-level BPE vocabulary bundled as ``assets/synthetic_tokenizer.json``.
 
     Returns:
-        :class:`~manifold_align.data.tokenizer.Tokenizer`.
+        The trained tokenizer; ``default_tokenizer()`` loads the same vocabulary.
     """
-    from manifold_align.data.tokenizer import Tokenizer
-
     return Tokenizer.train(synthetic_corpus(size), vocab_size, context_length=context_length)
