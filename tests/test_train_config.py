@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from manifold_align.cli import main
 from manifold_align.config import ConfigError, dump_config, load_config
 from manifold_align.train.config import RunConfig
 
@@ -72,33 +71,47 @@ def test_unknown_key_in_file_is_named(tmp_path):
         load_config(RunConfig, path)
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "manifold_align.cli", "train", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
-    )
+def _cli(capsys, *args):
+    code = main(["train", *args])
+    return code, capsys.readouterr().err
 
 
-def test_command_reports_config_errors_by_key(tmp_path):
+def test_command_reports_config_errors_by_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {name: tiny}\noptim: {lr: 1.0e-3, momentum: 0.9}\n")
-    proc = _cli("--config", str(bad), "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2
-    assert "unknown key optim.momentum" in proc.stderr
+    code, err = _cli(capsys, "--config", str(bad), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "unknown key optim.momentum" in err
+    assert not (tmp_path / "run").exists()
+
+    code, err = _cli(capsys, "--config", str(TINY), "--set", "train.precision=half",
+                     "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "train.precision: got 'half'" in err
+
+    code, err = _cli(capsys, "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "cannot read config file" in err
+
+    code, err = _cli(capsys, "--set", "train.steps=5")
+    assert code == 2
+    assert "give --config FILE" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.overrides.depthh=3", "unknown key model.overrides.depthh; valid keys here:"),
+        ("model.name=ViT-Z-99", "model.name: unknown model 'ViT-Z-99'"),
+        ("model.overrides.vision_heads=5", "model: vision_heads: 5 does not divide vision_width 128"),
+        ("model.overrides.vocab_size=10", "model.overrides.vocab_size: 10 is smaller than the tokenizer"),
+        ("data.synthetic.appearance.glow=1", "data.synthetic.appearance: "),
+        ("data.tokenizer=/nonexistent/tokenizer.json", "data.tokenizer: path:"),
+    ],
+)
+def test_command_reports_bad_model_and_data_settings(tmp_path, capsys, override, message):
+    code, err = _cli(capsys, "--config", str(TINY), "--set", override, "--out", str(tmp_path / "run"),
+                     "--no-progress")
+    assert code == 2
+    assert message in err
     assert not (tmp_path / "run" / "checkpoints").exists()
-
-    proc = _cli("--config", str(TINY), "--set", "train.precision=half",
-                "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2
-    assert "train.precision: got 'half'" in proc.stderr
-
-    proc = _cli("--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2
-    assert "cannot read config file" in proc.stderr
-
-
-def test_command_reports_unknown_model_override(tmp_path):
-    proc = _cli("--config", str(TINY), "--set", "model.overrides.depthh=3",
-                "--out", str(tmp_path / "run"), "--no-progress")
-    assert proc.returncode == 2
-    assert "model.overrides.depthh" in proc.stderr
