@@ -414,29 +414,28 @@ class SyntheticCaptions(torch.utils.data.Dataset):
         canvas = np.empty((s, s, 3), dtype=np.float32)
         canvas[:] = np.asarray(scene.background_rgb, dtype=np.float32)
         if texture > 0:
-            blotch = Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32), mode="F")
+            blotch = Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32))
             blotch = np.asarray(blotch.resize((s, s), Image.Resampling.BICUBIC), dtype=np.float32)
             canvas += 20.0 * texture * blotch[..., None]
             canvas += rng.normal(0.0, 8.0 * texture, (s, s, 3)).astype(np.float32)
-        image = Image.fromarray(np.clip(canvas, 0, 255).round().astype(np.uint8), "RGB")
+        image = Image.fromarray(np.clip(canvas, 0, 255).round().astype(np.uint8))
         ss = 4
-        layer = Image.new("RGBA", (s * ss, s * ss), (0, 0, 0, 0))
-        draw = ImageDraw.Draw(layer)
         for obj in scene.objects:
+            # coverage mask at 4x resolution, averaged down: anti-aliased edges
+            mask = Image.new("L", (s * ss, s * ss), 0)
+            draw = ImageDraw.Draw(mask)
             cx, cy = obj.center[0] * s * ss, obj.center[1] * s * ss
             r = obj.radius * s * ss
-            fill = (*obj.rgb, 255)
             if obj.shape == "circle":
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-                continue
-            theta = math.radians(obj.rotation)
-            rot = np.array(
-                [[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]
-            )
-            points = _polygon(obj.shape) @ rot.T * r + np.array([cx, cy])
-            draw.polygon([tuple(p) for p in points.tolist()], fill=fill)
-        layer = layer.resize((s, s), Image.Resampling.BOX)
-        image.paste(layer, (0, 0), layer)
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+            else:
+                theta = math.radians(obj.rotation)
+                rot = np.array(
+                    [[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]
+                )
+                points = _polygon(obj.shape) @ rot.T * r + np.array([cx, cy])
+                draw.polygon([tuple(p) for p in points.tolist()], fill=255)
+            image.paste(obj.rgb, (0, 0, s, s), mask.reduce(ss))
         return image
 
     # -- items -----------------------------------------------------------------------------

@@ -71,10 +71,10 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
         return image.convert("RGB")
     if mode.startswith("I;16"):
         grey = np.asarray(image, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
     if mode in ("I", "F"):
         grey = np.clip(np.asarray(image, dtype=np.float64), 0, 255)
-        return Image.fromarray(np.rint(grey).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.rint(grey).astype(np.uint8)).convert("RGB")
     raise ValueError(f"image.mode: got {mode!r}, expected a mode convertible to RGB")
 
 

@@ -297,7 +297,7 @@ def _encode_image(image: Any, fmt: str, quality: int) -> bytes:
             raise TypeError(
                 f"image: got tensor {image.dtype} {tuple(image.shape)}, expected uint8 (3, H, W)"
             )
-        image = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy(), "RGB")
+        image = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
     if not isinstance(image, Image.Image):
         raise TypeError(
             f"image: got {type(image).__name__}, expected PIL image, uint8 tensor or bytes"
