@@ -1,0 +1,17 @@
+"""The toy equilibrium simulation: free embeddings per concept under caption noise.
+
+* :mod:`~manifold_align.simulate.theory`: the exact loss-minimizing gap $g^\\star$ and what a
+  sphere or an oblique manifold needs to reach it.
+* :mod:`~manifold_align.simulate.sampling`: batches of concept pairs with caption noise.
+* :mod:`~manifold_align.simulate.toy`: :class:`ToyModel`, many runs batched on one manifold.
+* :mod:`~manifold_align.simulate.config`: :class:`SweepConfig`, the sweep's settings.
+* :mod:`~manifold_align.simulate.sweep`: expand a sweep into batched groups and run it.
+* :mod:`~manifold_align.simulate.report`: ``results.json``, plots and ``summary.md``.
+* :mod:`~manifold_align.simulate.command`: ``manifold-align simulate``.
+
+Only the theory is imported eagerly; it needs neither torch nor the manifolds.
+"""
+
+from manifold_align.simulate.theory import Equilibrium, equilibrium, equilibrium_gap, expected_loss
+
+__all__ = ["Equilibrium", "equilibrium", "equilibrium_gap", "expected_loss"]
