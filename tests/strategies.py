@@ -145,7 +145,7 @@ def tangents(
 def scaled_tangents(
     draw: st.DrawFn, manifold: ContrastiveManifold, x: torch.Tensor, log10_norm: tuple[float, float]
 ) -> torch.Tensor:
-    """Tangent vectors at ``x`` with total norm :math:`10^e`, ``e`` uniform in ``log10_norm``.
+    """Tangent vectors at ``x`` with total norm :math:`10^e` (at most), ``e`` uniform in ``log10_norm``.
 
     Computed in float64 from ``x`` and cast to ``x.dtype``; a zero direction stays zero.
     """
@@ -155,4 +155,6 @@ def scaled_tangents(
     n = manifold.norm(x64, u, keepdim=True)
     n = n.reshape(*n.shape, *([1] * (u.dim() - n.dim())))
     u = torch.where(n > 0, u * (10.0**exponent / n.clamp_min(1e-300)), torch.zeros_like(u))
-    return u.to(x.dtype)
+    # A rounding-level draw (ambient parallel to x) was blown up to a non-tangent direction:
+    # project again, which keeps every genuine draw and shrinks those.
+    return manifold.proju(x64, u).to(x.dtype)

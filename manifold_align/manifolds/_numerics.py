@@ -153,7 +153,8 @@ def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Logarithmic map per row: :math:`\\theta\\, v / \\|v\\|` with :math:`v = P_x(y - x)`.
 
     :math:`\\theta` is :func:`angle`, so :math:`\\|\\log_x y\\| = \\theta` exactly. ``x == y``
-    gives 0 (finite gradient). ``v`` is projected twice: for (nearly) antipodal rows
+    gives 0 (finite gradient). ``x`` and ``y`` are normalized first: points rounded to
+    bfloat16 are off the sphere by up to 4e-3, enough to tilt the direction. ``v`` is projected twice: for (nearly) antipodal rows
     :math:`y - x \\approx -2x` and one projection leaves a rounding-level remainder along
     ``x``, which the second removes, so the result is tangent to rounding. Antipodal rows
     (``y == -x``) have no unique log (every direction is a minimizing geodesic); the result
@@ -161,6 +162,7 @@ def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     when it exceeds rounding (16 machine epsilons), else along :math:`P_x e_j` with
     :math:`j = \\arg\\min_i |x_i|` (deterministic; :math:`\\|P_x e_j\\|^2 \\ge 1 - 1/d`).
     """
+    x, y = normalize(x), normalize(y)  # half-precision points are off the sphere by ~1e-3
     theta = angle(x, y)
     antipodal = theta > math.pi / 2
     v = proju(x, proju(x, y - x))
