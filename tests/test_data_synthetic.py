@@ -211,6 +211,9 @@ def test_bad_config_and_index():
         SyntheticConfig(p_colour=1.2)
     with pytest.raises(ValueError, match="texture"):
         SyntheticConfig(texture=-1)
+    with pytest.raises(ValueError, match="jitter: got 'lots', expected a number"):
+        SyntheticConfig(jitter="lots")
+    assert SyntheticConfig(jitter=2, texture=0).jitter == 2
     with pytest.raises(ValueError, match="attribute"):
         SyntheticZeroShot("texture")
     ds = SyntheticCaptions("train", 5)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -177,21 +177,14 @@ class SyntheticConfig:
     jitter: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in (
-            "two_object_fraction",
-            "p_shape",
-            "p_colour",
-            "p_size",
-            "p_position",
-            "p_prefix",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}: got {value}, expected a probability in [0, 1]")
-        for name in ("texture", "jitter"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 2.0:
-                raise ValueError(f"{name}: got {value}, expected a value in [0, 2]")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{f.name}: got {value!r}, expected a number")
+            high = 2.0 if f.name in ("texture", "jitter") else 1.0
+            if not 0.0 <= value <= high:
+                kind = "a probability" if high == 1.0 else "a value"
+                raise ValueError(f"{f.name}: got {value}, expected {kind} in [0, {high:g}]")
 
 
 @dataclass(frozen=True)
