@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ RELATIONS: dict[str, tuple[str, str]] = {
 ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "position")
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "zeroshot": 3, "retrieval": 4}
 """Split name -> the stream id mixed into every item's seed."""
-_PREFIXES = ("", "a photo of ", "a drawing of ", "an image of ")
+_PREFIXES = ("a photo of ", "a drawing of ", "an image of ")
 _ARTICLE = re.compile(r"\ba (?=[aeiou])")
 
 
@@ -203,14 +203,24 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Scene:
-    """A drawn scene: one or two objects, the relation of two, and the caption choices."""
+    """A drawn scene: one or two objects, the relation of two, and the caption choices.
+
+    Attributes:
+        objects: one or two :class:`SceneObject`.
+        relation: a key of :data:`RELATIONS` for two objects, else ``None``.
+        mention: per object, whether a training caption names (shape, colour, size,
+            position).
+        prefix: the training caption's opening ("a photo of ", ... or "").
+        background_seed: seed of the background texture.
+        background_rgb: the background's base colour.
+    """
 
     objects: tuple[SceneObject, ...]
     relation: str | None
     mention: tuple[tuple[bool, bool, bool, bool], ...]
     prefix: str
     background_seed: int
-    background_rgb: tuple[int, int, int] = field(default=(60, 60, 60))
+    background_rgb: tuple[int, int, int]
 
     def describe(self, clean: bool = True) -> str:
         """The caption: every attribute named if ``clean``, else the sampled subset."""
@@ -389,9 +399,7 @@ class SyntheticCaptions(torch.utils.data.Dataset):
             )
             for _ in objects
         )
-        prefix = (
-            _PREFIXES[1 + rng.integers(len(_PREFIXES) - 1)] if rng.random() < cfg.p_prefix else ""
-        )
+        prefix = _PREFIXES[rng.integers(len(_PREFIXES))] if rng.random() < cfg.p_prefix else ""
         grey = rng.uniform(25, 95)
         tint = rng.uniform(-12, 12, 3)
         background = tuple(int(v) for v in np.clip(grey + tint, 0, 255).round())
