@@ -158,6 +158,19 @@ def test_broken_and_missing_shards_are_counted_once_each(corrupt_shards, tmp_pat
     }
 
 
+def test_compressed_shards_read_whole_and_report_a_cut(tmp_path):
+    with wds.TarWriter(str(tmp_path / "z.tar.gz")) as sink:
+        for i in range(3):
+            sink.write({"__key__": f"{i:09d}", "png": _png(), "txt": f"caption {i}".encode()})
+    good, bad = _split(list(WebDatasetReader(tmp_path / "z.tar.gz")))
+    assert [c for _, c in good] == ["caption 0", "caption 1", "caption 2"] and bad == []
+    data = (tmp_path / "z.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) * 2 // 3])
+    good, bad = _split(list(WebDatasetReader(tmp_path / "cut.tar.gz")))
+    assert len(good) < 3
+    assert [b.reason for b in bad].count("unreadable_shard") == 1
+
+
 def test_counts_reach_the_main_process_through_dataloader_workers(corrupt_shards):
     reader = WebDatasetReader([corrupt_shards["good"], corrupt_shards["cut"]])
     collate = Collate(default_tokenizer(), ImageTransform(16))

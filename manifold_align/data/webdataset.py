@@ -74,26 +74,33 @@ class _TrackedStream:
     A complete tar ends with zero blocks; Python's ``tarfile`` stops quietly at end-of-file
     too, so a shard truncated between two members would lose its tail silently. The wrapper
     remembers whether end-of-file was reached and the last 512 bytes: end-of-file right after
-    a non-zero block means the archive was cut.
+    a non-zero block means the archive was cut. Compressed shards (gzip, bzip2, xz) are not
+    judged this way (their last bytes are a checksum); a cut there fails in the decompressor.
     """
+
+    _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
     def __init__(self, raw: Any, url: str) -> None:
         self.raw = raw
         self.url = url
         self.eof = False
+        self.head = b""
         self.tail = b""
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         if size is None or size < 0 or len(data) < size:
             self.eof = True
+        if len(self.head) < 6:
+            self.head = (self.head + data)[:6]
         if data:
             self.tail = (self.tail + data)[-512:]
         return data
 
     def truncated(self) -> bool:
-        """End-of-file was reached and the last block read is not all zeros."""
-        return self.eof and any(self.tail)
+        """An uncompressed stream reached end-of-file and its last block is not all zeros."""
+        compressed = self.head.startswith(self._COMPRESSED)
+        return self.eof and not compressed and any(self.tail)
 
     def close(self) -> None:
         self.raw.close()
