@@ -14,13 +14,17 @@ from manifold_align.manifolds.base import ContrastiveManifold
 __all__ = ["InfoNCE", "info_nce_from_logits"]
 
 
+_ROWS = 1024  # rows per chunk of the column term in the dense backward
+
+
 class _SymmetricCE(torch.autograd.Function):
     """Symmetric cross-entropy of ``(*batch, B, B)`` logits with a hand-written backward.
 
     Saves the logits and ``O(B)`` logsumexps; the backward builds
-    ``dL/dl_ij = (exp(l_ij - lse_row_i) + exp(l_ij - lse_col_j) - 2 [i == j]) / (2B)`` in one
-    buffer, where autograd through two ``logsumexp`` calls would hold about twice as many
-    ``B x B`` temporaries.
+    ``dL/dl_ij = (exp(l_ij - lse_row_i) + exp(l_ij - lse_col_j) - 2 [i == j]) / (2B)`` in the
+    one buffer it returns, adding the column term ``_ROWS`` rows at a time: peak memory is the
+    saved logits, the gradient and a ``_ROWS x B`` temporary, where autograd through two
+    ``logsumexp`` calls would hold several ``B x B`` temporaries.
     """
 
     @staticmethod
@@ -36,7 +40,10 @@ class _SymmetricCE(torch.autograd.Function):
         logits, rows, cols = ctx.saved_tensors
         with torch.autocast(device_type=logits.device.type, enabled=False):
             g = (logits - rows.unsqueeze(-1)).exp_()
-            g.add_((logits - cols.unsqueeze(-2)).exp_())
+            cols = cols.unsqueeze(-2)
+            for start in range(0, logits.shape[-2], _ROWS):
+                chunk = logits[..., start : start + _ROWS, :]
+                g[..., start : start + _ROWS, :].add_((chunk - cols).exp_())
             g.diagonal(dim1=-2, dim2=-1).sub_(2.0)
             return g.mul_((grad_output / (2 * logits.shape[-1]))[..., None, None])
 
