@@ -223,6 +223,8 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
                 except Exception as exn:  # gopen raises OSError or a pipe error for a bad URL
                     shard_failed(url, f"{type(exn).__name__}: {exn}")
                     continue
+                if current["stream"] is not None:
+                    current["stream"].close()  # the previous shard is done
                 current.update(stream=stream, failed=False)
                 yield {**item, "stream": stream}
 
@@ -279,7 +281,11 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             stages.append(
                 wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed))
             )
-        yield from wds.DataPipeline(*stages)
+        try:
+            yield from wds.DataPipeline(*stages)
+        finally:
+            if current["stream"] is not None:
+                current["stream"].close()
 
     def _drain(self, markers: list[SkippedSample]) -> Iterator[SkippedSample]:
         while markers:
