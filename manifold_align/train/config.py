@@ -102,12 +102,17 @@ class WebDatasetSource:
 
 @dataclass
 class CsvSource:
-    """A CSV/TSV file of image path and caption."""
+    """A CSV/TSV file of image path and caption.
+
+    ``separator``: ``None`` picks tab for ``.tsv`` and comma otherwise; ``image_root``: folder
+    that relative image paths are resolved against (default: the table's folder).
+    """
 
     path: str = ""
     image_column: str = "filepath"
     caption_column: str = "caption"
-    separator: str = ","
+    separator: str | None = None
+    image_root: str | None = None
 
 
 @dataclass

@@ -119,11 +119,13 @@ def _load_tokenizer(config: RunConfig, context_length: int) -> Tokenizer:
     if spec == "train":
         from manifold_align.data.tabular import read_captions
 
-        return Tokenizer.train(
-            read_captions(config.data.csv.path, caption_column=config.data.csv.caption_column,
-                          separator=config.data.csv.separator),
-            config.data.vocab_size, context_length=context_length,
-        )
+        try:
+            captions = list(read_captions(config.data.csv.path,
+                                          caption_column=config.data.csv.caption_column,
+                                          separator=config.data.csv.separator))
+            return Tokenizer.train(captions, config.data.vocab_size, context_length=context_length)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"data: {exc}") from None
     try:
         return Tokenizer.load(spec, context_length)
     except (OSError, ValueError) as exc:
@@ -185,8 +187,16 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
         from manifold_align.data.tabular import CaptionTable
 
         csv = data.csv
-        dataset = CaptionTable(csv.path, image_column=csv.image_column,
-                               caption_column=csv.caption_column, separator=csv.separator)
+        try:
+            dataset = CaptionTable(csv.path, image_column=csv.image_column,
+                                   caption_column=csv.caption_column, separator=csv.separator,
+                                   image_root=csv.image_root)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"data.csv: {exc}") from None
+        if data.batch_size > len(dataset):
+            raise ConfigError(
+                f"data.batch_size: {data.batch_size} exceeds the {len(dataset)} rows of {csv.path}"
+            )
         return MapBatches(dataset, data.batch_size, seed, collate, data.num_workers)
     from manifold_align.data.webdataset import WebDatasetReader
 

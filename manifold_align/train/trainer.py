@@ -180,11 +180,15 @@ def fit(
             loss = float(loss_sum) / tc.grad_accum
             check_scalar(step, "loss", loss)
 
-            max_norm = tc.clip_grad_norm if tc.clip_grad_norm > 0 else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-            if tc.debug or not math.isfinite(grad_norm):
+            if tc.debug:
                 check_tensors(step, model, "gradient")
-                check_scalar(step, "gradient norm", grad_norm)
+            max_norm = tc.clip_grad_norm if tc.clip_grad_norm > 0 else math.inf
+            try:  # raises before scaling, so a bad gradient is still there to be named
+                norm = torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=True)
+            except RuntimeError:
+                check_tensors(step, model, "gradient")
+                raise
+            grad_norm = float(norm)
             for opt in optimizers.values():
                 opt.step()
             for opt in optimizers.values():
