@@ -243,16 +243,24 @@ def plot(results: list[dict], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     labels = [f"{_label(r)}\nB={r['batch']}" for r in results]
-    fig, axes = plt.subplots(1, 2, figsize=(14, 0.45 * len(results) + 1.5))
-    for ax, key, title in (
-        (axes[0], "time_s", "forward + backward time (s)"),
-        (axes[1], "peak_extra_mib", "peak extra memory (MiB)"),
-    ):
-        ax.barh(range(len(results)), [r[key] for r in results], color="tab:blue")
-        ax.set_yticks(range(len(results)), labels if ax is axes[0] else [""] * len(results))
+    colors = [
+        {"openclip": "tab:gray", "dense": "tab:blue", "tiled": "tab:orange"}[r["impl"]]
+        for r in results
+    ]
+    panels = (
+        ("time_s", "wall time, forward + backward (s)"),
+        ("cpu_s", "CPU time, forward + backward (s)"),
+        ("peak_extra_mib", "peak extra memory (MiB)"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(18, 0.45 * len(results) + 1.5))
+    for i, (ax, (key, title)) in enumerate(zip(axes, panels)):
+        ax.barh(range(len(results)), [r[key] for r in results], color=colors)
+        ax.set_yticks(range(len(results)), labels if i == 0 else [""] * len(results))
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
         ax.invert_yaxis()
     fig.tight_layout()
