@@ -52,8 +52,9 @@ def test_images_have_the_requested_size_and_mode_and_cost_no_memory():
 
 def test_splits_share_no_image():
     digests = {}
+    config = SyntheticConfig(holdout=("red circle", "blue star"))
     for split in SPLITS:
-        ds = SyntheticCaptions(split, 150, seed=0, image_size=16)
+        ds = SyntheticCaptions(split, 150, seed=0, image_size=16, config=config)
         digests[split] = {_digest(ds.render(ds.scene(i))) for i in range(len(ds))}
         assert len(digests[split]) == 150  # all distinct within a split too
     names = list(SPLITS)
@@ -189,6 +190,41 @@ def test_zeroshot_tasks_prompts_and_labels():
         assert set(targets.tolist()) == set(range(len(task.classnames)))
     assert "an orange shape" in ZERO_SHOT_TASKS["colour"].prompts()[list(COLOURS).index("orange")]
     assert all(len(SyntheticCaptions("zeroshot", 50).scene(i).objects) == 1 for i in range(50))
+
+
+def test_held_out_pairs_appear_only_in_the_compositional_split():
+    held = ("red circle", "blue star")
+    config = SyntheticConfig(holdout=["red  circle", "blue star", "red circle"])
+    assert config.holdout == held  # normalised, deduplicated, a tuple
+    for split in ("train", "retrieval", "zeroshot"):
+        ds = SyntheticCaptions(split, 600, seed=0, config=config)
+        pairs = {f"{o.colour} {o.shape}" for i in range(len(ds)) for o in ds.scene(i).objects}
+        assert not pairs & set(held) and len(pairs) > 30
+    comp = SyntheticCaptions("compositional", 100, seed=0, config=config)
+    assert {f"{o.colour} {o.shape}" for i in range(100) for o in comp.scene(i).objects} == set(held)
+    assert all(len(comp.scene(i).objects) == 1 for i in range(100))
+    assert comp[0][1] == comp.clean_caption(0)
+    zs = SyntheticZeroShot("colour", 40, config=config, split="compositional")
+    assert {zs.classnames[t] for t in zs.targets().tolist()} == {"red", "blue"}
+    # without a holdout every split is exactly as before (items without held-out pairs too)
+    plain = SyntheticCaptions("train", 600, seed=0)
+    held_out = SyntheticCaptions("train", 600, seed=0, config=config)
+    same = [
+        i
+        for i in range(600)
+        if not {f"{o.colour} {o.shape}" for o in plain.scene(i).objects} & set(held)
+    ]
+    assert all(plain.scene(i) == held_out.scene(i) for i in same[:50])
+    with pytest.raises(ValueError, match="holdout"):
+        SyntheticConfig(holdout=("red hexagon",))
+    with pytest.raises(ValueError, match="holdout"):
+        SyntheticConfig(holdout="red circle")
+    with pytest.raises(ValueError, match="holdout"):
+        SyntheticConfig(holdout=tuple(f"{c} {s}" for c in COLOURS for s in SHAPES))
+    with pytest.raises(ValueError, match="compositional"):
+        SyntheticCaptions("compositional", 10)
+    with pytest.raises(ValueError, match="split"):
+        SyntheticZeroShot("shape", split="train")
 
 
 @pytest.mark.parametrize(

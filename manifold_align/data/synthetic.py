@@ -26,6 +26,8 @@ Splits (independent random streams, so no item is shared):
 * ``zeroshot``: one-object scenes with clean captions; :class:`SyntheticZeroShot` pairs
   them with one label per attribute and :data:`ZERO_SHOT_TASKS` gives class names and
   prompt templates.
+* ``compositional``: like ``zeroshot`` but only the colour-shape pairs of
+  ``SyntheticConfig.holdout``, which every other split leaves out.
 """
 
 from __future__ import annotations
@@ -88,8 +90,16 @@ RELATIONS: dict[str, tuple[str, str]] = {
 }
 """Relation phrase -> positions of the first and second object."""
 ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "position")
-SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "zeroshot": 3, "retrieval": 4}
+SPLITS: dict[str, int] = {
+    "train": 0,
+    "val": 1,
+    "test": 2,
+    "zeroshot": 3,
+    "retrieval": 4,
+    "compositional": 5,
+}
 """Split name -> the stream id mixed into every item's seed."""
+_CLEAN_SPLITS = ("retrieval", "zeroshot", "compositional")
 _PREFIXES = ("a photo of ", "a drawing of ", "an image of ")
 _ARTICLE = re.compile(r"\ba (?=[aeiou])")
 
@@ -165,6 +175,10 @@ class SyntheticConfig:
             of" / "an image of".
         texture: strength of background blotches and pixel noise (0 = flat background).
         jitter: scale of the random jitter of position, size, colour and rotation (0 = none).
+        holdout: ``"colour shape"`` pairs (e.g. ``"red circle"``) that never occur in
+            ``train``/``val``/``test``/``retrieval``/``zeroshot``; the ``compositional``
+            split shows only them (compositional generalisation). Empty by default, which
+            leaves every split exactly as without the option.
     """
 
     two_object_fraction: float = 0.3
@@ -175,9 +189,27 @@ class SyntheticConfig:
     p_prefix: float = 0.5
     texture: float = 1.0
     jitter: float = 1.0
+    holdout: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.holdout, str):
+            raise ValueError(
+                f"holdout: got {self.holdout!r}, expected a list of 'colour shape' pairs"
+            )
+        pairs = tuple(dict.fromkeys(" ".join(str(p).split()) for p in self.holdout))
+        for pair in pairs:
+            words = pair.split(" ")
+            if len(words) != 2 or words[0] not in COLOURS or words[1] not in SHAPES:
+                raise ValueError(
+                    f"holdout: got {pair!r}, expected 'colour shape' with a colour of "
+                    f"{list(COLOURS)} and a shape of {list(SHAPES)}"
+                )
+        if len(pairs) >= len(COLOURS) * len(SHAPES):
+            raise ValueError(f"holdout: got all {len(pairs)} colour-shape pairs, expected fewer")
+        object.__setattr__(self, "holdout", pairs)
         for f in fields(self):
+            if f.name == "holdout":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{f.name}: got {value!r}, expected a number")
@@ -301,7 +333,8 @@ class SyntheticCaptions(torch.utils.data.Dataset):
 
     Raises:
         ValueError: for an unknown split, ``size < 1``, ``image_size < 8``, ``noise`` outside
-            ``[0, 1]`` or ``noise > 0`` with ``size < 2``.
+            ``[0, 1]``, ``noise > 0`` with ``size < 2``, or the ``compositional`` split
+            without ``config.holdout``.
     """
 
     def __init__(
@@ -323,6 +356,8 @@ class SyntheticCaptions(torch.utils.data.Dataset):
             raise ValueError(f"noise: got {noise}, expected a probability in [0, 1]")
         if noise > 0 and size < 2:
             raise ValueError(f"size: got {size}; caption noise needs at least 2 items")
+        if split == "compositional" and not (config and config.holdout):
+            raise ValueError("split: 'compositional' shows held-out pairs; set config.holdout")
         self.split = split
         self.size = int(size)
         self.seed = int(seed)
@@ -348,7 +383,8 @@ class SyntheticCaptions(torch.utils.data.Dataset):
         index = self._check(index)
         cfg = self.config
         rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
-        two = self.split != "zeroshot" and rng.random() < cfg.two_object_fraction
+        single = self.split in ("zeroshot", "compositional")
+        two = not single and rng.random() < cfg.two_object_fraction
         j = cfg.jitter
         if two:
             relation = list(RELATIONS)[rng.integers(len(RELATIONS))]
@@ -358,8 +394,14 @@ class SyntheticCaptions(torch.utils.data.Dataset):
             positions = (list(POSITIONS)[rng.integers(len(POSITIONS))],)
         objects = []
         for pos in positions:
-            shape = SHAPES[rng.integers(len(SHAPES))]
-            colour = list(COLOURS)[rng.integers(len(COLOURS))]
+            if self.split == "compositional":
+                colour, shape = cfg.holdout[rng.integers(len(cfg.holdout))].split(" ")
+            else:
+                shape = SHAPES[rng.integers(len(SHAPES))]
+                colour = list(COLOURS)[rng.integers(len(COLOURS))]
+                while f"{colour} {shape}" in cfg.holdout:  # draws again only for held-out pairs
+                    shape = SHAPES[rng.integers(len(SHAPES))]
+                    colour = list(COLOURS)[rng.integers(len(COLOURS))]
             size = list(SIZES)[rng.integers(len(SIZES))]
             radius = SIZES[size] * (1.0 + 0.1 * j * rng.uniform(-1, 1))
             cx, cy = POSITIONS[pos][1]
@@ -446,7 +488,7 @@ class SyntheticCaptions(torch.utils.data.Dataset):
 
     def caption(self, index: int) -> str:
         """The caption before noise: clean for ``retrieval``/``zeroshot``, partial otherwise."""
-        return self.scene(index).describe(clean=self.split in ("retrieval", "zeroshot"))
+        return self.scene(index).describe(clean=self.split in _CLEAN_SPLITS)
 
     def noise_source(self, index: int) -> int | None:
         """Index ``j`` whose caption replaces item ``index``'s, or ``None`` if it is kept."""
@@ -474,7 +516,7 @@ class SyntheticCaptions(torch.utils.data.Dataset):
         scene = self.scene(index)
         source = self.noise_source(index)
         text = (
-            scene.describe(clean=self.split in ("retrieval", "zeroshot"))
+            scene.describe(clean=self.split in _CLEAN_SPLITS)
             if source is None
             else self.caption(source)
         )
@@ -496,7 +538,8 @@ class SyntheticCaptions(torch.utils.data.Dataset):
 class SyntheticZeroShot(torch.utils.data.Dataset):
     """One-object images labelled by one attribute: ``(PIL image, label index)``.
 
-    Uses the ``zeroshot`` split, which shares no item with ``train``. The task
+    Uses the ``zeroshot`` split, which shares no item with ``train`` (or the
+    ``compositional`` split: only the held-out colour-shape pairs of ``config.holdout``). The task
     (:attr:`task`) gives class names, phrases and prompt templates; chance top-1 accuracy is
     ``1 / len(classnames)``.
 
@@ -506,9 +549,11 @@ class SyntheticZeroShot(torch.utils.data.Dataset):
         seed: base seed (use the training seed; the split keeps the streams apart).
         image_size: image side in pixels.
         config: appearance settings; use the training ones.
+        split: ``"zeroshot"`` or ``"compositional"``.
 
     Raises:
-        ValueError: for an unknown attribute or a bad size (see :class:`SyntheticCaptions`).
+        ValueError: for an unknown attribute or split, or a bad size (see
+            :class:`SyntheticCaptions`).
     """
 
     def __init__(
@@ -518,14 +563,17 @@ class SyntheticZeroShot(torch.utils.data.Dataset):
         seed: int = 0,
         image_size: int = 64,
         config: SyntheticConfig | None = None,
+        split: str = "zeroshot",
     ) -> None:
+        if split not in ("zeroshot", "compositional"):
+            raise ValueError(f"split: got {split!r}, expected 'zeroshot' or 'compositional'")
         if attribute not in ZERO_SHOT_TASKS:
             raise ValueError(
                 f"attribute: got {attribute!r}, expected one of {list(ZERO_SHOT_TASKS)}"
             )
         self.attribute = attribute
         self.task = ZERO_SHOT_TASKS[attribute]
-        self.images = SyntheticCaptions("zeroshot", size, seed, image_size, 0.0, config)
+        self.images = SyntheticCaptions(split, size, seed, image_size, 0.0, config)
 
     @property
     def classnames(self) -> tuple[str, ...]:
