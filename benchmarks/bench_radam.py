@@ -141,7 +141,7 @@ def markdown(results: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=262144, help="rows of the parameter")
+    parser.add_argument("--rows", type=int, default=None, help="rows (262144; --quick 4096)")
     parser.add_argument("--dim", type=int, default=64, help="row length d")
     parser.add_argument("--tokens", type=int, default=8, help="k of the Oblique(k, d) layout")
     parser.add_argument("--steps", type=int, default=30, help="timed steps (ours, fused)")
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.steps, args.geoopt_steps, args.warmup = 4096, 3, 2, 1
+        args.steps, args.geoopt_steps, args.warmup = 3, 2, 1
+    if args.rows is None:
+        args.rows = 4096 if args.quick else 262144
     if args.rows % args.tokens:
         parser.error(f"--rows {args.rows} is not a multiple of --tokens {args.tokens}")
     if args.threads is not None:

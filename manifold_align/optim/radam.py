@@ -26,6 +26,7 @@ from typing import Any
 
 import geoopt
 import torch
+from torch.optim.adam import adam as torch_adam
 
 from manifold_align.manifolds import Euclidean, Oblique, Sphere
 from manifold_align.optim.rowwise import HALF_DTYPES, RowAdamHyper, row_adam_
@@ -315,7 +316,7 @@ class RiemannianAdam(torch.optim.Optimizer):
             if group["amsgrad"]:
                 max_sqs.append(state["max_exp_avg_sq"])
         beta1, beta2 = group["betas"]
-        torch.optim.adam.adam(
+        torch_adam(
             params,
             grads,
             exp_avgs,

@@ -162,13 +162,15 @@ def row_adam_(
     maxes: list[torch.Tensor | None] = (
         list(max_exp_avg_sqs) if max_exp_avg_sqs is not None else [None] * len(params)
     )
-    scratch = torch.empty(rows_per_block, d, dtype=dtype, device=device)
+    scratch: torch.Tensor | None = None
 
     packed: list[int] = []
     packed_rows = 0
     for i, p in enumerate(params):
         n = p.numel() // d
         if p.is_contiguous() and 2 * n >= rows_per_block:
+            if scratch is None or scratch.shape[0] < min(n, rows_per_block):
+                scratch = torch.empty(min(n, rows_per_block), d, dtype=dtype, device=device)
             _in_place(p, grads[i], exp_avgs[i], exp_avg_sqs[i], maxes[i], scratch, h, d)
             continue
         packed.append(i)
@@ -195,7 +197,7 @@ def _in_place(
     g2 = g.reshape(-1, d)
     m2, v2 = m.view(-1, d), v.view(-1, 1)
     vm2 = vmax.view(-1, 1) if vmax is not None else None
-    step = scratch.shape[0]
+    step = min(scratch.shape[0], x2.shape[0])
     for lo in range(0, x2.shape[0], step):
         hi = min(lo + step, x2.shape[0])
         xb = x2[lo:hi]
