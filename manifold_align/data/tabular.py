@@ -30,7 +30,7 @@ from manifold_align.data.skipped import (
     SampleError,
     SkippedSample,
 )
-from manifold_align.data.webdataset import decode_image
+from manifold_align.data.transforms import decode_image
 
 __all__ = ["CaptionTable", "read_captions"]
 

@@ -13,6 +13,7 @@ There is deliberately **no horizontal flip**: captions say "left of" and "on the
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 
@@ -20,11 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from manifold_align.data.skipped import CORRUPT_IMAGE, SampleError
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "ImageTransform",
     "center_crop",
+    "decode_image",
     "normalize",
     "random_resized_crop",
     "resize_shorter",
@@ -76,6 +80,23 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
         grey = np.clip(np.asarray(image, dtype=np.float64), 0, 255)
         return Image.fromarray(np.rint(grey).astype(np.uint8)).convert("RGB")
     raise ValueError(f"image.mode: got {mode!r}, expected a mode convertible to RGB")
+
+
+def decode_image(data: bytes, key: str = "") -> Image.Image:
+    """Fully decode image bytes to an RGB PIL image.
+
+    Pillow decodes lazily, so ``load()`` is forced here: truncated bytes fail now, inside the
+    reader, and not later in a transform.
+
+    Raises:
+        SampleError: with reason ``corrupt_image`` if Pillow cannot decode ``data``.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # no context manager: closing may drop the pixels we return
+        return to_rgb(image)
+    except Exception as exn:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad bytes
+        raise SampleError(CORRUPT_IMAGE, key, f"{type(exn).__name__}: {exn}"[:200]) from exn
 
 
 def resize_shorter(image: Image.Image, size: int) -> Image.Image:

@@ -32,7 +32,6 @@ from PIL import Image
 
 from manifold_align.data.skipped import (
     BAD_CAPTION,
-    CORRUPT_IMAGE,
     EMPTY_CAPTION,
     MISSING_CAPTION,
     MISSING_IMAGE,
@@ -41,31 +40,14 @@ from manifold_align.data.skipped import (
     SkippedSample,
     SkippedSamples,
 )
-from manifold_align.data.transforms import to_rgb
+from manifold_align.data.transforms import decode_image, to_rgb
 
-__all__ = ["IMAGE_EXTENSIONS", "WebDatasetReader", "decode_image", "write_shards"]
+__all__ = ["IMAGE_EXTENSIONS", "WebDatasetReader", "write_shards"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 """Image member extensions looked for, in this order."""
 
 _FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
-
-
-def decode_image(data: bytes, key: str = "") -> Image.Image:
-    """Fully decode image bytes to an RGB PIL image.
-
-    Pillow decodes lazily, so ``load()`` is forced here: truncated bytes fail now, inside the
-    reader, and not later in a transform.
-
-    Raises:
-        SampleError: with reason ``corrupt_image`` if Pillow cannot decode ``data``.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(image)
-    except Exception as exn:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad bytes
-        raise SampleError(CORRUPT_IMAGE, key, f"{type(exn).__name__}: {exn}"[:200]) from exn
 
 
 class _TrackedStream:
