@@ -13,9 +13,13 @@ the top ``k``; text-to-image when the caption's one image is.
 
 Memory: the similarity matrix is never formed whole. Queries are taken ``chunk_size`` at a
 time and candidates ``candidate_chunk_size`` at a time; each query keeps a running top
-``K = min(max(ks), M)`` (values and indices), merged with each new block of similarities by a
-stable descending sort. Peak extra memory is ``chunk_size x (candidate_chunk_size + K)``
-similarities, whatever ``N`` and ``M`` are.
+``K = min(max(ks), M)`` (values and indices). A block's own best ``K`` are found in linear
+time (``torch.topk`` for the ``K``-th value, then the lowest-indexed ties), and merged with
+the running ones by a stable descending sort of ``2K`` entries. Both directions come from the
+same blocks: each block updates its rows' image-to-text and its columns' text-to-image top
+``K``, so the similarities are computed once. Peak extra memory is about
+``chunk_size x candidate_chunk_size`` similarities (plus masks of that size) and the ``M x K``
+running column tops, whatever ``N`` and ``M`` are.
 """
 
 from __future__ import annotations
@@ -103,6 +107,13 @@ def topk_indices(
     return _topk_flat(q, c, manifold, k, chunk_size, candidate_chunk_size)
 
 
+def _check_k(k: int, m: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= m:
+        raise ValueError(
+            f"k: expected an integer in [1, {m}] (the number of candidates), got {k!r}"
+        )
+
+
 def _topk_flat(
     q: torch.Tensor,
     c: torch.Tensor,
@@ -112,33 +123,91 @@ def _topk_flat(
     candidate_chunk_size: int,
 ) -> torch.Tensor:
     """:func:`topk_indices` on flattened points (already checked)."""
-    m = c.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= m:
-        raise ValueError(
-            f"k: expected an integer in [1, {m}] (the number of candidates), got {k!r}"
-        )
+    _check_k(k, c.shape[0])
+    rows, _ = _topk_both(q, c, manifold, k, None, chunk_size, candidate_chunk_size)
+    return rows
+
+
+def _merge(
+    best: tuple[torch.Tensor, torch.Tensor] | None, val: torch.Tensor, idx: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top ``k`` per row: ``best`` (lower indices) then the new ``(val, idx)``.
+
+    A stable descending sort of ``[best, new]`` keeps the rule "ties go to the lower index"
+    because every index in ``best`` is lower than every new one, and the new entries arrive
+    in index order.
+    """
+    if best is not None:
+        val = torch.cat([best[0], val], dim=1)
+        idx = torch.cat([best[1], idx], dim=1)
+    order = torch.sort(val, dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.gather(val, 1, order), torch.gather(idx, 1, order)
+
+
+def _topk_both(
+    q: torch.Tensor,
+    c: torch.Tensor,
+    manifold: ContrastiveManifold,
+    k_rows: int,
+    k_cols: int | None,
+    chunk_size: int,
+    candidate_chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Top ``k_rows`` candidates of every query and (if ``k_cols``) top ``k_cols`` queries of
+    every candidate, from **one** pass over the blocks of the similarity matrix.
+
+    Blocks are visited query chunk by query chunk, candidate chunk by candidate chunk, so each
+    row's and each column's blocks arrive in increasing index order (see :func:`_merge`).
+    """
     dtype = torch.promote_types(q.dtype, c.dtype)
     q, c = q.to(dtype), c.to(device=q.device, dtype=dtype)
-    out = []
+    m = c.shape[0]
+    col_best: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * (
+        -(-m // candidate_chunk_size)
+    )
+    rows_out = []
     with torch.no_grad():
         for start in range(0, q.shape[0], chunk_size):
             qb = manifold.unflatten(q[start : start + chunk_size])
-            best_val = best_idx = None
-            for cstart in range(0, m, candidate_chunk_size):
+            row_best = None
+            for j, cstart in enumerate(range(0, m, candidate_chunk_size)):
                 cb = manifold.unflatten(c[cstart : cstart + candidate_chunk_size])
                 sim = manifold.similarity(qb, cb)  # (n, mb), float32 or float64
-                idx = torch.arange(cstart, cstart + cb.shape[0], device=sim.device)
-                idx = idx.expand_as(sim)
-                if best_val is not None:
-                    # Earlier candidates (lower indices) first, so a stable sort keeps the rule
-                    # "ties go to the lower index" across blocks.
-                    sim = torch.cat([best_val, sim], dim=1)
-                    idx = torch.cat([best_idx, idx], dim=1)
-                order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]
-                best_val = torch.gather(sim, 1, order)
-                best_idx = torch.gather(idx, 1, order)
-            out.append(best_idx)
-    return torch.cat(out, dim=0)
+                val, idx = _block_topk(sim, k_rows)
+                row_best = _merge(row_best, val, idx + cstart, k_rows)
+                if k_cols is not None:
+                    val, idx = _block_topk(sim.T.contiguous(), k_cols)
+                    col_best[j] = _merge(col_best[j], val, idx + start, k_cols)
+            rows_out.append(row_best[1])
+    cols = torch.cat([b[1] for b in col_best]) if k_cols is not None else None
+    return torch.cat(rows_out), cols
+
+
+def _block_topk(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``k`` best entries under "ties to the lower index", **in index order**.
+
+    ``torch.topk`` finds the ``k``-th largest value $v$ of each row exactly but may pick any
+    of the entries equal to $v$. Rows whose ``(k+1)``-th largest value is $v$ as well (a tie
+    across the cut) are redone: every entry $> v$ is kept and the lowest-indexed entries
+    $= v$ fill the rest. Linear in the block, unlike a full sort.
+
+    Returns:
+        ``(values, column indices)``, each ``(n, min(k, mb))``.
+    """
+    n, mb = sim.shape
+    if k >= mb:
+        return sim, torch.arange(mb, device=sim.device).expand(n, mb)
+    val, idx = torch.topk(sim, k + 1, dim=1)  # sorted: val[:, k - 1] is the k-th value v
+    kth, idx = val[:, k - 1 : k], idx[:, :k]
+    crowded = (val[:, k] == kth[:, 0]).nonzero().flatten()  # the (k+1)-th value is v too
+    if crowded.numel():
+        rows, v = sim[crowded], kth[crowded]
+        tied = rows == v
+        room = k - (rows > v).sum(dim=1, keepdim=True)
+        keep = (rows > v) | (tied & (torch.cumsum(tied, dim=1) <= room))
+        idx[crowded] = keep.nonzero()[:, 1].reshape(-1, k)  # row-major: ascending columns
+    idx = idx.sort(dim=1).values
+    return torch.gather(sim, 1, idx), idx
 
 
 def retrieval_recall(
@@ -186,9 +255,10 @@ def retrieval_recall(
     n, m = x.shape[0], y.shape[0]
     owner = caption_owner(caption_to_image, n, m).to(x.device)
 
-    top_i2t = _topk_flat(x, y, manifold, min(ks[-1], m), chunk_size, candidate_chunk_size)
+    top_i2t, top_t2i = _topk_both(
+        x, y, manifold, min(ks[-1], m), min(ks[-1], n), chunk_size, candidate_chunk_size
+    )
     hit_i2t = owner[top_i2t] == torch.arange(n, device=x.device)[:, None]  # (N, K)
-    top_t2i = _topk_flat(y, x, manifold, min(ks[-1], n), chunk_size, candidate_chunk_size)
     hit_t2i = top_t2i == owner[:, None]  # (M, K)
 
     out: dict[str, float | int] = {}
