@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from manifold_align.simulate.sweep import SweepResult
 
 __all__ = ["write_report"]
 
-_DPI = 80
+_DPI = 72
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -74,11 +75,18 @@ def _panels(n: int, rows: int = 1, width: float = 3.6, height: float = 3.0):
     return fig, fig.subplots(rows, n, squeeze=False)
 
 
+def _series_key(r: dict, vary_bc: bool) -> str:
+    """A run's series in the noise plots: its temperature, plus ``(B, C)`` when they vary."""
+    label = r["temperature_label"]
+    return f"{label}, B={r['batch_size']}, C={r['concepts']}" if vary_bc else label
+
+
 def _plot_vs_noise(records: list[dict], path: Path, *, quantity: str) -> None:
     manifolds = _unique(records, "manifold")
-    temps = _unique(records, "temperature_label")
+    vary_bc = len({(r["batch_size"], r["concepts"]) for r in records}) > 1
+    temps = _unique([{"s": _series_key(r, vary_bc)} for r in records], "s")
     fig, axes = _panels(len(manifolds))
-    colors = {t: f"C{i}" for i, t in enumerate(temps)}
+    colors = {t: f"C{i % 10}" for i, t in enumerate(temps)}
     for ax, m in zip(axes[0], manifolds):
         rs = [r for r in records if r["manifold"] == m]
         ps = _noise_grid(rs)
@@ -91,7 +99,7 @@ def _plot_vs_noise(records: list[dict], path: Path, *, quantity: str) -> None:
                 ax.plot(ps, g / theory.max_similarity_gap(c, h), "k--", lw=1,
                         label=f"needed scale (C={c})")
         for t in temps:
-            sel = sorted((r for r in rs if r["temperature_label"] == t), key=lambda r: r["noise"])
+            sel = sorted((r for r in rs if _series_key(r, vary_bc) == t), key=lambda r: r["noise"])
             if not sel:
                 continue
             y = [r["measured_gap"] if quantity == "gap" else r["scale"] for r in sel]
@@ -209,8 +217,9 @@ def _summary(result: SweepResult, name: str, plots: list[str]) -> str:
         f"# Simulation sweep: {name}",
         "",
         f"- {n_runs} runs x {steps} steps in {len(result.group_seconds)} batched groups: "
-        f"**{result.seconds:.1f} s** wall time on {torch.get_num_threads()} CPU threads "
-        f"({platform.processor() or platform.machine()}, torch {torch.__version__}).",
+        f"**{result.seconds:.1f} s** wall time with {result.threads} torch CPU thread(s) "
+        f"({os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}; load average "
+        f"{os.getloadavg()[0]:.1f} when the report was written).",
         f"- Measured gap within 10% of the reachable gap min(g*, G_max): "
         f"{len(close)} of {len(finite)} runs.",
         "",
@@ -285,7 +294,7 @@ def write_report(result: SweepResult, out: str | Path, name: str = "sweep") -> l
         "name": name,
         "seconds": result.seconds,
         "group_seconds": result.group_seconds,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": result.threads,
         "runs": [{k: _json_safe(v) for k, v in r.items()} for r in result.records],
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1, allow_nan=False))

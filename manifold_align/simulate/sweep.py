@@ -193,6 +193,7 @@ class SweepResult:
         trajectories: ``name -> (n_runs, T)`` arrays, rows in run-index order.
         seconds: wall time of the whole sweep (training only).
         group_seconds: wall time per group, keyed ``manifold|B|C``.
+        threads: torch CPU threads the sweep ran with.
     """
 
     records: list[dict]
@@ -200,6 +201,7 @@ class SweepResult:
     trajectories: dict[str, np.ndarray]
     seconds: float
     group_seconds: dict[str, float]
+    threads: int
 
 
 def _record(run: RunSpec, cfg: SweepConfig, out: GroupOutput, col: int) -> dict:
@@ -270,8 +272,16 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None) -
         cfg: the sweep.
         progress: called with one line per finished group.
     """
+    previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run_groups(cfg, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_groups(cfg: SweepConfig, progress: Callable[[str], None] | None) -> SweepResult:
     groups = expand(cfg)
     n_runs = sum(len(g.runs) for g in groups)
     records: list[dict | None] = [None] * n_runs
@@ -291,4 +301,6 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None) -
         if progress is not None:
             progress(f"{key}: {len(group.runs)} runs x {cfg.steps} steps in {out.seconds:.1f} s")
     seconds = time.perf_counter() - start
-    return SweepResult([r for r in records if r is not None], steps, trajectories, seconds, group_seconds)
+    return SweepResult(
+        [r for r in records if r is not None], steps, trajectories, seconds, group_seconds, torch.get_num_threads()
+    )
