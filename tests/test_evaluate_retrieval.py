@@ -89,6 +89,43 @@ def test_ties_go_to_lower_index_like_a_stable_sort(data, n, per_image, chunk, ca
         assert got[key] == pytest.approx(value, abs=1e-12), key
 
 
+@pytest.mark.parametrize("cand_chunk", [13, 64, 1000])
+def test_ties_across_the_top_k_cut_in_large_blocks(cand_chunk):
+    # few distinct points, so most rows tie across the k-th place; blocks larger than k make
+    # torch.topk choose among the ties (it is not stable), which the tie repair must undo
+    gen = torch.Generator().manual_seed(4)
+    dim, n = 3, 60
+    x = basis_points(torch.randint(0, 2 * dim, (n,), generator=gen).tolist(), dim)
+    y = basis_points(torch.randint(0, 2 * dim, (2 * n,), generator=gen).tolist(), dim)
+    owner = torch.arange(n).repeat(2)[torch.randperm(2 * n, generator=gen)]
+    ks = (1, 5, 10)
+    sphere = Sphere(dim)
+    want = reference_recall(x, y, sphere, ks, owner)
+    for chunk in (7, 1000):
+        got = retrieval_recall(
+            x,
+            y,
+            sphere,
+            ks,
+            caption_to_image=owner,
+            chunk_size=chunk,
+            candidate_chunk_size=cand_chunk,
+        )
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (key, chunk)
+
+
+@pytest.mark.parametrize("width", [11, 50, 500])
+def test_block_topk_is_the_stable_order_under_heavy_ties(width):
+    from manifold_align.evaluate.retrieval import _block_topk
+
+    sim = torch.randint(0, 3, (200, width), generator=torch.Generator().manual_seed(0)).float()
+    val, idx = _block_topk(sim, 10)
+    want = torch.argsort(-sim, dim=1, stable=True)[:, :10].sort(dim=1).values
+    assert torch.equal(idx, want)
+    assert torch.equal(val, sim.gather(1, want))
+
+
 def test_documented_tie_rule_on_a_hand_example():
     sphere = Sphere(3)
     e1 = torch.tensor([1.0, 0.0, 0.0])
