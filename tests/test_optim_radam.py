@@ -72,7 +72,7 @@ def _assert_close(a_list, b_list, tol=1e-10):
     ids=["packed", "in-place-blocks-wd", "in-place-blocks-amsgrad", "packed-wd-amsgrad"],
 )
 def test_matches_geoopt_on_sphere_and_oblique(monkeypatch, block, weight_decay, amsgrad):
-    # block=64 numbers: every parameter larger than 32 numbers is walked in place, several
+    # block=64 numbers per thread: the (40, 6) parameter is walked in place, several
     # blocks each; the default packs these small parameters into one concatenated block.
     if block is not None:
         monkeypatch.setattr(rowwise, "BLOCK_ELEMENTS", block)

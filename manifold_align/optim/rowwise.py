@@ -26,7 +26,7 @@ the row inner product and ``retr_transp`` = normalize + project.
 
 Speed: the update is a dozen in-place row-wise torch operations. Run on a whole
 ``262144 x 64`` parameter each would stream the tensors through main memory again; instead
-the rows are cut into blocks of about :data:`BLOCK_ELEMENTS` numbers, small enough that
+the rows are cut into blocks of :data:`BLOCK_ELEMENTS` numbers per thread, small enough that
 ``x``, ``g``, ``m`` and the scratch ``r`` of a block stay in the CPU cache while all its
 operations run. Main memory then sees roughly one read of ``x``, ``g``, ``m`` and one write
 of ``x``, ``m`` per step; the second moment is one scalar per row. Parameters smaller than
@@ -42,11 +42,12 @@ import torch
 
 __all__ = ["BLOCK_ELEMENTS", "RowAdamHyper", "row_adam_"]
 
-#: Numbers per block on CPU (256 Ki; 1 MiB per float32 tensor, so the four tensors of a block
-#: fit a 2 MiB L2). Measured one-threaded on the 2-core development machine (262144 x 64,
-#: best of 5): blocks of 128 Ki-512 Ki numbers all within 10%, 32 Ki about 1.3x and
-#: unblocked (one 16 Mi block) 4-5x slower. On other devices there is no cache to
-#: fit and every launch costs, so each parameter is one block there.
+#: Numbers per block and per intra-op thread on CPU (256 Ki: 1 MiB per float32 tensor, so
+#: each thread's share of the four tensors of a block fits a 2 MiB L2). torch splits every
+#: operation evenly over its threads, so a block holds this many numbers per thread. Measured
+#: one-threaded on the 2-core development machine (262144 x 64, best of 5): 128 Ki-512 Ki
+#: within 10% of one another, 32 Ki about 1.3x and unblocked (16 Mi) 4-5x slower. On other
+#: devices there is no cache to fit and every launch costs, so a parameter is one block there.
 BLOCK_ELEMENTS = 1 << 18
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -109,7 +110,8 @@ def _update_block(
     else:
         torch.addcmul(g, x, coef, out=r)
     m.lerp_(r, 1.0 - h.beta1)
-    v.mul_(h.beta2).add_(_row_dot(r, r), alpha=1.0 - h.beta2)
+    rr = torch.linalg.vector_norm(r, dim=-1, keepdim=True).square_()  # one pass, no temporary
+    v.mul_(h.beta2).add_(rr, alpha=1.0 - h.beta2)
     if vmax is not None:
         torch.maximum(vmax, v, out=vmax)
         v = vmax
@@ -146,8 +148,8 @@ def row_adam_(
         exp_avg_sqs: second moments ``(..., 1)``, one per row, dtype of ``exp_avgs``.
         max_exp_avg_sqs: running maxima of ``exp_avg_sqs`` (AMSGrad) or ``None``.
         h: the step's scalars.
-        block_elements: numbers per block; default :data:`BLOCK_ELEMENTS` on CPU, the
-            whole parameter elsewhere.
+        block_elements: numbers per block; default :data:`BLOCK_ELEMENTS` times
+            ``torch.get_num_threads()`` on CPU, the whole parameter elsewhere.
 
     Arithmetic runs in the dtype of ``exp_avgs`` (float32 for half-precision parameters).
     """
@@ -157,7 +159,11 @@ def row_adam_(
     dtype = exp_avgs[0].dtype
     device = params[0].device
     if block_elements is None:
-        block_elements = BLOCK_ELEMENTS if device.type == "cpu" else max(p.numel() for p in params)
+        block_elements = (
+            BLOCK_ELEMENTS * torch.get_num_threads()
+            if device.type == "cpu"
+            else max(p.numel() for p in params)
+        )
     rows_per_block = max(1, block_elements // d)
     maxes: list[torch.Tensor | None] = (
         list(max_exp_avg_sqs) if max_exp_avg_sqs is not None else [None] * len(params)
