@@ -97,8 +97,13 @@ def _table(runs: dict[str, dict], config: RunConfig) -> list[str]:
                 f"| retrieval {label} R@{k} ({n_ret} pairs) | {min(1.0, k / n_ret):.3f} | "
                 + " | ".join(_fmt(evals[n].get(key)) for n in names) + " |"
             )
+    for key, label in (("geometry/gap", "held-out similarity gap pos − neg"),
+                       ("geometry/gap_logits", "held-out gap in logits scale·(pos − neg)"),
+                       ("geometry/alignment", "alignment E‖x − y‖² (lower: closer pairs)"),
+                       ("geometry/uniformity_image", "uniformity of images (lower: more spread)")):
+        lines.append(f"| {label} | | " + " | ".join(_fmt(evals[n].get(key)) for n in names) + " |")
     for key, label in (("scale", "learned scale 1/τ"), ("pos_sim", "mean positive similarity"),
-                       ("neg_sim", "mean negative similarity"), ("gap_logits", "logit gap scale·(pos − neg)"),
+                       ("neg_sim", "mean negative similarity"), ("gap_logits", "last batch's logit gap"),
                        ("loss", "final training loss")):
         lines.append(
             f"| {label} | | "
