@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
     MANIFOLDS,
@@ -176,6 +176,7 @@ def test_similarity_is_the_flat_matmul_and_stays_in_range(m, data):
 
 
 @pytest.mark.parametrize("m", ALL)
+@settings(max_examples=50)  # each example runs a Karcher iteration (~12 exp/log steps)
 @given(data=st.data())
 def test_mean_lands_on_manifold_and_karcher_is_stationary(m, data):
     center = data.draw(points(m, batch=1))

@@ -77,8 +77,8 @@ def expand_to(t: torch.Tensor, *shapes: tuple[int, ...]) -> torch.Tensor:
 def safe_sqrt(s: torch.Tensor) -> torch.Tensor:
     """:math:`\\sqrt{s}` for :math:`s \\ge 0`, with gradient 0 (not NaN/Inf) at :math:`s = 0`."""
     positive = s > 0
-    root = torch.sqrt(torch.where(positive, s, torch.ones_like(s)))
-    return torch.where(positive, root, torch.zeros_like(s))
+    root = torch.sqrt(torch.where(positive, s, 1.0))
+    return torch.where(positive, root, 0.0)
 
 
 def row_inner(u: torch.Tensor, v: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
@@ -105,9 +105,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     """
     scale = x.abs().amax(-1, keepdim=True)
     nonzero = scale > 0
-    scaled = torch.where(
-        nonzero, x / torch.where(nonzero, scale, torch.ones_like(scale)), basis_e1(x)
-    )
+    scaled = torch.where(nonzero, x / torch.where(nonzero, scale, 1.0), basis_e1(x))
     return scaled / torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
 
 
@@ -133,7 +131,7 @@ def cos_sinc(t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     safe substitute so that neither branch produces NaN (double where).
     """
     small = t2 < _SERIES_BELOW**2
-    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+    t = torch.sqrt(torch.where(small, 1.0, t2))
     cos = torch.where(small, 1 - t2 / 2 + t2 * t2 / 24, torch.cos(t))
     sinc = torch.where(small, 1 - t2 / 6 + t2 * t2 / 120, torch.sin(t) / t)
     return cos, sinc
@@ -169,12 +167,12 @@ def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     vn = row_norm(v)
     # Beyond pi/2, |y - x| > 1 and a remainder below 16 eps is rounding, not a direction.
     has_dir = vn > antipodal.to(vn.dtype) * (16 * torch.finfo(vn.dtype).eps)
-    along_v = v * (theta / torch.where(has_dir, vn, torch.ones_like(vn)))
+    along_v = v * (theta / torch.where(has_dir, vn, 1.0))
     # Fallback direction for exactly antipodal rows: the basis vector least aligned with x.
     j = x.abs().argmin(-1, keepdim=True)
     w = proju(x, torch.zeros_like(x).scatter_(-1, j, 1.0))
     fallback = w * (math.pi / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
-    return torch.where(has_dir, along_v, torch.where(antipodal, fallback, torch.zeros_like(v)))
+    return torch.where(has_dir, along_v, torch.where(antipodal, fallback, 0.0))
 
 
 def parallel_transport(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -187,5 +185,5 @@ def parallel_transport(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> tor
     """
     half_sq = row_inner(x + y, x + y) / 2
     defined = half_sq > torch.finfo(x.dtype).eps
-    coef = row_inner(y, v) / torch.where(defined, half_sq, torch.ones_like(half_sq))
+    coef = row_inner(y, v) / torch.where(defined, half_sq, 1.0)
     return torch.where(defined, v - coef * (x + y), proju(y, v))
