@@ -90,8 +90,12 @@ def build_optimizers(
 
     Args:
         model: the model whose trainable parameters are optimized.
-        lr, betas, eps, weight_decay: AdamW's settings (decay on the ``decay`` group only).
-        riemannian_lr, riemannian_betas: Riemannian Adam's; ``None`` takes AdamW's.
+        lr: AdamW's base learning rate.
+        betas: AdamW's moment decay rates.
+        eps: the denominator's epsilon (both optimizers).
+        weight_decay: decoupled weight decay of the ``decay`` group (the others get none).
+        riemannian_lr: Riemannian Adam's base rate; ``None`` takes ``lr``.
+        riemannian_betas: Riemannian Adam's moment decay rates; ``None`` takes ``betas``.
 
     Raises:
         ValueError: for a negative rate or weight decay, betas outside ``[0, 1)``, or a model
