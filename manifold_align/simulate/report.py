@@ -13,6 +13,8 @@ Plots (matplotlib ``Figure`` objects rendered by Agg to PNG; pyplot's global sta
 * ``gap_vs_components.png`` (when the runs without temperature span several similarity ranges
   $h$, e.g. token counts): measured gap against $h$ per noise, with $g^\\star$ and the
   ceiling $h C/(C-1)$.
+* ``gap_vs_batch.png`` (when the sweep has several batch sizes): measured gap against $B$ per
+  concept count and noise, with $g^\\star$, which does not depend on $B$.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def _plot_trajectories(result: SweepResult, path: Path) -> None:
     styles = {t: s for t, s in zip(_unique(records, "temperature"), ["-", "--", ":"])}
     cmap = matplotlib.colormaps["viridis"]
     rows = (("gap", "gap (logit units)"), ("scale", "scale"), ("alignment", "alignment"))
-    fig, axes = _panels(len(manifolds), rows=len(rows), height=2.4)
+    fig, axes = _panels(len(manifolds), rows=len(rows), width=3.2, height=2.1)
     for col, m in enumerate(manifolds):
         for r in (r for r in records if r["manifold"] == m):
             color = cmap(noises.index(r["noise"]) / max(1, len(noises) - 1))
@@ -202,6 +204,29 @@ def _plot_vs_components(records: list[dict], path: Path) -> None:
     ax.set_xlabel("similarity range h (tokens)")
     ax.set_ylabel("measured gap (dashed: g*)")
     ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+
+
+def _plot_vs_batch(records: list[dict], path: Path) -> None:
+    fig, axes = _panels(1, width=4.6, height=3.6)
+    ax = axes[0][0]
+    series = _unique([{"k": (r["manifold"], r["temperature_label"], r["concepts"], r["noise"])} for r in records], "k")
+    for i, (m, t, c, p) in enumerate(series):
+        sel = sorted(
+            (r for r in records if (r["manifold"], r["temperature_label"], r["concepts"], r["noise"]) == (m, t, c, p)),
+            key=lambda r: r["batch_size"],
+        )
+        label = f"C={c}, p={p:g}" + (f", {m}, {t}" if len(series) > 1 and len({s[:2] for s in series}) > 1 else "")
+        ax.plot([r["batch_size"] for r in sel], [r["measured_gap"] for r in sel], "o-", color=f"C{i % 10}",
+                ms=4, label=label)
+        if sel[0]["predicted_gap"] is not None:
+            ax.axhline(sel[0]["predicted_gap"], color=f"C{i % 10}", ls="--", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("measured gap (dashed: g*)")
+    ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
@@ -311,6 +336,9 @@ def write_report(result: SweepResult, out: str | Path, name: str = "sweep") -> l
     if len(_unique(at_scale_one, "components")) > 1:
         plots.append("gap_vs_components.png")
         _plot_vs_components(at_scale_one, out / plots[-1])
+    if len(_unique(result.records, "batch_size")) > 1:
+        plots.append("gap_vs_batch.png")
+        _plot_vs_batch(result.records, out / plots[-1])
     written += [out / p for p in plots]
     (out / "summary.md").write_text(_summary(result, name, plots))
     written.append(out / "summary.md")
