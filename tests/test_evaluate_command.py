@@ -110,6 +110,10 @@ def test_eval_command_defaults_to_the_run_folder(run_dir):
         (["--set", "optim.lr=1"], "optim.lr: cannot be changed at evaluation"),
         (["--set", "eval.nope=1"], "unknown key eval.nope"),
         (["--chunk-size", "0"], "--chunk-size: expected a positive integer"),
+        (
+            ["--set", "eval.zeroshot_samples=0", "--set", "eval.retrieval_samples=0"],
+            "nothing to evaluate",
+        ),
     ],
 )
 def test_eval_command_rejects_bad_settings(run_dir, capsys, argv, message):
@@ -186,3 +190,66 @@ def test_encode_batches_checks_the_output(run_dir):
         )
     with pytest.raises(ValueError, match="no batches"):
         encode_batches(lambda x: x, [], model.manifold)
+
+
+def write_table(folder):
+    """Three images (one of them with two captions), a missing file, an empty caption."""
+    from manifold_align.data.synthetic import SyntheticCaptions
+
+    ds = SyntheticCaptions("retrieval", 3, 0, 16)
+    for i in range(3):
+        ds[i][0].save(folder / f"img{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    rows = [
+        ("img0.png", ds.clean_caption(0)),
+        ("img1.png", ds.clean_caption(1)),
+        ("missing.png", "a caption of nothing"),
+        ("img0.png", "a second caption of image zero"),
+        ("img2.png", ""),
+        ("img2.png", ds.clean_caption(2)),
+        ("broken.png", "one"),
+        ("broken.png", "two"),
+    ]
+    text = "filepath,caption\n" + "".join(f"{p},{c}\n" for p, c in rows)
+    (folder / "pairs.csv").write_text(text)
+    return folder / "pairs.csv"
+
+
+def test_table_retrieval_groups_captions_by_image_and_counts_skipped_rows(run_dir, tmp_path):
+    from manifold_align.data.tabular import CaptionTable
+    from manifold_align.data.transforms import ImageTransform
+    from manifold_align.evaluate.retrieval import retrieval_recall
+    from manifold_align.evaluate.suite import table_retrieval
+
+    model, tokenizer, _ = load_trained(run_dir)
+    table = CaptionTable(write_table(tmp_path))
+    got = table_retrieval(model, tokenizer, table, batch_size=2, chunk_size=2)
+    assert (got["rows"], got["images"], got["captions"]) == (8, 3, 4)
+    assert got["skipped"]["counts"] == {"missing_file": 1, "empty_caption": 1, "corrupt_image": 2}
+    # the same recall as encoding the three images and four captions by hand
+    from PIL import Image
+
+    t = ImageTransform(16)
+    imgs = torch.stack([t(Image.open(tmp_path / f"img{i}.png")) for i in range(3)])
+    caps = [table.captions[i] for i in (0, 1, 3, 5)]
+    want = retrieval_recall(
+        encode_images(model, imgs),
+        encode_captions(model, tokenizer, caps),
+        model.manifold,
+        caption_to_image=torch.tensor([0, 1, 0, 2]),
+    )
+    assert got["retrieval"] == pytest.approx(want)
+
+
+def test_eval_command_with_a_table(run_dir, tmp_path, capsys):
+    csv = write_table(tmp_path)
+    out = tmp_path / "e.json"
+    argv = ["eval", "--checkpoint", str(run_dir), "--table", str(csv), "--out", str(out)]
+    argv += ["--set", "eval.zeroshot_samples=0", "--set", "eval.retrieval_samples=0"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "table (3 images, 4 captions): image to text R@1" in printed
+    assert "rows skipped (corrupt_image 2, empty_caption 1, missing_file 1) | 4 |" in printed
+    result = json.loads(out.read_text())
+    assert result["table"]["images"] == 3 and "zeroshot" not in result and "retrieval" not in result
+    assert cli.main(["eval", "--checkpoint", str(run_dir), "--table", str(tmp_path / "x.csv")]) == 2

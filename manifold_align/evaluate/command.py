@@ -8,10 +8,12 @@
 3. Rebuild the tokenizer and the model from that config and load the weights (safetensors,
    nothing unpickled).
 4. Render the synthetic held-out splits, run zero-shot classification, retrieval and the
-   geometry diagnostics (:func:`manifold_align.evaluate.suite.evaluate_model`), print a table
-   and write ``eval.json`` (default: into the run folder).
+   geometry diagnostics (:func:`manifold_align.evaluate.suite.evaluate_model`); with
+   ``--table FILE`` also retrieval and geometry on a CSV/TSV of image paths and captions
+   (:func:`manifold_align.evaluate.suite.table_retrieval`).
+5. Print a markdown table and write ``eval.json`` (default: into the run folder).
 
-Exit status 0 on success, 2 for a bad checkpoint or override (the message names it).
+Exit status 0 on success, 2 for a bad checkpoint, override or table (the message names it).
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, metavar="FILE", help="where to write eval.json (default: run folder)"
     )
     parser.add_argument(
+        "--table",
+        default=None,
+        metavar="FILE",
+        help="also evaluate retrieval on a CSV/TSV of image paths and captions (rows naming "
+        "the same image are its captions); columns from data.csv.image_column/caption_column",
+    )
+    parser.add_argument(
         "--karcher",
         action="store_true",
         help="average prompt ensembles with the Karcher mean instead of the projected mean",
@@ -88,8 +97,41 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _retrieval_rows(retrieval: dict[str, Any], prefix: str) -> list[str]:
+    lines = []
+    n, m = retrieval["num_images"], retrieval["num_captions"]
+    for key, value in retrieval.items():
+        if "@" in key:
+            direction, k = key.split("@")
+            # a random ranking, one caption per image: the one match lands in the top k
+            # with probability k / N; with several captions per image no single number fits
+            chance = min(1.0, int(k) / n) if n == m else None
+            name = f"{prefix}{direction.replace('_', ' ')} R@{k}"
+            lines.append(f"| {name} | {_fmt(value)} | {_fmt(chance)} |")
+    return lines
+
+
+def _geometry_rows(geometry: dict[str, Any], prefix: str) -> list[str]:
+    sim = geometry["similarity"]
+    low, high = sim["similarity_range"]
+    rows = [
+        (f"positive similarity (range [{low:g}, {high:g}])", sim["pos_mean"]),
+        ("negative similarity", sim["neg_mean"]),
+        ("gap", sim["gap"]),
+    ]
+    if "gap_logits" in sim:
+        rows.append((f"gap in logits (scale {sim['scale']:.3g})", sim["gap_logits"]))
+    rows += [
+        ("alignment", geometry["alignment"]),
+        ("uniformity (images)", geometry["uniformity_image"]),
+        ("uniformity (texts)", geometry["uniformity_text"]),
+    ]
+    return [f"| {prefix}{name} | {_fmt(value)} | |" for name, value in rows]
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """A markdown table of :func:`~manifold_align.evaluate.suite.evaluate_model`'s result."""
+    """A markdown table of :func:`~manifold_align.evaluate.suite.evaluate_model`'s result
+    (and of ``results["table"]``, :func:`~manifold_align.evaluate.suite.table_retrieval`'s)."""
     lines = ["| metric | value | chance |", "|---|---:|---:|"]
     for attribute, r in results.get("zeroshot", {}).items():
         for key in sorted(k for k in r if k.startswith("top")):
@@ -100,33 +142,19 @@ def format_table(results: dict[str, Any]) -> str:
             )
     if "zeroshot_mean_top1" in results:
         lines.append(f"| zero-shot mean top-1 | {_fmt(results['zeroshot_mean_top1'])} | |")
-    retrieval = results.get("retrieval", {})
-    for key, value in retrieval.items():
-        if "@" in key:
-            direction, k = key.split("@")
-            # a random ranking, one caption per image: the one match lands in the top k
-            # with probability k / N; with several captions per image no single number fits
-            n, m = retrieval["num_images"], retrieval["num_captions"]
-            chance = min(1.0, int(k) / n) if n == m else None
-            lines.append(
-                f"| {direction.replace('_', ' ')} R@{k} | {_fmt(value)} | {_fmt(chance)} |"
-            )
-    geometry = results.get("geometry")
-    if geometry:
-        sim = geometry["similarity"]
-        low, high = sim["similarity_range"]
-        lines.append(
-            f"| positive similarity (range [{low:g}, {high:g}]) | {_fmt(sim['pos_mean'])} | |"
-        )
-        lines.append(f"| negative similarity | {_fmt(sim['neg_mean'])} | |")
-        lines.append(f"| gap | {_fmt(sim['gap'])} | |")
-        if "gap_logits" in sim:
-            lines.append(
-                f"| gap in logits (scale {sim['scale']:.3g}) | {_fmt(sim['gap_logits'])} | |"
-            )
-        lines.append(f"| alignment | {_fmt(geometry['alignment'])} | |")
-        lines.append(f"| uniformity (images) | {_fmt(geometry['uniformity_image'])} | |")
-        lines.append(f"| uniformity (texts) | {_fmt(geometry['uniformity_text'])} | |")
+    if "retrieval" in results:
+        lines += _retrieval_rows(results["retrieval"], "")
+    if "geometry" in results:
+        lines += _geometry_rows(results["geometry"], "")
+    table = results.get("table")
+    if table:
+        prefix = f"table ({table['images']} images, {table['captions']} captions): "
+        lines += _retrieval_rows(table["retrieval"], prefix)
+        lines += _geometry_rows(table["geometry"], prefix)
+        skipped = table["skipped"]["counts"]
+        if skipped:
+            listed = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+            lines.append(f"| {prefix}rows skipped ({listed}) | {sum(skipped.values())} | |")
     return "\n".join(lines)
 
 
@@ -147,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         bad override.
     """
     from manifold_align.data.synthetic import SyntheticConfig
-    from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout
+    from manifold_align.data.tabular import CaptionTable
+    from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout, table_retrieval
     from manifold_align.train.checkpoint import CheckpointError, find_checkpoint, read_state
     from manifold_align.train.config import RunConfig
     from manifold_align.train.run import load_trained, resolve_device
@@ -164,35 +193,57 @@ def run(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"data.synthetic.appearance: {exc}") from None
         step = read_state(ckpt)["step"]
+        synthetic = config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0
+        if not synthetic and not args.table:
+            raise ConfigError(
+                "eval.zeroshot_samples, eval.retrieval_samples: both are 0 and no --table is "
+                "given; nothing to evaluate"
+            )
+        table = None
+        if args.table:
+            try:
+                table = CaptionTable(
+                    args.table,
+                    image_column=config.data.csv.image_column,
+                    caption_column=config.data.csv.caption_column,
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"--table {args.table}: {exc}") from None
         device = resolve_device(config.train.device)
         model, tokenizer, _ = load_trained(ckpt, device=device)
     except (ConfigError, CheckpointError) as exc:
         print(f"manifold-align eval: error: {exc}", file=sys.stderr)
         return 2
 
-    heldout = synthetic_heldout(
-        zeroshot_samples=config.eval.zeroshot_samples,
-        retrieval_samples=config.eval.retrieval_samples,
-        seed=config.data.synthetic.seed,
-        image_size=model.vision.image_size,
-        config=appearance,
-    )
-    results = evaluate_model(
-        model,
-        tokenizer,
-        heldout,
-        batch_size=config.eval.batch_size,
-        device=device,
-        precision=config.train.precision,
-        karcher=args.karcher,
-        chunk_size=args.chunk_size,
-    )
+    options = {
+        "batch_size": config.eval.batch_size,
+        "device": device,
+        "precision": config.train.precision,
+        "chunk_size": args.chunk_size,
+    }
+    results: dict[str, Any] = {"manifold": repr(model.manifold)}
+    if synthetic:
+        heldout = synthetic_heldout(
+            zeroshot_samples=config.eval.zeroshot_samples,
+            retrieval_samples=config.eval.retrieval_samples,
+            seed=config.data.synthetic.seed,
+            image_size=model.vision.image_size,
+            config=appearance,
+        )
+        results.update(evaluate_model(model, tokenizer, heldout, karcher=args.karcher, **options))
+        results["retrieval_scanned"] = heldout.retrieval_scanned
+    if table is not None:
+        try:
+            results["table"] = table_retrieval(model, tokenizer, table, **options)
+        except ValueError as exc:
+            print(f"manifold-align eval: error: --table {args.table}: {exc}", file=sys.stderr)
+            return 2
+        results["table"]["path"] = str(args.table)
     results = {
         "checkpoint": str(ckpt),
         "step": step,
         "model": config.model.name,
         **results,
-        "retrieval_scanned": heldout.retrieval_scanned,
         "karcher": bool(args.karcher),
         "config": to_dict(config),
     }

@@ -14,7 +14,8 @@ with training):
 :func:`evaluate_model` encodes them with a model and returns every metric (nested, for
 ``eval.json``); :func:`summary_metrics` picks the headline numbers as a flat
 ``{name: float}``, named as the trainer's periodic evaluation names them in
-``metrics.jsonl``.
+``metrics.jsonl``. :func:`table_retrieval` runs retrieval and the geometry diagnostics on a
+user's own CSV/TSV table of image paths and captions (several captions per image allowed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from manifold_align.data.skipped import (
+    EMPTY_CAPTION,
+    MISSING_CAPTION,
+    SampleError,
+    SkippedSamples,
+)
 from manifold_align.data.synthetic import (
     ATTRIBUTES,
     ZERO_SHOT_TASKS,
@@ -34,6 +41,7 @@ from manifold_align.data.synthetic import (
     SyntheticConfig,
     ZeroShotTask,
 )
+from manifold_align.data.tabular import CaptionTable
 from manifold_align.data.transforms import ImageTransform
 from manifold_align.evaluate.encode import (
     Precision,
@@ -50,6 +58,7 @@ __all__ = [
     "evaluate_model",
     "summary_metrics",
     "synthetic_heldout",
+    "table_retrieval",
 ]
 
 
@@ -288,3 +297,119 @@ def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
         flat["geometry/alignment"] = float(geometry["alignment"])
         flat["geometry/uniformity_image"] = float(geometry["uniformity_image"])
     return {k: v for k, v in flat.items() if math.isfinite(v)}
+
+
+def table_retrieval(
+    model: nn.Module,
+    tokenize: Callable[[list[str]], torch.Tensor],
+    table: CaptionTable,
+    *,
+    transform: Callable | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    precision: Precision = "fp32",
+    chunk_size: int = 1024,
+    uniformity_points: int | None = 4096,
+) -> dict[str, Any]:
+    """Retrieval recall and geometry on a CSV/TSV table; rows naming the same file are one
+    image with several captions.
+
+    Images are read, transformed and encoded ``batch_size`` at a time (only points are
+    kept). Unusable rows are skipped and counted, never raised and never dropped silently:
+    a row with a missing or empty caption; every row of an image that is missing or cannot
+    be decoded (counted per row, under the image's reason).
+
+    Args:
+        model: a two-tower model.
+        tokenize: strings -> token ids.
+        table: the :class:`~manifold_align.data.tabular.CaptionTable`.
+        transform: PIL image -> ``(3, s, s)``; defaults to ``ImageTransform(image_size)``.
+        batch_size: images or captions per forward pass.
+        device: where to run; the model's device by default.
+        precision: ``"bf16"`` for bfloat16 autocast in the towers.
+        chunk_size: queries per retrieval block.
+        uniformity_points: subsample for the uniformity (``None``: all points).
+
+    Returns:
+        ``{"retrieval": retrieval_recall(...), "geometry": geometry_diagnostics(...),
+        "rows": int, "images": int, "captions": int, "skipped": SkippedSamples.to_dict()}``.
+
+    Raises:
+        ValueError: if fewer than 2 images with a usable caption remain.
+    """
+    transform = ImageTransform(model.vision.image_size) if transform is None else transform
+    skipped = SkippedSamples()
+    groups: dict[str, list[int]] = {}
+    for row in range(len(table)):
+        groups.setdefault(str(table.resolve(row)), []).append(row)
+
+    captions: list[str] = []
+    owners: list[int] = []
+    batches: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+    common = {"batch_size": batch_size, "device": device, "precision": precision}
+    with evaluating(model):
+        for rows in groups.values():
+            image, texts, failure = None, [], None
+            for row in rows:
+                if failure is not None:  # the image is unreadable: so is every row of it
+                    skipped.record(failure.reason, f"{table.path.name}#row{row}", failure.detail)
+                    continue
+                if image is None:
+                    try:
+                        image, text = table.load(row)
+                    except SampleError as exn:
+                        skipped.record(exn.reason, exn.key, exn.detail)
+                        if exn.reason not in (MISSING_CAPTION, EMPTY_CAPTION):
+                            failure = exn
+                        continue
+                    texts.append(text)
+                    continue
+                text = (table.captions[row] or "").strip()
+                if not text:
+                    reason = MISSING_CAPTION if table.captions[row] is None else EMPTY_CAPTION
+                    skipped.record(reason, f"{table.path.name}#row{row}")
+                    continue
+                texts.append(text)
+            if image is None:
+                continue
+            index = len(batches) * batch_size + len(pending)
+            pending.append(transform(image))
+            captions.extend(texts)
+            owners.extend([index] * len(texts))
+            if len(pending) == batch_size:
+                batches.append(encode_images(model, torch.stack(pending), **common))
+                pending = []
+        if pending:
+            batches.append(encode_images(model, torch.stack(pending), **common))
+        if not batches or sum(b.shape[0] for b in batches) < 2:
+            raise ValueError(
+                f"table: {table.path} has fewer than 2 readable images with a caption "
+                f"({skipped.total} rows skipped)"
+            )
+        image_points = torch.cat(batches)
+        text_points = encode_captions(model, tokenize, captions, **common)
+    owner = torch.tensor(owners, dtype=torch.long, device=image_points.device)
+    return {
+        "retrieval": retrieval_recall(
+            image_points,
+            text_points,
+            model.manifold,
+            caption_to_image=owner,
+            chunk_size=chunk_size,
+            candidate_chunk_size=max(chunk_size, 4096),
+        ),
+        "geometry": geometry_diagnostics(
+            image_points,
+            text_points,
+            model.manifold,
+            scale=_scale(model),
+            caption_to_image=owner,
+            uniformity_max_points=uniformity_points,
+            chunk_size=chunk_size,
+        ),
+        "rows": len(table),
+        "images": image_points.shape[0],
+        "captions": len(captions),
+        "skipped": skipped.to_dict(),
+    }
