@@ -30,6 +30,15 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from manifold_align.data.sharding import (
+    cycle_shards,
+    discover_rank,
+    epoch_batches,
+    split_by_rank,
+    stream_seed,
+    worker_batches,
+    worker_info,
+)
 from manifold_align.data.skipped import (
     BAD_CAPTION,
     EMPTY_CAPTION,
@@ -91,6 +100,14 @@ class _TrackedStream:
         return f"<shard {self.url}>"
 
 
+def _expand(urls: str | list[str]) -> list[str]:
+    """The shard list of ``urls``: a brace pattern expanded (``webdataset.expand_urls``)."""
+    shards = wds.shardlists.expand_urls(urls) if isinstance(urls, str) else list(urls)
+    if not shards:
+        raise ValueError(f"urls: {urls!r} names no shard, expected at least one")
+    return shards
+
+
 def _url_list(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> str | list[str]:
     if isinstance(urls, str | os.PathLike):
         return os.fspath(urls)
@@ -103,29 +120,64 @@ def _url_list(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> str | li
 class WebDatasetReader(torch.utils.data.IterableDataset):
     """``(image, caption)`` pairs from img2dataset-style webdataset shards.
 
+    On a distributed run each rank reads its own part of the shards; with
+    ``samples_per_epoch`` and ``batch_size`` every rank yields exactly the same number of
+    batches per epoch (see :mod:`~manifold_align.data.sharding`):
+
+    $$N = \\lfloor \\text{samples\\_per\\_epoch} / (\\text{batch\\_size} \\cdot W) \\rfloor$$
+
+    batches of ``batch_size`` stream items per rank (``W`` ranks), of which ``DataLoader``
+    worker ``w`` of ``n`` makes ``N // n + [w < N mod n]``. Load it with
+    ``DataLoader(reader, batch_size=reader.batch_size, drop_last=True, ...)`` and no
+    ``persistent_workers`` (the workers must see each ``set_epoch``).
+
     Args:
         urls: a shard path/URL, a brace pattern (``"data/{00000..00127}.tar"``) or a list.
         shuffle: shuffle-buffer size in samples (``0``: keep the stored order).
-        seed: seed of the shard order and the shuffle buffer (mixed with the epoch and the
-            worker id); the same seed gives the same stream.
-        shardshuffle: shuffle the shard list each epoch (ignored when ``resampled``).
-        resampled: draw shards with replacement forever (``webdataset.ResampledShards``);
-            the stream never ends, so bound it by steps.
+        seed: seed of the shard order and the shuffle buffer (mixed with the epoch, the
+            rank and the worker id); the same seed gives the same stream.
+        shardshuffle: shuffle the shard list each epoch, the same way on every rank, before
+            it is split (ignored when ``resampled``).
+        resampled: draw shards with replacement (``webdataset.ResampledShards``), each
+            reader with its own seed ``(seed, epoch, rank, worker)``; endless unless
+            ``samples_per_epoch`` bounds it. ``nodesplitter`` and ``workersplitter`` are
+            not used (readers do not share a stream to split).
         image_extensions: image members looked for, first match wins.
         caption_extension: caption member (UTF-8 text).
         emit_skipped: yield a :class:`SkippedSample` marker for each unreadable record or
             shard (for :class:`~manifold_align.data.collate.Collate`). With ``False`` the
             markers are only counted in :attr:`skipped`, which is exact only with
             ``num_workers=0`` (a worker's record stays in the worker).
-        nodesplitter: stage that splits shards between processes of a distributed run
-            (e.g. ``webdataset.split_by_node``); ``None`` gives every process all shards.
-        workersplitter: stage that splits shards between ``DataLoader`` workers.
+        nodesplitter: stage that splits the shard list between ranks; ``None`` splits it by
+            this reader's ``rank`` and ``world_size``
+            (:func:`~manifold_align.data.sharding.split_by_rank`; a no-op on one process).
+        workersplitter: stage that splits a rank's shards between ``DataLoader`` workers.
+        samples_per_epoch: the nominal epoch in samples over all ranks (stream items:
+            skipped-sample markers count, so batch counts stay exact); with ``batch_size``
+            it fixes ``N`` above, a reader whose shards run out reads them again, and each
+            epoch ends after exactly ``N`` batches per rank. ``None``: an epoch is one pass
+            over the rank's shards (one process, or resampled) or endless (resampled).
+        batch_size: samples per batch on one rank (the ``DataLoader``'s); required with
+            ``samples_per_epoch``.
+        rank: this process's rank; with ``world_size``, or neither (then discovered from
+            ``torch.distributed`` or ``RANK``/``WORLD_SIZE``, see
+            :func:`~manifold_align.data.sharding.discover_rank`) when the reader is built.
+        world_size: number of ranks.
 
     Attributes:
         skipped: :class:`SkippedSamples` of this process (see ``emit_skipped``).
+        shards: the expanded shard list.
+        rank, world_size: as resolved when the reader was built.
 
     Raises:
-        ValueError: if ``urls`` is empty or ``shuffle`` is negative.
+        ValueError: if ``urls`` is empty; ``shuffle`` is negative; only one of
+            ``samples_per_epoch``/``batch_size`` (or ``rank``/``world_size``) is given;
+            ``batch_size < 1``; ``samples_per_epoch`` is below one global batch; or, without
+            resampling on more than one rank, there are fewer shards than ranks or no
+            ``samples_per_epoch`` (ranks would run different numbers of steps). When
+            iterated: a worker that must make batches got no shard (fewer shards than
+            ranks x workers, message names the numbers), or every shard of a bounded epoch
+            was tried since the last readable sample without one.
     """
 
     def __init__(
@@ -141,9 +193,14 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         emit_skipped: bool = True,
         nodesplitter: Callable[[Iterable[Any]], Iterator[Any]] | None = None,
         workersplitter: Callable[[Iterable[Any]], Iterator[Any]] | None = wds.split_by_worker,
+        samples_per_epoch: int | None = None,
+        batch_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         super().__init__()
         self.urls = _url_list(urls)
+        self.shards = _expand(self.urls)
         if shuffle < 0:
             raise ValueError(f"shuffle: got {shuffle}, expected >= 0 (buffer size in samples)")
         self.shuffle = int(shuffle)
@@ -155,17 +212,43 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         self.emit_skipped = bool(emit_skipped)
         self.nodesplitter = nodesplitter
         self.workersplitter = workersplitter
+        self.rank, self.world_size = discover_rank(rank, world_size)
+        if (samples_per_epoch is None) != (batch_size is None):
+            raise ValueError(
+                f"samples_per_epoch, batch_size: got samples_per_epoch={samples_per_epoch!r}, "
+                f"batch_size={batch_size!r}, expected both (a fixed epoch) or neither"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size: got {batch_size}, expected >= 1 (samples per rank)")
+        self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if self.samples_per_epoch is not None and self.batch_size is not None:
+            epoch_batches(self.samples_per_epoch, self.batch_size * self.world_size)
+        if not self.resampled and self.world_size > 1:
+            if self.nodesplitter is None and len(self.shards) < self.world_size:
+                raise ValueError(
+                    f"urls: {len(self.shards)} shards cannot be split over {self.world_size} "
+                    "ranks (each needs at least one); use resampled=True or more shards"
+                )
+            if self.samples_per_epoch is None:
+                raise ValueError(
+                    f"samples_per_epoch: required on {self.world_size} ranks without "
+                    "resampling, else each rank's epoch ends with its own shards and a rank "
+                    "with fewer samples leaves the others waiting in a collective"
+                )
         self.skipped = SkippedSamples()
         self.epoch = 0
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Batches per rank per epoch, the same on every rank (``None`` without a fixed epoch)."""
+        if self.samples_per_epoch is None or self.batch_size is None:
+            return None
+        return epoch_batches(self.samples_per_epoch, self.batch_size * self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Mix ``epoch`` into the shard and buffer seeds (a new order per epoch)."""
         self.epoch = int(epoch)
-
-    def _stream_seed(self) -> int:
-        info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
-        return hash((self.seed, self.epoch, worker)) & 0x7FFF_FFFF
 
     def decode(self, sample: dict[str, Any]) -> tuple[Image.Image, str]:
         """One grouped tar record -> ``(RGB image, caption)``.
@@ -190,9 +273,62 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             raise SampleError(EMPTY_CAPTION, key)
         return decode_image(sample[image_ext], key), caption
 
+    def shard_stream(self) -> tuple[Iterable[dict[str, Any]], list[str], int | None]:
+        """This reader's shard source for the current epoch, in the calling worker.
+
+        Returns:
+            ``(source, universe, quota)``: an iterable of ``{"url": ...}``; the shards it
+            draws from; the stream items this worker yields this epoch (``None``: no bound).
+
+        Raises:
+            ValueError: if the worker must make batches but got no shard.
+        """
+        worker, workers = worker_info()
+        quota = None
+        batches = self.batches_per_epoch
+        if batches is not None and self.batch_size is not None:
+            quota = worker_batches(batches, worker, workers) * self.batch_size
+        if self.resampled:
+            reader_seed = stream_seed(self.seed, self.epoch, self.rank, worker)
+            shards = wds.ResampledShards(
+                self.shards, seed=self.seed, worker_seed=lambda: reader_seed, deterministic=True
+            )
+            return shards, list(self.shards), quota
+        order = wds.SimpleShardList(
+            self.shards, seed=stream_seed(self.seed, self.epoch) if self.shardshuffle else None
+        )
+        source: Iterable[dict[str, Any]] = iter(order)
+        if self.nodesplitter is None:
+            source = split_by_rank(source, self.rank, self.world_size)
+        else:
+            source = self.nodesplitter(source)
+        if self.workersplitter is not None:
+            source = self.workersplitter(source)
+        mine = list(source)
+        if quota is None:
+            return mine, [item["url"] for item in mine], None
+        if not mine and quota > 0:
+            raise ValueError(
+                f"urls: rank {self.rank} of {self.world_size}, DataLoader worker {worker} of "
+                f"{workers} got no shard: {len(self.shards)} shards split over "
+                f"{self.world_size} ranks x {workers} workers = {self.world_size * workers} "
+                "readers (each needs at least one without resampling); use resampled=True, "
+                "fewer workers or more shards"
+            )
+        cycle_seed = (self.seed, self.epoch, self.rank, worker)
+        return (
+            cycle_shards(mine, cycle_seed, self.shardshuffle) if mine else [],
+            [item["url"] for item in mine],
+            quota,
+        )
+
     def __iter__(self) -> Iterator[tuple[Image.Image, str] | SkippedSample]:
         pending: list[SkippedSample] = []
         current: dict[str, Any] = {"stream": None, "failed": True}
+        shards, universe, quota = self.shard_stream()
+        endless = self.resampled or quota is not None
+        all_shards = set(universe)
+        tried: set[str] = set()  # shards opened since the last readable sample
 
         def shard_failed(url: str, detail: str) -> None:
             pending.append(SkippedSample(UNREADABLE_SHARD, Path(url).name, detail[:200]))
@@ -200,6 +336,14 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         def open_shards(source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             for item in source:
                 url = item["url"]
+                if endless and url in tried and tried >= all_shards:
+                    raise ValueError(
+                        f"urls: rank {self.rank} of {self.world_size} (worker "
+                        f"{worker_info()[0]}) tried each of its {len(all_shards)} shards since "
+                        "its last readable sample and none gave one, so its epoch cannot be "
+                        "filled; the skipped-sample markers name the reasons"
+                    )
+                tried.add(url)
                 try:
                     stream = _TrackedStream(wds.gopen(url, "rb"), url)
                 except Exception as exn:  # gopen raises OSError or a pipe error for a bad URL
@@ -238,21 +382,15 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
                 if sample is None:
                     return
                 try:
-                    yield self.decode(sample)
+                    decoded = self.decode(sample)
                 except SampleError as exn:
                     yield from self._drain([exn.marker()])
+                    continue
+                tried.clear()
+                yield decoded
 
-        seed = self._stream_seed()
-        if self.resampled:
-            shards: Any = wds.ResampledShards(self.urls, seed=seed, deterministic=True)
-        else:
-            shards = wds.SimpleShardList(self.urls, seed=seed if self.shardshuffle else None)
-        stages: list[Any] = [shards]
-        if self.nodesplitter is not None:
-            stages.append(self.nodesplitter)
-        if self.workersplitter is not None:
-            stages.append(self.workersplitter)
-        stages += [
+        stages: list[Any] = [
+            lambda: iter(shards),  # a bare list would be taken for a list of stages
             open_shards,
             wds.pipelinefilter(wds.tariterators.tar_file_expander)(handler=on_tar_error),
             check_ends,
@@ -260,11 +398,17 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             decode_stage,
         ]
         if self.shuffle > 0:
+            buffer_seed = stream_seed(self.seed, self.epoch, self.rank, worker_info()[0])
             stages.append(
-                wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed))
+                wds.shuffle(
+                    self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(buffer_seed)
+                )
             )
+        stream: Iterable[Any] = wds.DataPipeline(*stages)
+        if quota is not None:
+            stream = itertools.islice(stream, quota)
         try:
-            yield from wds.DataPipeline(*stages)
+            yield from stream
         finally:
             if current["stream"] is not None:
                 current["stream"].close()
@@ -278,9 +422,14 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
                 self.skipped.add(marker)
 
     def __repr__(self) -> str:
+        epoch = (
+            ""
+            if self.samples_per_epoch is None
+            else f", samples_per_epoch={self.samples_per_epoch}, batch_size={self.batch_size}"
+        )
         return (
             f"WebDatasetReader({self.urls!r}, shuffle={self.shuffle}, seed={self.seed}, "
-            f"resampled={self.resampled})"
+            f"resampled={self.resampled}{epoch}, rank={self.rank}, world_size={self.world_size})"
         )
 
 
