@@ -188,3 +188,15 @@ def test_bad_input_is_rejected(call, match):
     x = sphere.random(4, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=match):
         call(sphere, x)
+
+
+def test_diagnostics_ignore_bf16_autocast_and_accept_half_inputs():
+    ob = Oblique(4, 8)
+    x, y, _ = pairs(ob, 40, 1, seed=6)
+    x, y = x.float(), y.float()
+    want = geometry_diagnostics(x, y, ob, scale=3.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = geometry_diagnostics(x, y, ob, scale=3.0)
+    assert got == want  # all arithmetic runs in float64, untouched by autocast
+    half = geometry_diagnostics(x.bfloat16(), y.bfloat16(), ob, scale=3.0)
+    assert half["similarity"]["gap"] == pytest.approx(want["similarity"]["gap"], abs=0.02)

@@ -214,3 +214,13 @@ def test_unequal_counts_need_a_mapping_and_nan_is_rejected():
     bad[1, 0] = float("nan")
     with pytest.raises(ValueError, match="image_points: holds NaN"):
         retrieval_recall(bad, sphere.random(3, 3), sphere)
+
+
+def test_recall_is_unchanged_under_bf16_autocast():
+    ob = Oblique(4, 8)
+    x, y, owner = random_pairs(ob, n=50, per_image=2, seed=8)
+    x, y = x.float(), y.float()
+    want = retrieval_recall(x, y, ob, caption_to_image=owner, chunk_size=7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = retrieval_recall(x, y, ob, caption_to_image=owner, chunk_size=7)
+    assert got == want
