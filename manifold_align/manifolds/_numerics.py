@@ -6,12 +6,12 @@ half precision first) and stays finite where the math is defined:
 
 * square roots and norms use a "double where" (a safe value replaces the argument before the
   risky operation), so their gradient at zero is zero, never NaN;
-* angles use the stable form :math:`\\theta = 2\\,\\mathrm{atan2}(\\|x-y\\|, \\|x+y\\|)`,
-  exact at identical (0) and antipodal (:math:`\\pi`) points, unlike ``acos``;
-* :math:`\\cos t` and :math:`\\sin t / t` are evaluated from :math:`t^2` with a Taylor series
-  near 0, so the exponential map and its gradient are finite at :math:`u = 0`;
+* angles use the stable form $\\theta = 2\\,\\mathrm{atan2}(\\|x-y\\|, \\|x+y\\|)$,
+  exact at identical (0) and antipodal ($\\pi$) points, unlike ``acos``;
+* $\\cos t$ and $\\sin t / t$ are evaluated from $t^2$ with a Taylor series
+  near 0, so the exponential map and its gradient are finite at $u = 0$;
 * normalization rescales by the largest entry first (no under/overflow of the squares) and
-  sends the zero vector to :math:`e_1`.
+  sends the zero vector to $e_1$.
 """
 
 from __future__ import annotations
@@ -75,30 +75,30 @@ def expand_to(t: torch.Tensor, *shapes: tuple[int, ...]) -> torch.Tensor:
 
 
 def safe_sqrt(s: torch.Tensor) -> torch.Tensor:
-    """:math:`\\sqrt{s}` for :math:`s \\ge 0`, with gradient 0 (not NaN/Inf) at :math:`s = 0`."""
+    """$\\sqrt{s}$ for $s \\ge 0$, with gradient 0 (not NaN/Inf) at $s = 0$."""
     positive = s > 0
     root = torch.sqrt(torch.where(positive, s, 1.0))
     return torch.where(positive, root, 0.0)
 
 
 def row_inner(u: torch.Tensor, v: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
-    """:math:`\\langle u, v\\rangle` over the last axis: ``(..., d), (..., d) -> (..., 1)``."""
+    """$\\langle u, v\\rangle$ over the last axis: ``(..., d), (..., d) -> (..., 1)``."""
     return (u * v).sum(-1, keepdim=keepdim)
 
 
 def row_norm(v: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
-    """:math:`\\|v\\|` over the last axis, with gradient 0 at :math:`v = 0`."""
+    """$\\|v\\|$ over the last axis, with gradient 0 at $v = 0$."""
     return safe_sqrt(row_inner(v, v, keepdim=keepdim))
 
 
 def basis_e1(like: torch.Tensor) -> torch.Tensor:
-    """The first basis vector :math:`e_1`, broadcast to the shape, dtype and device of ``like``."""
+    """The first basis vector $e_1$, broadcast to the shape, dtype and device of ``like``."""
     e1 = (torch.arange(like.shape[-1], device=like.device) == 0).to(like.dtype)
     return e1.expand_as(like)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    """:math:`x / \\|x\\|` per row; a zero row becomes :math:`e_1`.
+    """$x / \\|x\\|$ per row; a zero row becomes $e_1$.
 
     The row is first divided by its largest absolute entry, so rows with norm down to the
     smallest subnormal and up to the largest finite value normalize without under/overflow.
@@ -110,24 +110,24 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def proju(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Tangent projection at a unit row: :math:`u - \\langle x, u\\rangle x`."""
+    """Tangent projection at a unit row: $u - \\langle x, u\\rangle x$."""
     return u - row_inner(x, u) * x
 
 
 def angle(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Angle between unit rows: :math:`\\theta = 2\\,\\mathrm{atan2}(\\|x-y\\|, \\|x+y\\|)`, ``(..., 1)``.
+    """Angle between unit rows: $\\theta = 2\\,\\mathrm{atan2}(\\|x-y\\|, \\|x+y\\|)$, ``(..., 1)``.
 
-    Exactly 0 for ``x == y`` and :math:`\\pi` for ``x == -y``, accurate to rounding in between
-    (``acos`` loses half the digits near 0 and :math:`\\pi`); gradient 0 at ``x == y``.
+    Exactly 0 for ``x == y`` and $\\pi$ for ``x == -y``, accurate to rounding in between
+    (``acos`` loses half the digits near 0 and $\\pi$); gradient 0 at ``x == y``.
     """
     return 2 * torch.atan2(row_norm(x - y), row_norm(x + y))
 
 
 def cos_sinc(t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:math:`(\\cos t, \\sin t / t)` from :math:`t^2 \\ge 0`, smooth (finite gradient) at 0.
+    """$(\\cos t, \\sin t / t)$ from $t^2 \\ge 0$, smooth (finite gradient) at 0.
 
-    Near 0 (:math:`t < 10^{-2}`): :math:`\\cos t \\approx 1 - t^2/2 + t^4/24`,
-    :math:`\\sin t/t \\approx 1 - t^2/6 + t^4/120`; elsewhere the closed forms, evaluated at a
+    Near 0 ($t < 10^{-2}$): $\\cos t \\approx 1 - t^2/2 + t^4/24$,
+    $\\sin t/t \\approx 1 - t^2/6 + t^4/120$; elsewhere the closed forms, evaluated at a
     safe substitute so that neither branch produces NaN (double where).
     """
     small = t2 < _SERIES_BELOW**2
@@ -138,27 +138,27 @@ def cos_sinc(t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Exponential map per row: :math:`\\cos(\\|u\\|)\\,x + \\frac{\\sin\\|u\\|}{\\|u\\|}\\,u`.
+    """Exponential map per row: $\\cos(\\|u\\|)\\,x + \\frac{\\sin\\|u\\|}{\\|u\\|}\\,u$.
 
     The result is renormalized (a no-op in exact arithmetic) so it stays on the sphere to
-    rounding for any :math:`\\|u\\|`; finite value and gradient at :math:`u = 0`.
+    rounding for any $\\|u\\|$; finite value and gradient at $u = 0$.
     """
     cos, sinc = cos_sinc(row_inner(u, u))
     return normalize(cos * x + sinc * u)
 
 
 def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Logarithmic map per row: :math:`\\theta\\, v / \\|v\\|` with :math:`v = P_x(y - x)`.
+    """Logarithmic map per row: $\\theta\\, v / \\|v\\|$ with $v = P_x(y - x)$.
 
-    :math:`\\theta` is :func:`angle`, so :math:`\\|\\log_x y\\| = \\theta` exactly. ``x == y``
+    $\\theta$ is `angle`, so $\\|\\log_x y\\| = \\theta$ exactly. ``x == y``
     gives 0 (finite gradient). ``x`` and ``y`` are normalized first: points rounded to
     bfloat16 are off the sphere by up to 4e-3, enough to tilt the direction. ``v`` is projected twice: for (nearly) antipodal rows
-    :math:`y - x \\approx -2x` and one projection leaves a rounding-level remainder along
+    $y - x \\approx -2x$ and one projection leaves a rounding-level remainder along
     ``x``, which the second removes, so the result is tangent to rounding. Antipodal rows
     (``y == -x``) have no unique log (every direction is a minimizing geodesic); the result
-    is a tangent vector of norm :math:`\\pi`: along the part of ``y`` orthogonal to ``x``
-    when it exceeds rounding (16 machine epsilons), else along :math:`P_x e_j` with
-    :math:`j = \\arg\\min_i |x_i|` (deterministic; :math:`\\|P_x e_j\\|^2 \\ge 1 - 1/d`).
+    is a tangent vector of norm $\\pi$: along the part of ``y`` orthogonal to ``x``
+    when it exceeds rounding (16 machine epsilons), else along $P_x e_j$ with
+    $j = \\arg\\min_i |x_i|$ (deterministic; $\\|P_x e_j\\|^2 \\ge 1 - 1/d$).
     """
     x, y = normalize(x), normalize(y)  # half-precision points are off the sphere by ~1e-3
     theta = angle(x, y)
@@ -178,10 +178,10 @@ def log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def parallel_transport(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Parallel transport of tangent ``v`` from ``x`` to ``y`` along the minimizing geodesic.
 
-    :math:`\\Gamma_{x\\to y} v = v - \\frac{\\langle y, v\\rangle}{1 + \\langle x, y\\rangle}(x + y)`,
-    an isometry :math:`T_x \\to T_y`. :math:`1 + \\langle x, y\\rangle` is evaluated as
-    :math:`\\|x+y\\|^2 / 2` (no cancellation). At antipodal rows, where the geodesic is not
-    unique, it falls back to the projection :math:`P_y v` (finite, not an isometry).
+    $\\Gamma_{x\\to y} v = v - \\frac{\\langle y, v\\rangle}{1 + \\langle x, y\\rangle}(x + y)$,
+    an isometry $T_x \\to T_y$. $1 + \\langle x, y\\rangle$ is evaluated as
+    $\\|x+y\\|^2 / 2$ (no cancellation). At antipodal rows, where the geodesic is not
+    unique, it falls back to the projection $P_y v$ (finite, not an isometry).
     """
     half_sq = row_inner(x + y, x + y) / 2
     defined = half_sq > torch.finfo(x.dtype).eps

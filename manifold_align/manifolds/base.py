@@ -11,7 +11,7 @@ adds the *contrastive* side that geoopt lacks:
 * ``similarity_range``: ``(low, high)``, the bounds ``s`` can reach.
 * ``mean(x, dim, weights)``: a weighted mean that lands on the manifold.
 
-It also holds what every manifold shares: input checking (:meth:`_operands`: trailing shape,
+It also holds what every manifold shares: input checking (`_operands`: trailing shape,
 dtype and device agreement, float32 arithmetic for half-precision inputs), the similarity as
 one matrix multiply, the extrinsic and Karcher means built from the manifold's own
 ``projx``/``expmap``/``logmap``, and a norm with a finite gradient at zero.
@@ -55,7 +55,7 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
     """A geoopt manifold with a contrastive similarity.
 
     Subclasses set ``ndim = len(point_shape)`` and implement geoopt's abstract methods plus
-    :meth:`similarity`, :attr:`similarity_range` and :meth:`mean`.
+    `similarity`, `similarity_range` and `mean`.
     """
 
     @property
@@ -101,10 +101,10 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
     @property
     @abc.abstractmethod
     def similarity_range(self) -> tuple[float, float]:
-        """``(low, high)``: the closed range of :meth:`similarity` on this manifold."""
+        """``(low, high)``: the closed range of `similarity` on this manifold."""
 
     def similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pairwise similarity matrix :math:`S = \\mathrm{flat}(x)\\,\\mathrm{flat}(y)^\\top`.
+        """Pairwise similarity matrix $S = \\mathrm{flat}(x)\\,\\mathrm{flat}(y)^\\top$.
 
         Shapes: ``x`` is ``(*batch, N, *point_shape)``, ``y`` is ``(*batch, M, *point_shape)``
         (``batch`` broadcastable), result ``(*batch, N, M)``. Computed in float32 even under
@@ -147,12 +147,12 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
     ) -> torch.Tensor:
         """Weighted mean of points along batch dimension ``dim``, returned on the manifold.
 
-        Extrinsic (default): :math:`\\bar x = \\pi\\big(\\sum_i w_i x_i / \\sum_i w_i\\big)` with
-        :math:`\\pi` = :meth:`projx` (per-token normalization on spheres; a token whose
-        weighted sum is exactly zero becomes :math:`e_1`, as ``projx(0)`` does).
+        Extrinsic (default): $\\bar x = \\pi\\big(\\sum_i w_i x_i / \\sum_i w_i\\big)$ with
+        $\\pi$ = `projx` (per-token normalization on spheres; a token whose
+        weighted sum is exactly zero becomes $e_1$, as ``projx(0)`` does).
         ``karcher=True``: the Riemannian (Karcher) mean
-        :math:`\\arg\\min_m \\sum_i w_i\\, d(m, x_i)^2`, by Riemannian gradient steps
-        :math:`m \\leftarrow \\exp_m\\big(\\sum_i w_i \\log_m x_i / \\sum_i w_i\\big)` started at the
+        $\\arg\\min_m \\sum_i w_i\\, d(m, x_i)^2$, by Riemannian gradient steps
+        $m \\leftarrow \\exp_m\\big(\\sum_i w_i \\log_m x_i / \\sum_i w_i\\big)$ started at the
         extrinsic mean (at most 100, stopping once the step is below rounding level). It is
         unique when the points lie in an open hemisphere per token.
 
@@ -206,7 +206,7 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         return m.to(dtype)
 
     def norm(self, x: torch.Tensor, u: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
-        """:math:`\\|u\\|_x = \\sqrt{\\langle u, u\\rangle_x}`, with gradient 0 (not NaN) at :math:`u = 0`."""
+        """$\\|u\\|_x = \\sqrt{\\langle u, u\\rangle_x}$, with gradient 0 (not NaN) at $u = 0$."""
         return safe_sqrt(self.inner(x, u, keepdim=keepdim))
 
     def _check_shape(self, shape: tuple[int, ...], name: str) -> tuple[bool, str | None]:

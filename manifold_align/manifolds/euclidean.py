@@ -1,4 +1,4 @@
-r"""Flat space $\mathbb{R}^d$: the unconstrained baseline (and a factor for :class:`Product`)."""
+r"""Flat space $\mathbb{R}^d$: the unconstrained baseline (and a factor for `Product`)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ class Oblique(ContrastiveManifold):
 
     Each token $x_i$ (a row) has unit norm. The metric is the product metric
     $\langle U, V\rangle_X = \sum_i \langle u_i, v_i\rangle$, so every operation acts on each
-    token as :class:`~manifold_align.Sphere` does, and the similarity is the sum of the
+    token as `Sphere` does, and the similarity is the sum of the
     per-token cosines, $s(X, Y) = \sum_i \langle x_i, y_i\rangle \in [-k, k]$ (the negative
     inner-product distance). Every operation accepts any leading batch shape, runs in float32
     for float16/bfloat16 inputs and returns the input dtype.

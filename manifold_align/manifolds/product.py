@@ -25,7 +25,7 @@ class Product(ContrastiveManifold):
     their ranges. Half-precision inputs are computed in float32 and returned in their dtype.
 
     Args:
-        *manifolds: the factors, each a :class:`ContrastiveManifold` (a ``Product`` too).
+        *manifolds: the factors, each a `ContrastiveManifold` (a ``Product`` too).
 
     Raises:
         ValueError: no factor given.
@@ -72,7 +72,7 @@ class Product(ContrastiveManifold):
         return [m.unflatten(p) for m, p in zip(self.factors, parts, strict=True)]
 
     def join(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        """Inverse of :meth:`split`: flatten each factor's part and concatenate on the last axis."""
+        """Inverse of `split`: flatten each factor's part and concatenate on the last axis."""
         flat = [m.flatten(p) for m, p in zip(self.factors, parts, strict=True)]
         batch = nx.broadcast_shape(*(tuple(f.shape[:-1]) for f in flat))
         return torch.cat([nx.expand_to(f, (*batch, 1)) for f in flat], dim=-1)

@@ -134,7 +134,7 @@ class Sphere(ContrastiveManifold):
     def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r"""Vector transport by projection (as pymanopt): $\mathcal{T}_{x\to y} v = P_y v$.
 
-        Cheap and what the optimizers use; not an isometry. See :meth:`transp_parallel`.
+        Cheap and what the optimizers use; not an isometry. See `transp_parallel`.
         """
         (x, y, v), dtype = self._operands(x=x, y=y, v=v)
         return nx.proju(y, v).to(dtype)
