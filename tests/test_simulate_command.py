@@ -124,3 +124,33 @@ def test_missing_config_file_is_reported(tmp_path, capsys):
     rc = main(["simulate", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_noise_extremes_report_infinite_and_zero_gaps(tmp_path):
+    out = tmp_path / "edge"
+    rc = main(
+        [
+            "simulate",
+            "--quiet",
+            "--set",
+            "noise=[0.0, 1.0]",
+            "--set",
+            "manifolds=[sphere:4]",
+            "--set",
+            "temperatures=[{mode: none}]",
+            "--set",
+            "concepts=[3]",
+            "--set",
+            "steps=10",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = (out / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    clean, pure_noise = json.loads(text)["runs"]
+    assert clean["predicted_gap"] is None and clean["min_oblique_tokens"] is None  # g* = inf
+    assert clean["reachable_gap"] == pytest.approx(1.5)  # the sphere's ceiling C/(C-1)
+    assert pure_noise["predicted_gap"] == 0.0 and pure_noise["gap_ratio"] is None
+    assert "| inf |" in (out / "summary.md").read_text()

@@ -142,7 +142,9 @@ def _row_terms(gap: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray
     return lse, special.expit(z)
 
 
-def expected_loss(gap: float | np.ndarray, noise: float, batch_size: int, concepts: int):
+def expected_loss(
+    gap: float | np.ndarray, noise: float, batch_size: int, concepts: int
+) -> float | np.ndarray:
     r"""Exact expected symmetric InfoNCE $\mathcal{L}(g)$ at the symmetric equilibrium.
 
     $\mathcal{L}(g) = -q g + \mathbb{E}\,\log(N e^g + B - N)$ (see the module docstring).
@@ -179,7 +181,9 @@ def expected_loss(gap: float | np.ndarray, noise: float, batch_size: int, concep
     return float(out) if out.ndim == 0 else out
 
 
-def expected_loss_grad(gap: float | np.ndarray, noise: float, batch_size: int, concepts: int):
+def expected_loss_grad(
+    gap: float | np.ndarray, noise: float, batch_size: int, concepts: int
+) -> float | np.ndarray:
     r"""$\mathcal{L}'(g) = -q + \mathbb{E}\,\sigma(g + \log N - \log(B - N))$, same shapes as
     :func:`expected_loss`.
 

@@ -28,6 +28,7 @@ $S_{cc'} = s(x_c, y_{c'})$ the concept-by-concept similarity matrix:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import geoopt
 import torch
@@ -37,7 +38,7 @@ from manifold_align.manifolds import ContrastiveManifold
 __all__ = ["ToyModel"]
 
 
-def _as_run_vector(value, runs: int, name: str, dtype=torch.float32) -> torch.Tensor:
+def _as_run_vector(value, runs: int, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=dtype)
     if t.dim() == 0:
         t = t.expand(runs)
@@ -68,9 +69,9 @@ class ToyModel(torch.nn.Module):
         runs: int,
         concepts: int,
         *,
-        initial_scale=1.0,
-        max_scale=1.0,
-        learnable=False,
+        initial_scale: float | Sequence[float] | torch.Tensor = 1.0,
+        max_scale: float | Sequence[float] | torch.Tensor = 1.0,
+        learnable: bool | Sequence[bool] | torch.Tensor = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
