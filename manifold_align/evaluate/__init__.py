@@ -2,9 +2,17 @@
 
 Every metric takes plain tensors of manifold points and the manifold, so it can be used (and
 tested) without a model; :mod:`manifold_align.evaluate.encode` turns a model and data into
-such points, and :mod:`manifold_align.evaluate.command` is ``manifold-align eval``.
+such points, :mod:`manifold_align.evaluate.suite` runs everything on held-out data, and
+:mod:`manifold_align.evaluate.command` is ``manifold-align eval``.
 """
 
+from manifold_align.evaluate.encode import (
+    encode_batches,
+    encode_captions,
+    encode_images,
+    encode_tokens,
+    evaluating,
+)
 from manifold_align.evaluate.geometry import (
     alignment,
     geometry_diagnostics,
@@ -13,12 +21,23 @@ from manifold_align.evaluate.geometry import (
     uniformity,
 )
 from manifold_align.evaluate.retrieval import retrieval_recall, topk_indices
-from manifold_align.evaluate.zeroshot import build_classifier, classify, fill_templates
+from manifold_align.evaluate.zeroshot import (
+    build_classifier,
+    build_classifier_from_prompts,
+    classify,
+    fill_templates,
+)
 
 __all__ = [
     "alignment",
     "build_classifier",
+    "build_classifier_from_prompts",
     "classify",
+    "encode_batches",
+    "encode_captions",
+    "encode_images",
+    "encode_tokens",
+    "evaluating",
     "fill_templates",
     "geometry_diagnostics",
     "retrieval_recall",
