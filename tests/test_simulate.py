@@ -99,6 +99,27 @@ def test_clamp_projects_each_scale_under_its_own_maximum():
     assert torch.allclose(model.scale(), torch.tensor([2.0, 50.0, 60.0]))
 
 
+def test_per_run_scale_has_the_semantics_of_the_temperature_object():
+    from manifold_align.losses import Temperature
+
+    temps = [Temperature.learnable(2.0, 30.0), Temperature.fixed(7.0), Temperature.none()]
+    model = _model(
+        Sphere(4),
+        initial_scale=[2.0, 7.0, 1.0],
+        max_scale=[30.0, 7.0, 1.0],
+        learnable=[True, False, False],
+    )
+    assert torch.allclose(model.scale().detach(), torch.stack([t.scale.detach() for t in temps]))
+    with torch.no_grad():  # the same excursion above the cap, then the same projection
+        model.log_scale[0] = math.log(45.0)
+        temps[0].logit_scale.fill_(math.log(45.0))
+    model.clamp_()
+    for t in temps:
+        t.clamp_()
+    assert torch.allclose(model.scale().detach(), torch.stack([t.scale.detach() for t in temps]))
+    assert float(model.scale().detach()[0]) == pytest.approx(30.0)
+
+
 def test_diagnostics_at_the_regular_simplex():
     c = 5
     simplex = torch.eye(c) - 1.0 / c
