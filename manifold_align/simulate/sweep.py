@@ -28,7 +28,17 @@ from manifold_align.simulate.config import SweepConfig, TemperatureSpec, parse_m
 from manifold_align.simulate.sampling import sample_pairs
 from manifold_align.simulate.toy import ToyModel
 
-__all__ = ["RunGroup", "RunSpec", "SweepResult", "expand", "run_group", "run_sweep", "settle_step"]
+__all__ = [
+    "TRAJECTORY_KEYS",
+    "GroupOutput",
+    "RunGroup",
+    "RunSpec",
+    "SweepResult",
+    "expand",
+    "run_group",
+    "run_sweep",
+    "settle_step",
+]
 
 #: Quantities recorded along each run, every ``log_every`` steps (and at the last step).
 TRAJECTORY_KEYS = ("loss", "scale", "pos_sim", "neg_sim", "sim_gap", "gap", "alignment", "uniformity")
