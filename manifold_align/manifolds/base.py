@@ -54,8 +54,11 @@ def positive_int(value: object, name: str, minimum: int = 1) -> int:
 class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
     """A geoopt manifold with a contrastive similarity.
 
-    Subclasses set ``ndim = len(point_shape)`` and implement geoopt's abstract methods plus
-    `similarity`, `similarity_range` and `mean`.
+    Subclasses set ``ndim = len(point_shape)`` and implement geoopt's abstract methods
+    (``projx``, ``proju``, ``egrad2rgrad``, ``inner``, ``retr``, ``expmap``, point/tangent
+    checks) plus ``logmap``, ``dist``, ``dist2``, ``transp``, `transp_parallel`,
+    ``component_inner``, ``random``, ``origin``, `point_shape` and `similarity_range`.
+    `similarity`, `mean`, `norm`, `flatten`/`unflatten` and the input checks are shared here.
     """
 
     @property
@@ -97,6 +100,11 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
                 f"{name}: expected shape (..., {', '.join(map(str, ps))}) for {self!r}, "
                 f"got {tuple(x.shape)}"
             )
+
+    @abc.abstractmethod
+    def transp_parallel(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Exact parallel transport of tangent ``v`` from ``x`` to ``y`` along the minimizing
+        geodesic (an isometry $T_x \\to T_y$); ``transp`` may be a cheaper vector transport."""
 
     @property
     @abc.abstractmethod

@@ -121,7 +121,7 @@ class Oblique(ContrastiveManifold):
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Retraction by per-token normalization: $R_X(U)_i = (x_i + u_i) / \|x_i + u_i\|$."""
         (x, u), dtype = self._operands(x=x, u=u)
-        return nx.normalize(x + u).to(dtype)
+        return nx.normalize(x + u, rescale=False).to(dtype)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Exponential map per token: $(\exp_X U)_i = \cos\|u_i\|\, x_i + \frac{\sin\|u_i\|}{\|u_i\|} u_i$.

@@ -96,7 +96,7 @@ class Sphere(ContrastiveManifold):
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Retraction by normalization: $R_x(u) = (x + u) / \|x + u\|$ (zero sum -> $e_1$)."""
         (x, u), dtype = self._operands(x=x, u=u)
-        return nx.normalize(x + u).to(dtype)
+        return nx.normalize(x + u, rescale=False).to(dtype)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""Exponential map: $\exp_x u = \cos\|u\|\, x + \frac{\sin\|u\|}{\|u\|}\, u$.
@@ -163,13 +163,9 @@ class Sphere(ContrastiveManifold):
         ``random(batch, dim)``. Raises ``ValueError`` otherwise.
         """
         shape = self._full_shape(size)
-        g = torch.randn(
-            shape,
-            dtype=nx.working_dtype(dtype or torch.get_default_dtype()),
-            device=device,
-            generator=generator,
-        )
-        return nx.normalize(g).to(dtype or torch.get_default_dtype())
+        dtype = dtype or torch.get_default_dtype()
+        g = torch.randn(shape, dtype=nx.working_dtype(dtype), device=device, generator=generator)
+        return nx.normalize(g).to(dtype)
 
     random_uniform = random
 
