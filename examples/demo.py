@@ -14,7 +14,7 @@ position; image-text retrieval) and writes a report into the run folder:
 Usage (from the repository root, inside the virtual environment):
 
 ```bash
-python examples/demo.py --out runs/demo           # the full demo, minutes on 2 CPU cores
+python examples/demo.py                           # the full demo into runs/demo/<date-time>
 python examples/demo.py --out runs/smoke --fast   # a smoke version of the same path
 ```
 
@@ -155,11 +155,14 @@ def _curves(runs: dict[str, dict], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder (default: runs/demo/<UTC date-time>); must be empty")
     parser.add_argument("--fast", action="store_true", help="a smoke version (seconds, not minutes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override applied to both runs (repeatable)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("runs/demo") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     if args.out.exists() and any(args.out.iterdir()):
         print(f"demo: {args.out} is not empty; choose another --out", file=sys.stderr)
         return 2
