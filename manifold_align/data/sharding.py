@@ -66,7 +66,9 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}: got {value!r}, expected an integer") from None
+        raise ValueError(
+            f"environment variable {name}: got {value!r}, expected an integer"
+        ) from None
 
 
 def discover_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
