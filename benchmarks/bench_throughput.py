@@ -253,6 +253,35 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[dict], path: Path) -> bool:
+    """Bar chart of samples/s per configuration and model; False if matplotlib is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = list(dict.fromkeys(r["config"] for r in results))
+    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 3.8), squeeze=False)
+    for ax, config in zip(axes[0], configs, strict=True):
+        recs = [r for r in results if r["config"] == config]
+        colors = ["tab:gray" if r["model"] == "OpenCLIP" else "tab:blue" for r in recs]
+        ax.bar(range(len(recs)), [r["samples_per_s"] for r in recs], color=colors)
+        ax.set_xticks(range(len(recs)), [r["model"] for r in recs], rotation=15, fontsize=8)
+        for i, r in enumerate(recs):
+            if "ratio_time" in r:
+                ax.annotate(f"time x{r['ratio_time']:.2f}", (i, r["samples_per_s"]),
+                            ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("samples/s (higher is better)")
+        ax.set_title(f"{config}, batch {recs[0]['batch']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _parse_batches(items: list[str] | None, default: dict[str, int]) -> dict[str, int]:
     if not items:
         return dict(default)
@@ -284,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="fp32, or bf16 autocast (weights and optimizer stay fp32)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_BATCH}, 2 steps")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--plot", type=Path, help="also draw samples/s as a PNG here")
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 1) or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
@@ -329,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{meta['threads']} threads, median of {steps} round-robin steps\n")
     print(markdown(results))
     out = {"meta": meta, "results": results}
+    if args.plot is not None and plot(results, args.plot):
+        print(f"wrote {args.plot}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")

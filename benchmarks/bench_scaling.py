@@ -1,0 +1,410 @@
+"""How each cost grows: InfoNCE with batch size and token count, Riemannian Adam with rows.
+
+Two sweeps, each plotted log-log with its fitted exponent ``a`` in ``cost ~ n^a``
+(least squares on ``log cost`` against ``log n``):
+
+* **Loss.** Our dense :class:`~manifold_align.losses.InfoNCE`, forward + backward of a batch
+  of ``B`` image and ``B`` text points, on ``Sphere(512)`` and on ``Oblique(k, 512 / k)`` for
+  each token count ``k`` (default 1, 4, 8, 16, 32: the same 512 numbers per point, split
+  into ``k`` unit tokens). The similarity is one ``(B, 512) @ (512, B)`` product whatever
+  ``k`` is, so time should grow like ``B^2`` (the logits) and not with ``k``; peak memory
+  like ``B^2`` (the saved logits and their gradient, ``2 B^2`` floats). Every ``k`` runs up
+  to ``--grid-max`` (default 4096); above it only ``Sphere(512)`` and ``Oblique(8, 64)``, to
+  keep the CPU run to a few minutes.
+* **Optimizer.** One :class:`manifold_align.optim.RiemannianAdam` step on a ``Sphere(64)``
+  parameter of ``R`` rows, next to ``torch.optim.Adam(fused=True)`` on a plain tensor of the
+  same size (the Euclidean floor) and, where installed, ``geoopt.optim.RiemannianAdam``:
+  all three should grow like ``R``. The ratio ours / fused Adam is reported at each ``R``.
+
+Timing: a warm-up call, then the median of the timed calls (wall clock, ``torch`` threads as
+set by ``--threads``); the optimizers are stepped round-robin so background load falls on
+all alike. Memory (Linux): the loss sweep runs in one child process started with
+``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so every large tensor is its own mapping,
+returned to the system when freed; before each case the peak resident set (``VmHWM``) is
+reset through ``/proc/self/clear_refs`` and the case's peak is ``VmHWM - VmRSS`` over its
+first forward + backward, inputs excluded. Where the reset is unavailable, memory is
+reported as missing, never guessed.
+
+Usage::
+
+    .venv-bench/bin/python benchmarks/bench_scaling.py --json out.json --plots docs/img
+    .venv/bin/python benchmarks/bench_scaling.py --quick        # seconds; smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DIM = 512
+KIB = 1024
+DEFAULT_BATCHES = (1024, 2048, 4096, 8192, 16384)
+DEFAULT_TOKENS = (1, 4, 8, 16, 32)
+DEFAULT_ROWS = (4096, 16384, 65536, 262144)
+ROW_DIM = 64
+
+
+# --- memory of the current process (Linux /proc) -----------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset ``VmHWM`` to the current resident set; False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+# --- loss sweep (runs in the child) -----------------------------------------------------------
+
+
+def manifold_label(tokens: int | None) -> str:
+    """``Sphere(512)`` for ``None``, else ``Oblique(k, 512 / k)``."""
+    return f"Sphere({DIM})" if tokens is None else f"Oblique({tokens}, {DIM // tokens})"
+
+
+def loss_case(batch: int, tokens: int | None, reps: int, seed: int = 0) -> dict:
+    """Forward + backward of our dense InfoNCE at one ``(B, manifold)``; time and peak memory.
+
+    The first call measures memory (and warms up); ``time_s`` is the median of the ``reps``
+    calls after it.
+    """
+    import torch
+
+    from manifold_align import Oblique, Sphere
+    from manifold_align.losses import InfoNCE, Temperature
+
+    manifold = Sphere(DIM) if tokens is None else Oblique(tokens, DIM // tokens)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = manifold.projx(torch.randn(batch, *manifold.point_shape, generator=gen))
+        y = manifold.projx(0.5 * x + torch.randn(batch, *manifold.point_shape, generator=gen))
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    criterion = InfoNCE(manifold, Temperature.learnable(1 / 0.07, 100.0))
+    params = [x, y, criterion.temperature.logit_scale]
+
+    def call() -> tuple[float, float]:
+        for p in params:
+            p.grad = None
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = criterion(x, y).loss
+        loss.backward()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    exact = _reset_peak()
+    rss0 = _status_kib("VmRSS") or 0
+    first = call()
+    peak_mib = ((_status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
+    times = [call() for _ in range(reps)] or [first]
+    return {
+        "batch": batch,
+        "tokens": tokens,
+        "manifold": manifold_label(tokens),
+        "time_s": statistics.median(t for t, _ in times),
+        "cpu_s": statistics.median(c for _, c in times),
+        "times_s": [t for t, _ in times],
+        "peak_extra_mib": peak_mib,
+    }
+
+
+def loss_sweep(
+    batches: list[int], tokens: list[int], threads: int, reps: int, grid_max: int
+) -> list[dict]:
+    """The ``(B, manifold)`` cases, smallest ``B`` first.
+
+    Up to ``B = grid_max`` every manifold runs, with ``reps`` timed calls after the memory
+    call; above it only ``Sphere(512)`` and ``Oblique(8, 64)`` (if 8 is among ``tokens``), and
+    the memory call is also the timed one (the sweep has warmed up by then).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    for k in [None, *tokens]:  # first-use costs (thread pool, kernels) stay out of the cases
+        loss_case(64, k, reps=1)
+    out = []
+    for b in sorted(batches):
+        small = b <= grid_max
+        for k in [None, *tokens] if small else [None, *(k for k in tokens if k == 8)]:
+            r = loss_case(b, k, reps if small else 0)
+            out.append(r)
+            mem = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.0f}"
+            print(f"  loss {r['manifold']:18s} B={b:6d} {r['time_s']:8.4f} s "
+                  f"{r['cpu_s']:8.4f} s CPU {mem:>7s} MiB",
+                  file=sys.stderr, flush=True)
+    return out
+
+
+def run_loss_child(args: argparse.Namespace) -> list[dict]:
+    """The loss sweep in a child process with a fixed mmap threshold (see the module doc)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * KIB))
+    spec = {"batches": args.batches, "tokens": args.tokens, "threads": args.threads,
+            "reps": args.reps, "grid_max": args.grid_max}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--loss-child", json.dumps(spec)],
+        stdout=subprocess.PIPE, text=True, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"loss sweep child failed with exit code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- optimizer sweep (in process) -------------------------------------------------------------
+
+
+def optimizer_sweep(rows_list: list[int], steps: int, threads: int) -> list[dict]:
+    """One step of each optimizer at each row count, median of ``steps`` round-robin steps."""
+    import torch
+
+    from manifold_align import Sphere
+    from manifold_align.optim import RiemannianAdam
+
+    torch.set_num_threads(threads)
+    have_geoopt = importlib.util.find_spec("geoopt") is not None
+    out = []
+    for rows in sorted(rows_list):
+        manifold = Sphere(ROW_DIM)
+        gen = torch.Generator().manual_seed(0)
+        x0 = manifold.projx(torch.randn(rows, ROW_DIM, generator=gen))
+        grad = torch.randn(rows, ROW_DIM, generator=gen)
+        opts = {}
+        p = torch.nn.Parameter(x0.clone())
+        p.grad = grad
+        opts["ours"] = RiemannianAdam([{"params": [p], "manifold": manifold}], lr=1e-3)
+        f = torch.nn.Parameter(x0.clone())
+        f.grad = grad
+        opts["torch fused Adam"] = torch.optim.Adam([f], lr=1e-3, fused=True)
+        if have_geoopt:
+            import geoopt
+
+            q = geoopt.ManifoldParameter(x0.clone(), manifold=geoopt.Sphere())
+            q.grad = grad
+            opts["geoopt"] = geoopt.optim.RiemannianAdam([q], lr=1e-3)
+        for _ in range(3):  # warm-up: state allocation, first-use costs
+            for opt in opts.values():
+                opt.step()
+        times: dict[str, list[float]] = {who: [] for who in opts}
+        cpu: dict[str, list[float]] = {who: [] for who in opts}
+        for _ in range(steps):
+            for who, opt in opts.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                opt.step()
+                times[who].append(time.perf_counter() - t0)
+                cpu[who].append(time.process_time() - c0)
+        fused = statistics.median(times["torch fused Adam"])
+        fused_cpu = statistics.median(cpu["torch fused Adam"])
+        for who, ts in times.items():
+            out.append({"rows": rows, "optimizer": who, "time_s": statistics.median(ts),
+                        "cpu_s": statistics.median(cpu[who]),
+                        "ratio_to_fused": statistics.median(ts) / fused,
+                        "cpu_ratio_to_fused": statistics.median(cpu[who]) / fused_cpu})
+            print(f"  step {who:18s} R={rows:7d} {1e3 * statistics.median(ts):8.2f} ms",
+                  file=sys.stderr, flush=True)
+    return out
+
+
+# --- fits, tables, plots ----------------------------------------------------------------------
+
+
+def exponent(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of ``log y`` on ``log x``: ``a`` in ``y ~ x^a`` (None if < 2 points)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if y and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = statistics.fmean(p[0] for p in pts)
+    my = statistics.fmean(p[1] for p in pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
+
+
+def _series(results: list[dict], key: str, group: str, x: str) -> dict[str, tuple[list, list]]:
+    out: dict[str, tuple[list, list]] = {}
+    for r in results:
+        if r.get(key) is None:
+            continue
+        xs, ys = out.setdefault(r[group], ([], []))
+        xs.append(r[x])
+        ys.append(r[key])
+    return out
+
+
+def fits(loss: list[dict], optim: list[dict]) -> list[dict]:
+    """Fitted exponents: loss time and memory vs B per manifold, step time vs rows."""
+    rows = []
+    for key, what in (("time_s", "loss wall time"), ("cpu_s", "loss CPU time"),
+                      ("peak_extra_mib", "loss peak memory")):
+        for name, (xs, ys) in _series(loss, key, "manifold", "batch").items():
+            rows.append({"cost": what, "series": name, "against": "B",
+                         "exponent": exponent(xs, ys)})
+    for key, what in (("time_s", "optimizer wall time"), ("cpu_s", "optimizer CPU time")):
+        for name, (xs, ys) in _series(optim, key, "optimizer", "rows").items():
+            rows.append({"cost": what, "series": name, "against": "rows",
+                         "exponent": exponent(xs, ys)})
+    return rows
+
+
+def markdown(result: dict) -> str:
+    """The loss grid (time, memory, and time relative to Sphere(512) at the same B), the
+    optimizer table and the fitted exponents."""
+    loss, optim = result["loss"], result["optimizer"]
+    sphere = {r["batch"]: r for r in loss if r["tokens"] is None}
+    lines = [
+        "| B | manifold | wall (s) | CPU (s) | CPU / Sphere(512) | peak extra (MiB) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in loss:
+        mem = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.0f}"
+        lines.append(f"| {r['batch']} | {r['manifold']} | {r['time_s']:.4f} | "
+                     f"{r['cpu_s']:.4f} | {r['cpu_s'] / sphere[r['batch']]['cpu_s']:.2f} | "
+                     f"{mem} |")
+    lines += ["", "| rows x 64 | optimizer | wall ms/step | CPU ms/step | wall / fused Adam "
+              "| CPU / fused Adam |", "|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['rows']} | {r['optimizer']} | {1e3 * r['time_s']:.2f} | "
+              f"{1e3 * r['cpu_s']:.2f} | {r['ratio_to_fused']:.2f} | "
+              f"{r['cpu_ratio_to_fused']:.2f} |" for r in optim]
+    lines += ["", "| cost | series | against | exponent a (cost ~ n^a) |", "|---|---|---|---:|"]
+    for f in result["fits"]:
+        a = "-" if f["exponent"] is None else f"{f['exponent']:.2f}"
+        lines.append(f"| {f['cost']} | {f['series']} | {f['against']} | {a} |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, out_dir: Path) -> list[Path]:
+    """``bench_scaling_loss.png`` (time and memory vs B) and ``bench_scaling_optim.png``;
+    an empty list if matplotlib is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    for ax, key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
+                           (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
+                           (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
+        series = _series(result["loss"], key, "manifold", "batch")
+        for name, (xs, ys) in series.items():
+            a = exponent(xs, ys)
+            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
+        if series:
+            xs, ys = next(iter(series.values()))
+            ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "bench_scaling_loss.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
+        series = _series(result["optimizer"], key, "optimizer", "rows")
+        for name, (xs, ys) in series.items():
+            a = exponent(xs, ys)
+            ax.plot(xs, [1e3 * y for y in ys], marker="o",
+                    label=f"{name} (a={a:.2f})" if a else name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"parameter rows R (each a point of Sphere({ROW_DIM}))")
+        ax.set_ylabel("ms per step")
+        ax.set_title(f"one optimizer step, {what} time")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "bench_scaling_optim.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=list(DEFAULT_BATCHES))
+    parser.add_argument("--tokens", type=int, nargs="+", default=list(DEFAULT_TOKENS),
+                        help="token counts k of Oblique(k, 512 / k)")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(DEFAULT_ROWS),
+                        help=f"parameter rows of the optimizer sweep (Sphere({ROW_DIM}))")
+    parser.add_argument("--grid-max", type=int, default=4096,
+                        help="largest B at which every k runs (above: Sphere and k = 8 only)")
+    parser.add_argument("--reps", type=int, default=3, help="timed calls for B <= grid max")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plots", type=Path, help="write the PNG plots into this folder")
+    parser.add_argument("--loss-child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.loss_child:
+        spec = json.loads(args.loss_child)
+        print(json.dumps(loss_sweep(spec["batches"], spec["tokens"], spec["threads"],
+                                    spec["reps"], spec["grid_max"])))
+        return {}
+    bad = [k for k in args.tokens if k <= 0 or DIM % k]
+    if bad:
+        parser.error(f"--tokens: each k must divide {DIM}, got {bad}")
+    if min(args.batches) <= 0 or min(args.rows) <= 0:
+        parser.error("--batches and --rows must be positive")
+    if args.quick:
+        args.batches, args.tokens, args.rows = [64, 256], [1, 8], [256, 1024]
+        args.reps, args.steps = 1, 2
+    import torch
+
+    start = time.perf_counter()
+    loss = run_loss_child(args)
+    optim = optimizer_sweep(args.rows, args.steps, args.threads)
+    result = {
+        "meta": {
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "python": sys.version.split()[0],
+            "machine": platform.machine(),
+            "memory_method": "VmHWM reset, MALLOC_MMAP_THRESHOLD_=65536"
+            if any(r["peak_extra_mib"] is not None for r in loss) else "unavailable",
+            "wall_s": time.perf_counter() - start,
+        },
+        "loss": loss,
+        "optimizer": optim,
+        "fits": fits(loss, optim),
+    }
+    print(markdown(result))
+    if args.plots is not None:
+        result["plots"] = [str(p) for p in plot(result, args.plots)]
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
