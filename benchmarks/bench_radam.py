@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -164,13 +165,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         parser.error(f"--rows {args.rows} is not a multiple of --tokens {args.tokens}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     results = run(
         args.rows, args.dim, args.tokens, args.steps, args.warmup, args.geoopt_steps, args.profile
     )
     print(
         f"RiemannianAdam step, torch {torch.__version__}, geoopt {geoopt.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-        f"median of {args.steps} steps (geoopt {args.geoopt_steps}) after {args.warmup} warm-up\n"
+        f"median of {args.steps} steps (geoopt {args.geoopt_steps}) after {args.warmup} warm-up, "
+        f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     )
     print(markdown(results))
     if args.json is not None:
@@ -179,6 +182,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "geoopt": geoopt.__version__,
             "threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(),
+            "load_average_before_after": [load_before, os.getloadavg()[0]],
         }
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     return results
