@@ -25,6 +25,7 @@ from manifold_align import ContrastiveManifold, Euclidean, Oblique, Product, Sph
 __all__ = [
     "MANIFOLDS",
     "component_norms",
+    "is_compact",
     "manifold_params",
     "point_pairs",
     "points",
