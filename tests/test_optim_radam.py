@@ -406,3 +406,24 @@ def test_benchmark_quick_mode_reports_all_three(tmp_path):
     assert all(r["ms_per_step"] > 0 and math.isfinite(r["ratio_to_fused"]) for r in records)
     ours = [r for r in records if r["optimizer"] == "ours"]
     assert all(r["max_row_norm_error"] < 1e-5 for r in ours)
+
+
+def test_deepcopy_keeps_the_manifold_of_tagged_parameters():
+    import copy
+
+    p = geoopt.ManifoldParameter(Sphere(8).projx(torch.randn(16, 8)), manifold=Sphere(8))
+    opt = copy.deepcopy(RiemannianAdam([p], lr=0.1))
+    q = opt.param_groups[0]["params"][0]
+    assert q is not p
+    assert _drive(opt, q) < 1e-6
+
+
+def test_amsgrad_switched_on_later_sizes_its_state_by_component_inner():
+    pr = Product(Sphere(3), Oblique(2, 4))
+    p = geoopt.ManifoldParameter(pr.projx(torch.randn(5, 11, dtype=F64)), manifold=pr)
+    opt = RiemannianAdam([p], lr=0.1)
+    p.grad = torch.randn(5, 11, dtype=F64)
+    opt.step()
+    opt.param_groups[0]["amsgrad"] = True
+    opt.step()
+    assert opt.state[p]["max_exp_avg_sq"].shape == opt.state[p]["exp_avg_sq"].shape

@@ -197,6 +197,15 @@ class RiemannianAdam(torch.optim.Optimizer):
                 _check_fits(effective, p, f"param_groups[{gi}]['params'][{pi}]")
             self._tags[p] = tag
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling: torch restores groups and state; re-read the tags from the tensors."""
+        super().__setstate__(state)
+        self._tags = {
+            p: p.manifold if isinstance(p, geoopt.ManifoldParameter | geoopt.ManifoldTensor) else None
+            for g in self.param_groups
+            for p in g["params"]
+        }
+
     def _manifold_of(self, group: dict[str, Any], p: torch.Tensor) -> geoopt.Manifold | None:
         manifold = group["manifold"]
         return manifold if manifold is not None else self._tags.get(p)
@@ -350,14 +359,16 @@ class RiemannianAdam(torch.optim.Optimizer):
             r = manifold.egrad2rgrad(x, g)
             comp = manifold.component_inner(x, r)
             if state["exp_avg_sq"].shape != comp.shape:
+                # first step: the state was sized for rows; size it by component_inner
                 if state["step"] != 1:
                     raise ValueError(
                         f"exp_avg_sq of shape {tuple(state['exp_avg_sq'].shape)} does not fit "
                         f"component_inner of {manifold!r}, shape {tuple(comp.shape)}"
                     )
                 state["exp_avg_sq"] = torch.zeros(comp.shape, dtype=dtype, device=p.device)
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
+                state.pop("max_exp_avg_sq", None)
+            if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
             t = state["step"]
             m, v = state["exp_avg"], state["exp_avg_sq"]
             m.mul_(beta1).add_(r, alpha=1.0 - beta1)
