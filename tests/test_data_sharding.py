@@ -402,3 +402,61 @@ def test_a_reader_whose_shards_are_all_unreadable_fails_instead_of_spinning(flaw
     # a single pass (no fixed epoch) keeps the old behaviour: one marker per unreadable shard
     once = list(WebDatasetReader([flawed["absent"], flawed["absent"]]))
     assert Counter(s.reason for s in once) == {"unreadable_shard": 2}
+
+
+# -- real processes -------------------------------------------------------------------------
+
+
+def _rank_main(rank: int, world: int, store: str, shards: list[str], out: str) -> None:
+    import datetime
+    import json
+
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        reader = WebDatasetReader(shards, samples_per_epoch=22, batch_size=2, shardshuffle=True)
+        loader = torch.utils.data.DataLoader(
+            reader, batch_size=2, drop_last=True, num_workers=0, collate_fn=list
+        )
+        steps, seen = 0, []
+        for epoch in range(2):
+            reader.set_epoch(epoch)
+            seen.append(set())
+            for batch in loader:
+                step = torch.ones(1)
+                torch.distributed.all_reduce(step)  # hangs (then times out) if a rank is done
+                steps += int(step.item()) // world
+                seen[epoch].update(_shard(s) for s in batch)
+        state = {"rank": reader.rank, "world": reader.world_size, "steps": steps}
+        Path(out).write_text(json.dumps({**state, "seen": [sorted(s) for s in seen]}))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_step_together_through_uneven_shards(shards, tmp_path):
+    import json
+
+    outs = [str(tmp_path / f"rank{r}.json") for r in range(2)]
+    context = torch.multiprocessing.get_context("fork")
+    procs = [
+        context.Process(target=_rank_main, args=(r, 2, str(tmp_path / "store"), shards, outs[r]))
+        for r in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    results = [json.loads(Path(o).read_text()) for o in outs]
+    # the shuffled 7, 3, 5, 1, 4 samples split unevenly; both ranks take 22 // 4 = 5 steps
+    # an epoch, each from its own shards
+    assert [{k: v for k, v in r.items() if k != "seen"} for r in results] == [
+        {"rank": r, "world": 2, "steps": 10} for r in range(2)
+    ]
+    for epoch in range(2):
+        assert not set(results[0]["seen"][epoch]) & set(results[1]["seen"][epoch])
