@@ -5,7 +5,9 @@ extension: ``000000000.jpg`` (or ``.jpeg``/``.png``/``.webp``), ``000000000.txt`
 caption, UTF-8) and optionally ``000000000.json`` (metadata, ignored here).
 
 :class:`WebDatasetReader` is an ``IterableDataset`` built from the ``webdataset`` package's
-stages (shard list, node/worker split, ``tarfile_to_samples``, shuffle buffer). It yields
+stages (shard list, rank/worker split, ``tarfile_to_samples``, shuffle buffer); on many ranks
+it can give every rank the same number of batches per epoch (see
+:mod:`~manifold_align.data.sharding`). It yields
 ``(PIL RGB image, caption)`` pairs; an unreadable record or shard is replaced by a
 :class:`~manifold_align.data.skipped.SkippedSample` marker (reason and key), which
 :class:`~manifold_align.data.collate.Collate` counts. Nothing is dropped silently and no bad
@@ -156,7 +158,7 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             skipped-sample markers count, so batch counts stay exact); with ``batch_size``
             it fixes ``N`` above, a reader whose shards run out reads them again, and each
             epoch ends after exactly ``N`` batches per rank. ``None``: an epoch is one pass
-            over the rank's shards (one process, or resampled) or endless (resampled).
+            over the shards (without resampling; one process only) or endless (resampled).
         batch_size: samples per batch on one rank (the ``DataLoader``'s); required with
             ``samples_per_epoch``.
         rank: this process's rank; with ``world_size``, or neither (then discovered from
