@@ -438,6 +438,7 @@ class RiemannianAdam(torch.optim.Optimizer):
                     f"state_dict: param_groups[{i}] was saved with manifold "
                     f"{saved.get('manifold')!r}, this optimizer has {want!r}"
                 )
+        self._check_state_shapes(state_dict)
         super().load_state_dict(state_dict)
         for g, m in zip(self.param_groups, manifolds):
             g["manifold"] = m
@@ -450,6 +451,32 @@ class RiemannianAdam(torch.optim.Optimizer):
                 value = saved.get(key)
                 if key in state and torch.is_tensor(value) and value.dtype != state[key].dtype:
                     state[key] = value.to(device=p.device, copy=True)
+
+
+    def _check_state_shapes(self, state_dict: dict[str, Any]) -> None:
+        """Raise ``ValueError`` if a saved moment does not have the shape this optimizer keeps.
+
+        Catches checkpoints of another optimizer (geoopt's full-size ``exp_avg_sq``) or of
+        another parameter layout before anything is loaded.
+        """
+        saved_groups = state_dict["param_groups"]
+        for gi, (saved_group, group) in enumerate(zip(saved_groups, self.param_groups)):
+            for pi, (pid, p) in enumerate(zip(saved_group["params"], group["params"])):
+                saved = state_dict["state"].get(pid, {})
+                kind = _kind(self._manifold_of(group, p))
+                want = {"exp_avg": tuple(p.shape)}
+                if kind == _ROWS:
+                    want["exp_avg_sq"] = want["max_exp_avg_sq"] = (*p.shape[:-1], 1)
+                elif kind == _EUCLIDEAN:
+                    want["exp_avg_sq"] = want["max_exp_avg_sq"] = tuple(p.shape)
+                for key, shape in want.items():
+                    value = saved.get(key)
+                    if torch.is_tensor(value) and tuple(value.shape) != shape:
+                        raise ValueError(
+                            f"state_dict: param_groups[{gi}]['params'][{pi}] has {key} of shape "
+                            f"{tuple(value.shape)}, expected {shape} for "
+                            f"{self._manifold_of(group, p)!r}"
+                        )
 
 
 def _check_real(name: str, value: Any, *, low: float, high: float = math.inf) -> None:
