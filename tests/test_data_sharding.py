@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import webdataset as wds
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from manifold_align.data.collate import Collate
@@ -197,6 +199,59 @@ def test_every_rank_yields_the_same_number_of_batches_from_its_own_shards(
         assert not a & b  # no two readers share a shard
 
 
+SEVEN = (1, 6, 2, 9, 3, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory) -> list[str]:
+    out = tmp_path_factory.mktemp("seven")
+    return [
+        str(_write(out / f"s{j}.tar", f"s{j}", [f"s{j} r{i}" for i in range(n)]))
+        for j, n in enumerate(SEVEN)
+    ]
+
+
+@st.composite
+def _layouts(draw):
+    resampled = draw(st.booleans())
+    world = draw(st.integers(1, 4))
+    workers = draw(st.integers(1, 3 if resampled else max(1, len(SEVEN) // world)))
+    batch = draw(st.integers(1, 4))
+    samples = draw(st.integers(batch * world, batch * world * 6))
+    seed, epoch = draw(st.integers(0, 3)), draw(st.integers(0, 2))
+    return resampled, world, workers, batch, samples, seed, epoch, draw(st.booleans())
+
+
+@given(layout=_layouts())
+def test_any_layout_gives_every_rank_n_batches_from_disjoint_shards(seven, layout):
+    resampled, world, workers, batch, samples, seed, epoch, shardshuffle = layout
+    batches = samples // (batch * world)
+    readers: dict[tuple[int, int], list[int]] = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for rank in range(world):
+            reader = WebDatasetReader(
+                seven,
+                samples_per_epoch=samples,
+                batch_size=batch,
+                rank=rank,
+                world_size=world,
+                resampled=resampled,
+                shardshuffle=shardshuffle,
+                seed=seed,
+            )
+            for worker in range(workers):
+                items = _read(reader, monkeypatch, worker, workers, epoch)
+                assert len(items) == worker_batches(batches, worker, workers) * batch
+                readers[rank, worker] = [_shard(item) for item in items]
+            total = sum(len(readers[rank, w]) for w in range(workers))
+            assert total == batches * batch
+        again = _read(reader, monkeypatch, workers - 1, workers, epoch)
+        assert [_shard(item) for item in again] == readers[world - 1, workers - 1]
+    if not resampled:
+        for a, b in itertools.combinations(readers.values(), 2):
+            assert not set(a) & set(b)
+
+
 def test_env_ranks_read_what_explicit_ranks_read(shards, monkeypatch):
     explicit = [
         [
@@ -346,6 +401,10 @@ def test_settings_that_would_let_ranks_diverge_are_rejected(shards):
         WebDatasetReader(shards, samples_per_epoch=10, batch_size=0)
     with pytest.raises(ValueError, match=r"got 7, expected at least one global batch of 8"):
         WebDatasetReader(shards, samples_per_epoch=7, batch_size=4, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="nodesplitter, workersplitter: not used"):
+        WebDatasetReader(shards, resampled=True, nodesplitter=wds.split_by_node)
+    with pytest.raises(ValueError, match="nodesplitter, workersplitter: not used"):
+        WebDatasetReader(shards, resampled=True, workersplitter=wds.split_by_node)
     # endless resampled streams need no epoch on many ranks
     assert WebDatasetReader(shards, resampled=True, rank=1, world_size=2).batches_per_epoch is None
 

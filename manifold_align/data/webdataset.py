@@ -142,8 +142,8 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             it is split (ignored when ``resampled``).
         resampled: draw shards with replacement (``webdataset.ResampledShards``), each
             reader with its own seed ``(seed, epoch, rank, worker)``; endless unless
-            ``samples_per_epoch`` bounds it. ``nodesplitter`` and ``workersplitter`` are
-            not used (readers do not share a stream to split).
+            ``samples_per_epoch`` bounds it. Readers do not share a list to split, so a
+            custom ``nodesplitter`` or ``workersplitter`` is rejected.
         image_extensions: image members looked for, first match wins.
         caption_extension: caption member (UTF-8 text).
         emit_skipped: yield a :class:`SkippedSample` marker for each unreadable record or
@@ -174,7 +174,8 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
     Raises:
         ValueError: if ``urls`` is empty; ``shuffle`` is negative; only one of
             ``samples_per_epoch``/``batch_size`` (or ``rank``/``world_size``) is given;
-            ``batch_size < 1``; ``samples_per_epoch`` is below one global batch; or, without
+            ``batch_size < 1``; ``samples_per_epoch`` is below one global batch; a custom
+            splitter is given with ``resampled``; or, without
             resampling on more than one rank, there are fewer shards than ranks or no
             ``samples_per_epoch`` (ranks would run different numbers of steps). When
             iterated: a worker that must make batches got no shard (fewer shards than
@@ -214,6 +215,14 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         self.emit_skipped = bool(emit_skipped)
         self.nodesplitter = nodesplitter
         self.workersplitter = workersplitter
+        if self.resampled and (
+            nodesplitter is not None or workersplitter not in (None, wds.split_by_worker)
+        ):
+            raise ValueError(
+                "nodesplitter, workersplitter: not used with resampled=True (each rank and "
+                "worker draws its own seeded stream, there is no shared list to split); "
+                "leave them at their defaults"
+            )
         self.rank, self.world_size = discover_rank(rank, world_size)
         if (samples_per_epoch is None) != (batch_size is None):
             raise ValueError(
