@@ -284,7 +284,7 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             raise SampleError(EMPTY_CAPTION, key)
         return decode_image(sample[image_ext], key), caption
 
-    def shard_stream(self) -> tuple[Iterable[dict[str, Any]], list[str], int | None]:
+    def _shard_stream(self) -> tuple[Iterable[dict[str, Any]], list[str], int | None]:
         """This reader's shard source for the current epoch, in the calling worker.
 
         Returns:
@@ -336,7 +336,7 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[tuple[Image.Image, str] | SkippedSample]:
         pending: list[SkippedSample] = []
         current: dict[str, Any] = {"stream": None, "failed": True}
-        shards, universe, quota = self.shard_stream()
+        shards, universe, quota = self._shard_stream()
         endless = self.resampled or quota is not None
         all_shards = set(universe)
         tried: set[str] = set()  # shards opened since the last readable sample
