@@ -4,9 +4,9 @@ A *reader* is one ``DataLoader`` worker ``w`` of ``n`` on rank ``r`` of ``W``. G
 shard list ``S`` (``|S|`` shards) and an epoch ``e``:
 
 * **Split** (non-resampled): the list (with ``shardshuffle``, shuffled with the seed
-  ``(seed, e)`` that every rank shares) is split first by rank, then by worker, as ``webdataset.split_by_node`` followed
-  by ``webdataset.split_by_worker`` would: reader ``(r, w)`` gets ``S_e[r::W][w::n]``. The
-  ``W n`` slices partition ``S``.
+  ``(seed, e)`` that every rank shares) is split first by rank, then by worker, as
+  ``webdataset.split_by_node`` followed by ``webdataset.split_by_worker`` would: reader
+  ``(r, w)`` gets ``S_e[r::W][w::n]``. The ``W n`` slices partition ``S``.
 * **Resampling**: each reader draws shards with replacement from all of ``S``
   (``webdataset.ResampledShards``) with its own seed ``(seed, e, r, w)``.
 * **Fixed epoch**: every rank yields exactly
