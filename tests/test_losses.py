@@ -262,3 +262,21 @@ def test_dense_backward_row_chunks_match_reference(monkeypatch, rows):
     ref = sum(0.5 * (F.cross_entropy(lg, labels) + F.cross_entropy(lg.T, labels)) for lg in logits)
     (want,) = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("criterion", [InfoNCE, SigmoidLoss])
+def test_check_finite_names_a_diverged_scale_or_bias(criterion):
+    m = Sphere(4)
+    x, y = points(m, 3), points(m, 3, seed=1)
+    t = Temperature.learnable(init=2.0)
+    crit = criterion(m, t, check_finite=True)
+    with torch.no_grad():
+        t.logit_scale.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"^temperature: expected a finite value, got nan"):
+        crit(x, y)
+    if criterion is SigmoidLoss:
+        with torch.no_grad():
+            t.logit_scale.fill_(0.0)
+            crit.logit_bias.fill_(float("-inf"))
+        with pytest.raises(ValueError, match=r"^logit_bias: expected a finite value, got -inf"):
+            crit(x, y)

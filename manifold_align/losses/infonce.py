@@ -8,7 +8,7 @@ from torch import nn
 from manifold_align.losses.output import LossOutput, pair_diagnostics
 from manifold_align.losses.temperature import Temperature, as_temperature
 from manifold_align.losses.tiled import tiled_info_nce
-from manifold_align.losses.validation import check_logits, flat_pair
+from manifold_align.losses.validation import check_finite_scalar, check_logits, flat_pair
 from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = ["InfoNCE", "info_nce_from_logits"]
@@ -91,8 +91,8 @@ class InfoNCE(nn.Module):
             ``None`` means ``Temperature.none()`` (scale 1).
         tile_size: ``None`` for dense, else rows per strip of the tiled path.
         check_finite: reject NaN/Inf features with a ``ValueError`` naming ``image`` or
-            ``text``. It costs a device synchronisation per call; the trainer turns it on in
-            its debug mode.
+            ``text``, and a non-finite scale naming ``temperature``. It costs device
+            synchronisations on every call; the trainer turns it on in its debug mode.
 
     Raises:
         TypeError: ``manifold`` is not a ``ContrastiveManifold``; bad ``temperature`` type.
@@ -133,11 +133,13 @@ class InfoNCE(nn.Module):
 
         Raises:
             ValueError: wrong point shape, different batch lengths, empty batch, or (with
-                ``check_finite``) NaN/Inf features; the message names the argument.
+                ``check_finite``) NaN/Inf features or scale; the message names the argument.
             TypeError: non-floating features or features on different devices.
         """
         x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
         scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        if self.check_finite:
+            check_finite_scalar(scale, "temperature")
         with torch.autocast(device_type=x.device.type, enabled=False):
             if self.tile_size is None:
                 m = self.manifold

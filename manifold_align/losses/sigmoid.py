@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from manifold_align.losses.output import LossOutput, pair_diagnostics
 from manifold_align.losses.temperature import Temperature, as_temperature
-from manifold_align.losses.validation import check_logits, flat_pair
+from manifold_align.losses.validation import check_finite_scalar, check_logits, flat_pair
 from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = ["SigmoidLoss", "sigmoid_from_logits"]
@@ -56,7 +56,8 @@ class SigmoidLoss(nn.Module):
             ``None`` means ``Temperature.none()``. (SigLIP itself uses
             ``Temperature.learnable(init=10)``.)
         bias_init: initial value of the trainable 0-dim parameter ``logit_bias``.
-        check_finite: reject NaN/Inf features (costs a device synchronisation per call).
+        check_finite: reject NaN/Inf features, scale or bias, naming ``image``, ``text``,
+            ``temperature`` or ``logit_bias`` (costs device synchronisations on every call).
 
     Raises:
         TypeError: ``manifold`` is not a ``ContrastiveManifold``; bad ``temperature`` type.
@@ -95,11 +96,14 @@ class SigmoidLoss(nn.Module):
 
         Raises:
             ValueError: wrong point shape, different batch lengths, empty batch, or (with
-                ``check_finite``) NaN/Inf features; the message names the argument.
+                ``check_finite``) NaN/Inf features, scale or bias; the message names it.
             TypeError: non-floating features or features on different devices.
         """
         x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
         scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        if self.check_finite:
+            check_finite_scalar(scale, "temperature")
+            check_finite_scalar(self.logit_bias, "logit_bias")
         with torch.autocast(device_type=x.device.type, enabled=False):
             m = self.manifold
             logits = m.similarity(m.unflatten(x * scale), m.unflatten(y))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from manifold_align.manifolds.base import ContrastiveManifold
 
-__all__ = ["check_logits", "flat_pair"]
+__all__ = ["check_finite_scalar", "check_logits", "flat_pair"]
 
 
 def _check_points(manifold: ContrastiveManifold, t: object, name: str) -> torch.Tensor:
@@ -92,3 +94,15 @@ def check_logits(logits: object, name: str = "logits") -> torch.Tensor:
             f"got {tuple(logits.shape)}"
         )
     return logits
+
+
+def check_finite_scalar(value: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if the 0-dim ``value`` is NaN or infinite.
+
+    The losses call it under ``check_finite`` for the scale and the bias: a diverged
+    ``logit_scale`` turns every later loss into NaN, and this says which number did it.
+    Reading the value back costs one device synchronisation.
+    """
+    v = float(value.detach())
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite value, got {v}")
