@@ -1,0 +1,606 @@
+"""Exact distributed forms of the contrastive losses: each rank computes its rows of the global loss.
+
+Setting: ``W`` ranks (a ``torch.distributed`` process group), each holding ``b`` local pairs
+(the same ``b`` on every rank), global batch ``B = W b``; rank ``r`` owns global rows
+``r b .. r b + b - 1``. Each rank returns its *share* ``L_r`` of the global loss ``L``, scaled so
+that
+
+    mean_r L_r = L,
+
+which is what DistributedDataParallel needs: it averages gradients over ranks, so the averaged
+gradient of every parameter (tower weights, ``logit_scale``, ``logit_bias``) is ``dL/dtheta`` of
+one process on the full batch. Features are gathered *with gradients*: the backward of the gather
+sums (reduce-scatters) every rank's gradient for a block back onto the rank that owns it. The
+gradient a rank sees for its own local features is therefore ``W * dL/dx_local``; DDP's ``1/W``
+turns it into the single-process gradient of the tower parameters.
+
+* InfoNCE (dense and tiled): gather images ``X`` and texts ``Y``; rank ``r`` computes its image
+  rows against all texts and its text rows against all images,
+
+      L_r = 1/(2b) sum_{i in r} (lse_j S_ij - S_ii) + 1/(2b) sum_{j in r} (lse_i S_ij - S_jj),
+
+  ``S = scale * sim(X, Y)``. A text row ``j`` of ``scale * sim(Y, X)`` is column ``j`` of
+  ``S``, so no column statistics cross ranks. Per rank: two ``b x B`` logits blocks (dense) or a
+  few ``tile x B`` strips (tiled).
+* Sigmoid (SigLIP): rank ``r`` computes its image rows against all texts,
+  ``L_r = 1/b (sum_{i in r} sum_j softplus(t_ij) - sum_{i in r} t_ii)``, getting the texts
+  either around a ring of neighbour exchanges (``exchange="ring"``, SigLIP's scheme: ``W - 1``
+  point-to-point shifts, each a ``b x D`` block; the backward sends gradients the other way) or
+  with one gather (``exchange="gather"``).
+
+Without an initialised process group, or with a group of one rank, every loss here is exactly
+the local loss of :mod:`manifold_align.losses`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from manifold_align.losses.infonce import InfoNCE
+from manifold_align.losses.output import LossOutput, pair_diagnostics
+from manifold_align.losses.sigmoid import SigmoidLoss
+from manifold_align.losses.temperature import Temperature
+from manifold_align.losses.validation import flat_pair
+from manifold_align.manifolds.base import ContrastiveManifold
+
+__all__ = [
+    "DistributedInfoNCE",
+    "DistributedSigmoidLoss",
+    "distributed_info_nce",
+    "distributed_sigmoid",
+    "gather_with_grad",
+    "rank_and_world",
+    "to_distributed",
+]
+
+_EXCHANGES = ("ring", "gather")
+
+# torch >= 2.13 names these ``*_single``; older releases only have ``*_tensor``.
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def rank_and_world(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
+    """``(rank, world_size)`` in ``group`` (default: the world), ``(0, 1)`` without a process group.
+
+    Raises:
+        ValueError: the calling process is not a member of ``group``.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    rank = dist.get_rank(group)
+    if rank < 0:
+        raise ValueError("group: this process is not a member of the given process group")
+    return rank, dist.get_world_size(group)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """Concatenate every rank's ``(b, ...)`` block in rank order; backward reduce-scatters (sum)."""
+
+    @staticmethod
+    def forward(ctx, x, group):  # type: ignore[override]
+        ctx.group = group
+        world = dist.get_world_size(group)
+        out = x.new_empty((world * x.shape[0], *x.shape[1:]))
+        _all_gather(out, x.contiguous(), group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        world = dist.get_world_size(ctx.group)
+        out = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))
+        _reduce_scatter(out, grad.contiguous(), group=ctx.group)
+        return out, None
+
+
+def gather_with_grad(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """All ranks' blocks ``(W b, ...)`` in rank order, differentiable.
+
+    Math: forward ``X = [x_0; ...; x_{W-1}]``; backward ``grad x_r = sum_s (dL_s/dX)[block r]``,
+    one reduce-scatter (the same volume as the gather, half an all-reduce's). Summing, not
+    averaging, is what makes DDP's gradient average exact (see the module docs). First-order
+    gradients only. Every rank must pass the same shape; without a process group (or with one
+    rank) ``x`` is returned unchanged.
+
+    Args:
+        x: ``(b, ...)`` this rank's block.
+        group: the process group; ``None`` for the world.
+
+    Returns:
+        ``(W b, ...)``.
+    """
+    _, world = rank_and_world(group)
+    if world == 1:
+        return x
+    return _GatherWithGrad.apply(x, group)
+
+
+def _global_rank(group: dist.ProcessGroup | None, rank: int) -> int:
+    return rank if group is None else dist.get_global_rank(group, rank)
+
+
+def _exchange(
+    t: torch.Tensor, send_to: int, recv_from: int, group: dist.ProcessGroup | None
+) -> torch.Tensor:
+    """Send ``t`` to group rank ``send_to`` while receiving a block of its shape from ``recv_from``."""
+    received = torch.empty_like(t)
+    ops = [
+        dist.P2POp(dist.isend, t.contiguous(), _global_rank(group, send_to), group),
+        dist.P2POp(dist.irecv, received, _global_rank(group, recv_from), group),
+    ]
+    for request in dist.batch_isend_irecv(ops):
+        request.wait()
+    return received
+
+
+class _RingShift(torch.autograd.Function):
+    """Forward: pass a block to rank ``r + 1``, take rank ``r - 1``'s. Backward: the reverse."""
+
+    @staticmethod
+    def forward(ctx, t, group):  # type: ignore[override]
+        rank, world = rank_and_world(group)
+        ctx.group, ctx.rank, ctx.world = group, rank, world
+        return _exchange(t, (rank + 1) % world, (rank - 1) % world, group)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        rank, world = ctx.rank, ctx.world
+        return _exchange(grad, (rank - 1) % world, (rank + 1) % world, ctx.group), None
+
+
+def _check_equal_batches(b: int, device: torch.device, group: dist.ProcessGroup | None) -> None:
+    """Raise ``ValueError`` on every rank unless all ranks hold ``b`` pairs (one small gather)."""
+    _, world = rank_and_world(group)
+    sizes = torch.empty(world, dtype=torch.int64, device=device)
+    _all_gather(sizes, torch.tensor([b], dtype=torch.int64, device=device), group=group)
+    sizes = sizes.tolist()
+    if len(set(sizes)) != 1:
+        raise ValueError(
+            f"image, text: expected the same local batch size on every rank, got {sizes} "
+            f"(rank order); drop or pad the last uneven batch"
+        )
+
+
+class _RowsCrossEntropy(torch.autograd.Function):
+    """``sum_i (lse_j S_ij - S_{i, offset + i})`` of ``S = scale * a @ b.T``, strip by strip.
+
+    ``apply(a, b, scale, offset, tile)``: ``a (n, D)`` rows, ``b (N, D)`` all columns, ``scale``
+    0-dim, all one floating dtype; positives at columns ``offset .. offset + n - 1``. Saves only
+    the features and ``n`` logsumexps; the backward recomputes each ``tile x N`` strip and forms
+    ``G = grad * (softmax_row(S) - E)``, then ``grad a = scale G b``, ``grad b = scale G^T a``,
+    ``grad scale = sum_i <a_i, (G b)_i>``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, scale, offset, tile):  # type: ignore[override]
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            n = a.shape[0]
+            lse = a.new_empty(n)
+            pos = a.new_empty(n)
+            bt = b.T
+            for start in range(0, n, tile):
+                s = torch.mm(a[start : start + tile], bt).mul_(scale)
+                lse[start : start + tile] = torch.logsumexp(s, dim=1)
+                pos[start : start + tile] = s.diagonal(offset=offset + start)
+            loss = (lse - pos).sum()
+        ctx.save_for_backward(a, b, scale, lse)
+        ctx.offset, ctx.tile = offset, tile
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        a, b, scale, lse = ctx.saved_tensors
+        offset, tile = ctx.offset, ctx.tile
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            weight = grad_output.to(a.dtype)
+            grad_a = torch.empty_like(a)
+            grad_b = torch.zeros_like(b)
+            grad_scale = a.new_zeros(())
+            bt = b.T
+            for start in range(0, a.shape[0], tile):
+                rows = a[start : start + tile]
+                g = torch.mm(rows, bt).mul_(scale).sub_(lse[start : start + tile, None]).exp_()
+                g.diagonal(offset=offset + start).sub_(1.0)
+                g.mul_(weight)
+                gb = torch.mm(g, b)
+                grad_scale += torch.linalg.vecdot(rows, gb).sum()
+                grad_a[start : start + tile] = gb.mul_(scale)
+                grad_b.addmm_(g.T, rows)
+            grad_b.mul_(scale)
+        return grad_a, grad_b, grad_scale if ctx.needs_input_grad[2] else None, None, None
+
+
+def _check_flat(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> None:
+    if x.dim() != 2 or x.shape != y.shape or x.shape[0] == 0:
+        raise ValueError(
+            f"x, y: expected two (b, D) tensors of equal shape with b >= 1, "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.dtype != y.dtype or x.dtype != scale.dtype or not x.is_floating_point():
+        raise TypeError(
+            f"x, y, scale: expected one floating dtype, got {x.dtype}, {y.dtype}, {scale.dtype}"
+        )
+    if scale.dim() != 0:
+        raise ValueError(f"scale: expected a 0-dim tensor, got shape {tuple(scale.shape)}")
+
+
+def distributed_info_nce(
+    manifold: ContrastiveManifold,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    tile_size: int | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's share of the global symmetric InfoNCE, and the gathered features.
+
+    Math: with ``X``, ``Y`` all ranks' features (``B x D``), ``S = scale * X Y^T``, ``o = r b``,
+    ``L_r = 1/(2b) sum_{i<b} (lse_j S_{o+i,j} - S_{o+i,o+i}) + 1/(2b) sum_{j<b} (lse_i S_{i,o+j}
+    - S_{o+j,o+j})``, so ``mean_r L_r`` is the single-process loss on the full batch. Computed
+    with autocast off in the features' dtype (float32 or float64).
+
+    Memory per rank: dense, two ``b x B`` logits blocks (image rows against all texts, text rows
+    against all images) and their softmax; tiled, a few ``tile_size x B`` strips and ``O(b)``
+    saved statistics. Plus ``2 B D`` for the gathered features.
+
+    Args:
+        manifold: the manifold whose ``similarity`` (dense) / flattening (both) defines ``S``.
+        x: ``(b, D)`` this rank's flat image features, ``D = manifold.flat_dim``.
+        y: ``(b, D)`` this rank's flat text features, row ``i`` paired with ``x[i]``.
+        scale: 0-dim scale tensor of the features' dtype (gradients flow to it).
+        tile_size: ``None`` for the dense blocks, else rows per strip.
+        group: the process group; ``None`` for the world.
+
+    Returns:
+        ``(loss_r, X, Y)``: the 0-dim share and the gathered ``(B, D)`` features (differentiable).
+
+    Raises:
+        ValueError: ``x``/``y`` not ``(b, D)`` of equal shape, ``scale`` not 0-dim, ``tile_size``
+            not a positive int.
+        TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
+    """
+    _check_flat(x, y, scale)
+    if tile_size is not None and (
+        isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
+    ):
+        raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
+    rank, _ = rank_and_world(group)
+    b = x.shape[0]
+    offset = rank * b
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        xs, ys = gather_with_grad(x, group), gather_with_grad(y, group)
+        if tile_size is None:
+            m = manifold
+            labels = torch.arange(offset, offset + b, device=x.device)
+            image_rows = m.similarity(m.unflatten(x * scale), m.unflatten(ys))
+            text_rows = m.similarity(m.unflatten(y * scale), m.unflatten(xs))
+            loss = 0.5 * (F.cross_entropy(image_rows, labels) + F.cross_entropy(text_rows, labels))
+        else:
+            image_side = _RowsCrossEntropy.apply(x, ys, scale, offset, tile_size)
+            text_side = _RowsCrossEntropy.apply(y, xs, scale, offset, tile_size)
+            loss = (image_side + text_side) / (2 * b)
+    return loss, xs, ys
+
+
+def distributed_sigmoid(
+    manifold: ContrastiveManifold,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    exchange: str = "ring",
+    group: dist.ProcessGroup | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's share of the global SigLIP loss, and the sum of its rows' similarities.
+
+    Math: with ``t = scale * sim(x, Y) + bias`` (``b x B``, ``Y`` all ranks' texts) and positives
+    at columns ``r b + i``, ``L_r = 1/b (sum_ij softplus(t_ij) - sum_i t_{i, rb+i})``, so
+    ``mean_r L_r = 1/B (sum_ij softplus(t_ij) - sum_i t_ii)``, the single-process loss. Computed
+    with autocast off in the features' dtype.
+
+    ``exchange="ring"``: ``W`` steps; at step ``k`` this rank holds the texts of rank ``r - k``
+    and passes them on to ``r + 1`` (``W - 1`` point-to-point shifts of ``b x D``); the backward
+    sends each block's gradient back along the same path. ``exchange="gather"``: one gather of
+    all texts. Both hold ``b x B`` logits per rank for the backward (autograd keeps each ring
+    block), and move the same volume; the ring uses only neighbour links.
+
+    Args:
+        manifold: the manifold whose ``similarity`` defines the logits.
+        x: ``(b, D)`` this rank's flat image features.
+        y: ``(b, D)`` this rank's flat text features, row ``i`` paired with ``x[i]``.
+        scale: 0-dim scale of the features' dtype; bias: 0-dim logit bias.
+        exchange: ``"ring"`` or ``"gather"``.
+        group: the process group; ``None`` for the world.
+
+    Returns:
+        ``(loss_r, total)``: the 0-dim share and the detached ``sum_{i in r, j} <x_i, y_j>``
+        (for the global diagnostics).
+
+    Raises:
+        ValueError: bad shapes or an unknown ``exchange``.
+        TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
+    """
+    _check_flat(x, y, scale)
+    if exchange not in _EXCHANGES:
+        raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
+    rank, world = rank_and_world(group)
+    b = x.shape[0]
+    m = manifold
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        bias = bias.to(x.dtype)
+        xs = m.unflatten(x * scale)
+        if exchange == "gather":
+            ys = gather_with_grad(y, group)
+            t = m.similarity(xs, m.unflatten(ys)) + bias
+            positives = t.diagonal(offset=rank * b).sum()
+            loss = (F.softplus(t).sum() - positives) / b
+            total = torch.dot(x.detach().sum(0), ys.detach().sum(0))
+            return loss, total
+        block = y
+        x_sum = x.detach().sum(0)
+        total = torch.dot(x_sum, y.detach().sum(0))
+        t = m.similarity(xs, m.unflatten(block)) + bias
+        loss = F.softplus(t).sum() - t.diagonal().sum()
+        for _ in range(world - 1):
+            block = _RingShift.apply(block, group)
+            total = total + torch.dot(x_sum, block.detach().sum(0))
+            loss = loss + F.softplus(m.similarity(xs, m.unflatten(block)) + bias).sum()
+        return loss / b, total
+
+
+@torch.no_grad()
+def _global_pair_diagnostics(
+    trace: torch.Tensor,
+    total: torch.Tensor,
+    b: int,
+    scale: torch.Tensor,
+    group: dist.ProcessGroup | None,
+) -> dict[str, torch.Tensor]:
+    """``pair_diagnostics`` of the global batch from per-rank sums (one all-reduce of 2 numbers)."""
+    _, world = rank_and_world(group)
+    sums = torch.stack([trace, total])
+    dist.all_reduce(sums, group=group)
+    trace, total = sums.unbind()
+    n = world * b
+    pos = trace / n
+    neg = (total - trace) / (n * n - n)
+    scale = scale.detach().to(pos.dtype)
+    out = {"scale": scale, "pos_sim": pos, "neg_sim": neg, "gap_logits": scale * (pos - neg)}
+    return {k: v.float() for k, v in out.items()}
+
+
+class DistributedInfoNCE(InfoNCE):
+    """:class:`InfoNCE` over the global batch of a process group, each rank computing its rows.
+
+    A drop-in replacement (a subclass with the same parameters and ``state_dict`` keys): put it
+    where the local loss was, inside the module DistributedDataParallel wraps or next to it.
+    ``forward(image, text)`` takes this rank's ``(b, *point_shape)`` features and returns
+    ``LossOutput(loss_r, diagnostics)`` with ``loss_r`` this rank's share (see
+    :func:`distributed_info_nce`; ``mean_r loss_r`` is the full-batch loss, so average it over
+    ranks to log it) and diagnostics of the **global** batch (from the gathered features, no
+    extra communication). Without a process group, or in a group of one rank, it is exactly
+    :class:`InfoNCE`.
+
+    Gradients: the temperature's gradient on each rank is that rank's share; the local
+    features' gradient is ``W`` times the full-batch one. DDP's average over ranks (or an
+    all-reduce mean of ``logit_scale.grad`` if the loss lives outside the DDP module) gives the
+    single-process gradients. First-order only.
+
+    Args:
+        manifold, temperature, tile_size, check_finite: as for :class:`InfoNCE`.
+        group: the process group; ``None`` for the world. Stored on the module (a module holding
+            a non-default group cannot be deep-copied).
+        check_sizes: verify that every rank holds the same number of pairs (one small gather and
+            a host synchronisation per call); turn off when the data pipeline guarantees it.
+
+    Raises:
+        As :class:`InfoNCE`.
+    """
+
+    def __init__(
+        self,
+        manifold: ContrastiveManifold,
+        temperature: Temperature | float | None = None,
+        tile_size: int | None = None,
+        check_finite: bool = False,
+        *,
+        group: dist.ProcessGroup | None = None,
+        check_sizes: bool = True,
+    ) -> None:
+        super().__init__(manifold, temperature, tile_size, check_finite)
+        self.group = group
+        self.check_sizes = bool(check_sizes)
+
+    @classmethod
+    def from_loss(
+        cls,
+        loss: InfoNCE,
+        *,
+        group: dist.ProcessGroup | None = None,
+        check_sizes: bool = True,
+    ) -> DistributedInfoNCE:
+        """The distributed form of ``loss``, sharing its :class:`Temperature` (same parameter).
+
+        Raises:
+            TypeError: ``loss`` is not an :class:`InfoNCE`.
+        """
+        if not isinstance(loss, InfoNCE):
+            raise TypeError(f"loss: expected an InfoNCE, got {type(loss).__name__}")
+        return cls(
+            loss.manifold,
+            loss.temperature,
+            loss.tile_size,
+            loss.check_finite,
+            group=group,
+            check_sizes=check_sizes,
+        )
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> LossOutput:
+        """This rank's share of the global loss, and the global diagnostics.
+
+        Args:
+            image: ``(b, *manifold.point_shape)``, this rank's image points.
+            text: ``(b, *manifold.point_shape)``, this rank's text points, paired row by row.
+
+        Returns:
+            :class:`LossOutput`: ``loss_r`` and ``scale``, ``pos_sim``, ``neg_sim``,
+            ``gap_logits`` over all ``W b`` pairs.
+
+        Raises:
+            ValueError: as :meth:`InfoNCE.forward`, or (``check_sizes``) ranks holding different
+                batch sizes, raised on every rank.
+            TypeError: as :meth:`InfoNCE.forward`.
+        """
+        _, world = rank_and_world(self.group)
+        if world == 1:
+            return super().forward(image, text)
+        x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
+        if self.check_sizes:
+            _check_equal_batches(x.shape[0], x.device, self.group)
+        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        loss, xs, ys = distributed_info_nce(
+            self.manifold, x, y, scale, tile_size=self.tile_size, group=self.group
+        )
+        return LossOutput(loss, pair_diagnostics(xs, ys, scale))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, distributed, check_sizes={self.check_sizes}"
+
+
+class DistributedSigmoidLoss(SigmoidLoss):
+    """:class:`SigmoidLoss` over the global batch of a process group, each rank its image rows.
+
+    A drop-in replacement (same parameters and ``state_dict`` keys). ``forward(image, text)``
+    returns ``LossOutput(loss_r, diagnostics)``: ``loss_r`` this rank's share (see
+    :func:`distributed_sigmoid`; ``mean_r loss_r`` is the full-batch loss) and diagnostics of the
+    **global** batch (one all-reduce of two numbers). Without a process group, or in a group of
+    one rank, it is exactly :class:`SigmoidLoss`. Gradients as for :class:`DistributedInfoNCE`
+    (``logit_bias`` like ``logit_scale``).
+
+    Args:
+        manifold, temperature, bias_init, check_finite: as for :class:`SigmoidLoss`.
+        exchange: ``"ring"`` (neighbour shifts, SigLIP's scheme) or ``"gather"``.
+        group: the process group; ``None`` for the world.
+        check_sizes: verify equal local batch sizes on every rank (one small gather per call).
+
+    Raises:
+        As :class:`SigmoidLoss`; ``ValueError`` for an unknown ``exchange``.
+    """
+
+    def __init__(
+        self,
+        manifold: ContrastiveManifold,
+        temperature: Temperature | float | None = None,
+        bias_init: float = -10.0,
+        check_finite: bool = False,
+        *,
+        exchange: str = "ring",
+        group: dist.ProcessGroup | None = None,
+        check_sizes: bool = True,
+    ) -> None:
+        super().__init__(manifold, temperature, bias_init, check_finite)
+        if exchange not in _EXCHANGES:
+            raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
+        self.exchange = exchange
+        self.group = group
+        self.check_sizes = bool(check_sizes)
+
+    @classmethod
+    def from_loss(
+        cls,
+        loss: SigmoidLoss,
+        *,
+        exchange: str = "ring",
+        group: dist.ProcessGroup | None = None,
+        check_sizes: bool = True,
+    ) -> DistributedSigmoidLoss:
+        """The distributed form of ``loss``, sharing its temperature and ``logit_bias``.
+
+        Raises:
+            TypeError: ``loss`` is not a :class:`SigmoidLoss`.
+        """
+        if not isinstance(loss, SigmoidLoss):
+            raise TypeError(f"loss: expected a SigmoidLoss, got {type(loss).__name__}")
+        new = cls(
+            loss.manifold,
+            loss.temperature,
+            float(loss.logit_bias.detach()),
+            loss.check_finite,
+            exchange=exchange,
+            group=group,
+            check_sizes=check_sizes,
+        )
+        new.logit_bias = loss.logit_bias
+        return new
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> LossOutput:
+        """This rank's share of the global loss, and the global diagnostics.
+
+        Args:
+            image: ``(b, *manifold.point_shape)``, this rank's image points.
+            text: ``(b, *manifold.point_shape)``, this rank's text points, paired row by row.
+
+        Returns:
+            :class:`LossOutput`: ``loss_r`` and ``scale``, ``pos_sim``, ``neg_sim``,
+            ``gap_logits`` over all ``W b`` pairs, and ``bias``.
+
+        Raises:
+            ValueError: as :meth:`SigmoidLoss.forward`, or (``check_sizes``) ranks holding
+                different batch sizes, raised on every rank.
+            TypeError: as :meth:`SigmoidLoss.forward`.
+        """
+        _, world = rank_and_world(self.group)
+        if world == 1:
+            return super().forward(image, text)
+        x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
+        if self.check_sizes:
+            _check_equal_batches(x.shape[0], x.device, self.group)
+        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        loss, total = distributed_sigmoid(
+            self.manifold, x, y, scale, self.logit_bias, exchange=self.exchange, group=self.group
+        )
+        trace = torch.linalg.vecdot(x.detach(), y.detach()).sum()
+        diagnostics = _global_pair_diagnostics(trace, total, x.shape[0], scale, self.group)
+        diagnostics["bias"] = self.logit_bias.detach().float()
+        return LossOutput(loss, diagnostics)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, distributed exchange={self.exchange}, "
+            f"check_sizes={self.check_sizes}"
+        )
+
+
+def to_distributed(
+    loss: nn.Module,
+    *,
+    group: dist.ProcessGroup | None = None,
+    check_sizes: bool = True,
+    exchange: str = "ring",
+) -> DistributedInfoNCE | DistributedSigmoidLoss:
+    """The distributed form of a library loss, sharing its parameters (``state_dict`` unchanged).
+
+    ``model.loss = to_distributed(model.loss)`` makes a :class:`~manifold_align.models.TwoTower`
+    compute the global loss; the optimizer's references to ``logit_scale``/``logit_bias`` stay
+    valid. A loss that is already distributed is rebuilt with the new settings.
+
+    Args:
+        loss: an :class:`InfoNCE` or :class:`SigmoidLoss`.
+        group, check_sizes: see :class:`DistributedInfoNCE`.
+        exchange: the sigmoid loss's text exchange (ignored for InfoNCE).
+
+    Raises:
+        TypeError: ``loss`` is neither.
+    """
+    if isinstance(loss, InfoNCE):
+        return DistributedInfoNCE.from_loss(loss, group=group, check_sizes=check_sizes)
+    if isinstance(loss, SigmoidLoss):
+        return DistributedSigmoidLoss.from_loss(
+            loss, exchange=exchange, group=group, check_sizes=check_sizes
+        )
+    raise TypeError(f"loss: expected InfoNCE or SigmoidLoss, got {type(loss).__name__}")
