@@ -38,11 +38,19 @@ def strip_stats(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward statistics of the rows ``x`` of ``S = scale * x @ y.T``, ``tile`` rows at a time.
 
-    Shapes: ``x (b, D)``, ``y (N, D)``, ``scale`` 0-dim; positives ``S[i, offset + i]``.
+    Math: row ``lse_j S_ij`` exactly per strip; column ``lse_i S_ij`` online, with a running
+    maximum ``m_j`` and sum ``l_j <- l_j exp(m_j - m_j') + sum_i exp(S_ij - m_j')``.
+
+    Args:
+        x: ``(b, D)`` a block of rows (all rows in the single-process loss).
+        y: ``(N, D)`` all columns.
+        scale: 0-dim, same dtype as ``x``.
+        offset: column of row 0's positive; row ``i`` pairs with column ``offset + i``.
+        tile: rows per strip; the working set is about two ``tile x N`` buffers.
 
     Returns:
-        ``row_lse (b,)``: ``lse_j S_ij``; ``col_lse (N,)``: ``lse_i S_ij`` over these ``b``
-        rows only (combine blocks with ``torch.logaddexp``); ``pos (b,)``: ``S[i, offset + i]``.
+        ``row_lse (b,)``; ``col_lse (N,)`` over these ``b`` rows only (combine row blocks with
+        ``torch.logaddexp``); ``pos (b,)``: ``S[i, offset + i]``.
     """
     b, n = x.shape[0], y.shape[0]
     row_lse = x.new_empty(b)
@@ -70,12 +78,22 @@ def strip_grads(
     col_lse: torch.Tensor,
     weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``weight * sum_ij (P_row + P_col - 2 [j == offset + i]) * S_ij / 2`` pieces.
+    """Backward of :func:`strip_stats`'s rows: recompute each strip, return three products.
 
-    With ``G = weight * (exp(S - row_lse[:, None]) + exp(S - col_lse[None, :]) - 2 E) / 2``
-    (``E`` the positive mask) recomputed strip by strip, returns ``(scale * G @ y,
-    scale * G.T @ x, sum_i <x_i, (G @ y)_i>)``: the rows' gradient, this block's *partial*
-    gradient for ``y`` and for ``scale``. ``weight`` is ``grad_output / N`` for the mean loss.
+    Math, per strip: ``G = weight / 2 * (exp(S - row_lse[:, None]) + exp(S - col_lse[None, :])
+    - 2 E)`` with ``E`` the positives' mask; then ``dL/dx = scale * G @ y``,
+    ``dL/dy = scale * G.T @ x`` and ``dL/dscale = sum_ij G_ij <x_i, y_j> =
+    sum_i <x_i, (G @ y)_i>``.
+
+    Args:
+        x, y, scale, offset, tile: as for :func:`strip_stats`.
+        row_lse: ``(b,)`` this block's row logsumexps.
+        col_lse: ``(N,)`` the *global* column logsumexps (all row blocks combined).
+        weight: 0-dim, ``grad_output / N`` for the mean loss over ``N`` pairs.
+
+    Returns:
+        ``grad_x (b, D)``; this block's *partial* ``grad_y (N, D)`` and ``grad_scale`` (0-dim),
+        to be summed over row blocks.
     """
     b = x.shape[0]
     grad_x = torch.empty_like(x)
