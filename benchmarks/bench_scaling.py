@@ -85,11 +85,14 @@ def manifold_label(tokens: int | None) -> str:
     return f"Sphere({DIM})" if tokens is None else f"Oblique({tokens}, {DIM // tokens})"
 
 
-def loss_case(batch: int, tokens: int | None, reps: int, seed: int = 0) -> dict:
+def loss_case(
+    batch: int, tokens: int | None, reps: int, device: str = "cpu", seed: int = 0
+) -> dict:
     """Forward + backward of our dense InfoNCE at one ``(B, manifold)``; time and peak memory.
 
-    The first call measures memory (and warms up); ``time_s`` is the median of the ``reps``
-    calls after it.
+    The first call measures memory (on CUDA: ``max_memory_allocated`` over the allocated
+    memory before it); ``time_s`` is the median of the ``reps`` calls after it (the first
+    call's time when ``reps = 0``).
     """
     import torch
 
@@ -101,9 +104,11 @@ def loss_case(batch: int, tokens: int | None, reps: int, seed: int = 0) -> dict:
     with torch.no_grad():
         x = manifold.projx(torch.randn(batch, *manifold.point_shape, generator=gen))
         y = manifold.projx(0.5 * x + torch.randn(batch, *manifold.point_shape, generator=gen))
+    x, y = x.to(device), y.to(device)
     x.requires_grad_(True)
     y.requires_grad_(True)
-    criterion = InfoNCE(manifold, Temperature.learnable(1 / 0.07, 100.0))
+    criterion = InfoNCE(manifold, Temperature.learnable(1 / 0.07, 100.0)).to(device)
+    cuda = torch.device(device).type == "cuda"
     params = [x, y, criterion.temperature.logit_scale]
 
     def call() -> tuple[float, float]:
@@ -112,12 +117,21 @@ def loss_case(batch: int, tokens: int | None, reps: int, seed: int = 0) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         loss = criterion(x, y).loss
         loss.backward()
+        if cuda:
+            torch.cuda.synchronize(device)
         return time.perf_counter() - t0, time.process_time() - c0
 
-    exact = _reset_peak()
-    rss0 = _status_kib("VmRSS") or 0
-    first = call()
-    peak_mib = ((_status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        first = call()
+        peak_mib = (torch.cuda.max_memory_allocated(device) - base) / KIB**2
+    else:
+        exact = _reset_peak()
+        rss0 = _status_kib("VmRSS") or 0
+        first = call()
+        peak_mib = ((_status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
     times = [call() for _ in range(reps)] or [first]
     return {
         "batch": batch,
@@ -131,7 +145,8 @@ def loss_case(batch: int, tokens: int | None, reps: int, seed: int = 0) -> dict:
 
 
 def loss_sweep(
-    batches: list[int], tokens: list[int], threads: int, reps: int, grid_max: int
+    batches: list[int], tokens: list[int], threads: int, reps: int, grid_max: int,
+    device: str = "cpu",
 ) -> list[dict]:
     """The ``(B, manifold)`` cases, smallest ``B`` first.
 
@@ -143,12 +158,12 @@ def loss_sweep(
 
     torch.set_num_threads(threads)
     for k in [None, *tokens]:  # first-use costs (thread pool, kernels) stay out of the cases
-        loss_case(64, k, reps=1)
+        loss_case(64, k, reps=1, device=device)
     out = []
     for b in sorted(batches):
         small = b <= grid_max
         for k in [None, *tokens] if small else [None, *(k for k in tokens if k == 8)]:
-            r = loss_case(b, k, reps if small else 0)
+            r = loss_case(b, k, reps if small else 0, device)
             out.append(r)
             mem = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.0f}"
             print(f"  loss {r['manifold']:18s} B={b:6d} {r['time_s']:8.4f} s "
@@ -161,7 +176,7 @@ def run_loss_child(args: argparse.Namespace) -> list[dict]:
     """The loss sweep in a child process with a fixed mmap threshold (see the module doc)."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * KIB))
     spec = {"batches": args.batches, "tokens": args.tokens, "threads": args.threads,
-            "reps": args.reps, "grid_max": args.grid_max}
+            "reps": args.reps, "grid_max": args.grid_max, "device": args.device}
     proc = subprocess.run(
         [sys.executable, __file__, "--loss-child", json.dumps(spec)],
         stdout=subprocess.PIPE, text=True, env=env, check=False,
@@ -174,7 +189,9 @@ def run_loss_child(args: argparse.Namespace) -> list[dict]:
 # --- optimizer sweep (in process) -------------------------------------------------------------
 
 
-def optimizer_sweep(rows_list: list[int], steps: int, threads: int) -> list[dict]:
+def optimizer_sweep(
+    rows_list: list[int], steps: int, threads: int, device: str = "cpu"
+) -> list[dict]:
     """One step of each optimizer at each row count, median of ``steps`` round-robin steps."""
     import torch
 
@@ -187,8 +204,8 @@ def optimizer_sweep(rows_list: list[int], steps: int, threads: int) -> list[dict
     for rows in sorted(rows_list):
         manifold = Sphere(ROW_DIM)
         gen = torch.Generator().manual_seed(0)
-        x0 = manifold.projx(torch.randn(rows, ROW_DIM, generator=gen))
-        grad = torch.randn(rows, ROW_DIM, generator=gen)
+        x0 = manifold.projx(torch.randn(rows, ROW_DIM, generator=gen)).to(device)
+        grad = torch.randn(rows, ROW_DIM, generator=gen).to(device)
         opts = {}
         p = torch.nn.Parameter(x0.clone())
         p.grad = grad
@@ -211,6 +228,8 @@ def optimizer_sweep(rows_list: list[int], steps: int, threads: int) -> list[dict
             for who, opt in opts.items():
                 t0, c0 = time.perf_counter(), time.process_time()
                 opt.step()
+                if x0.is_cuda:
+                    torch.cuda.synchronize(x0.device)
                 times[who].append(time.perf_counter() - t0)
                 cpu[who].append(time.process_time() - c0)
         fused = statistics.median(times["torch fused Adam"])
@@ -360,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=3, help="timed calls for B <= grid max")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (memory: CUDA allocator)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plots", type=Path, help="write the PNG plots into this folder")
@@ -368,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.loss_child:
         spec = json.loads(args.loss_child)
         print(json.dumps(loss_sweep(spec["batches"], spec["tokens"], spec["threads"],
-                                    spec["reps"], spec["grid_max"])))
+                                    spec["reps"], spec["grid_max"], spec["device"])))
         return {}
     bad = [k for k in args.tokens if k <= 0 or DIM % k]
     if bad:
@@ -382,14 +402,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     loss = run_loss_child(args)
-    optim = optimizer_sweep(args.rows, args.steps, args.threads)
+    optim = optimizer_sweep(args.rows, args.steps, args.threads, args.device)
     result = {
         "meta": {
             "torch": torch.__version__,
             "threads": args.threads,
+            "device": args.device,
             "python": sys.version.split()[0],
             "machine": platform.machine(),
-            "memory_method": "VmHWM reset, MALLOC_MMAP_THRESHOLD_=65536"
+            "memory_method": "CUDA max_memory_allocated" if args.device.startswith("cuda")
+            else "VmHWM reset, MALLOC_MMAP_THRESHOLD_=65536"
             if any(r["peak_extra_mib"] is not None for r in loss) else "unavailable",
             "wall_s": time.perf_counter() - start,
         },

@@ -1,0 +1,385 @@
+"""Write ``docs/benchmarks.md`` from the JSON results of one ``scripts/bench.sh`` run.
+
+Two sub-commands:
+
+* ``machine --out FILE``: record the machine and the software (CPU model, cores, torch,
+  OpenCLIP and geoopt versions, threads, date, the command) at the start of a run;
+* ``page --results DIR --out FILE``: read ``machine.json``, ``losses.json``, ``radam.json``,
+  ``throughput.json``, ``scaling.json`` and ``durations.tsv`` from ``DIR`` (any of the
+  benchmark files may be missing: its section then says so) and write the markdown page:
+  the ratios at a glance, one section per benchmark with its table and plot, and how to
+  reproduce it.
+
+Every ratio is ``ours / peer`` from the same run: below 1, ours is faster or smaller.
+Nothing here measures anything; the page is a pure function of the results folder.
+
+Usage::
+
+    python benchmarks/report.py machine --out benchmarks/results/machine.json --threads 1
+    python benchmarks/report.py page --results benchmarks/results --out docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+# --- machine ------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The ``model name`` of ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int, command: str, mode: str) -> dict:
+    """What ran, where and when."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": _version("torch"),
+        "open_clip_torch": _version("open_clip_torch"),
+        "geoopt": _version("geoopt"),
+        "threads": threads,
+        "command": command,
+        "mode": mode,
+    }
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _find(records: list[dict], **kw) -> dict | None:
+    for r in records:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def _div(a: dict | None, b: dict | None, key: str) -> float | None:
+    if a is None or b is None or not a.get(key) or not b.get(key):
+        return None
+    return a[key] / b[key]
+
+
+# --- ratios -------------------------------------------------------------------------------
+
+
+def loss_ratios(losses: list[dict]) -> list[tuple[str, float | None, float | None, float | None]]:
+    """``(comparison, wall ratio, CPU ratio, peak-memory ratio)`` per batch size."""
+    rows = []
+    for b in sorted({r["batch"] for r in losses}):
+        peer = _find(losses, impl="openclip", batch=b)
+        sphere = {}
+        for impl in ("dense", "tiled"):
+            ours = sphere[impl] = _find(losses, impl=impl, manifold="sphere", batch=b)
+            if ours and peer:
+                rows.append((f"InfoNCE {impl}, Sphere(512) / OpenCLIP ClipLoss, B={b}",
+                             _div(ours, peer, "time_s"), _div(ours, peer, "cpu_s"),
+                             _div(ours, peer, "peak_extra_mib")))
+        for impl in ("dense", "tiled"):
+            obl = _find(losses, impl=impl, manifold="oblique", batch=b)
+            if obl and sphere[impl]:
+                rows.append((f"InfoNCE {impl}, Oblique(8, 64) / Sphere(512), B={b}",
+                             _div(obl, sphere[impl], "time_s"), _div(obl, sphere[impl], "cpu_s"),
+                             _div(obl, sphere[impl], "peak_extra_mib")))
+    return rows
+
+
+def radam_ratios(radam: dict) -> list[tuple[str, float | None]]:
+    """``(comparison, ms/step ratio)``: ours against geoopt and against fused Adam."""
+    rows = []
+    recs = radam["results"]
+    for layout in dict.fromkeys(r["layout"] for r in recs):
+        ours = _find(recs, layout=layout, optimizer="ours")
+        for peer, label in (("geoopt", "geoopt RiemannianAdam"), ("fused", "torch fused Adam")):
+            other = _find(recs, layout=layout, optimizer=peer)
+            rows.append((f"RiemannianAdam step, {layout} / {label}",
+                         _div(ours, other, "ms_per_step")))
+    return rows
+
+
+def throughput_ratios(tp: dict) -> list[tuple[str, float | None, float | None]]:
+    """``(comparison, step-time ratio, CPU ratio)`` of each of our models against OpenCLIP."""
+    return [
+        (f"training step, {r['model']} / OpenCLIP {r['config']}, batch {r['batch']}",
+         r.get("ratio_time"), r.get("ratio_cpu"))
+        for r in tp["results"]
+        if r["model"] != "OpenCLIP" and "ratio_time" in r
+    ]
+
+
+# --- page ---------------------------------------------------------------------------------
+
+
+def _section_losses(losses: list[dict] | None) -> list[str]:
+    out = ["## Losses: InfoNCE against OpenCLIP's `ClipLoss`", ""]
+    if losses is None:
+        return [*out, "Not run (no `losses.json`).", ""]
+    out += [
+        "`benchmarks/bench_losses.py`: forward + backward of the symmetric InfoNCE on `B`",
+        "pairs of 512-dimensional points, each case in its own process (peak memory is that",
+        "case's alone: resident-set peak over the inputs). Ours dense (one `B x B` logits",
+        "buffer, hand-written backward) and tiled (strips of rows, `O(B)` saved state) on",
+        "`Sphere(512)` and `Oblique(8, 64)`; the peer is OpenCLIP's `ClipLoss` on the same",
+        "flat features. Time is the fastest repetition after the first.",
+        "",
+        "| implementation | manifold | B | wall (s) | CPU (s) | peak extra (MiB) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in losses:
+        impl = "OpenCLIP ClipLoss" if r["impl"] == "openclip" else (
+            "ours dense" if r["impl"] == "dense" else f"ours tiled (T={r.get('tile')})")
+        man = "flat 512" if r["impl"] == "openclip" else (
+            "Sphere(512)" if r["manifold"] == "sphere" else "Oblique(8, 64)")
+        out.append(f"| {impl} | {man} | {r['batch']} | {r['time_s']:.3f} | "
+                   f"{r['cpu_s']:.3f} | {r['peak_extra_mib']:.0f} |")
+    out += ["", "| ratio | wall | CPU | peak memory |", "|---|---:|---:|---:|"]
+    out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | {_fmt(m)} |" for d, w, c, m in loss_ratios(losses)]
+    return [*out, "", "![loss benchmark](img/bench_losses.png)", ""]
+
+
+def _section_radam(radam: dict | None) -> list[str]:
+    out = ["## Optimizer: Riemannian Adam against geoopt and torch's fused Adam", ""]
+    if radam is None:
+        return [*out, "Not run (no `radam.json`).", ""]
+    meta = radam.get("meta", {})
+    out += [
+        "`benchmarks/bench_radam.py`: one step on the same parameter and gradient, the three",
+        "optimizers stepped round-robin, median ms/step after warm-up. Fused Adam is",
+        "Euclidean (no projection, no retraction): the floor a Riemannian step is measured",
+        f"against. geoopt {meta.get('geoopt', '?')}, torch threads: {meta.get('threads', '?')}.",
+        "",
+        "| layout | shape | optimizer | ms/step | / fused Adam | state (MiB) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in radam["results"]:
+        shape = " x ".join(map(str, r["shape"]))
+        out.append(f"| {r['layout']} | {shape} | {r['optimizer']} | {r['ms_per_step']:.1f} | "
+                   f"{r['ratio_to_fused']:.2f} | {r['state_mib']:.1f} |")
+    out += ["", "| ratio | ms/step |", "|---|---:|"]
+    out += [f"| {d} | {_fmt(v)} |" for d, v in radam_ratios(radam)]
+    return [*out, ""]
+
+
+def _section_throughput(tp: dict | None) -> list[str]:
+    out = ["## Training throughput against OpenCLIP's model of the same shape", ""]
+    if tp is None:
+        return [*out, "Not run (no `throughput.json`).", ""]
+    meta = tp["meta"]
+    out += [
+        "`benchmarks/bench_throughput.py`: one training step (forward, backward, optimizer",
+        "step, temperature clamp) on a batch of random images and captions. Ours is",
+        "`build_model(name)` with the trainer's optimizers; the `-oblique` form has 16 (ViT)",
+        "or 8 (tiny) class and output tokens. The peer is `open_clip.CLIP` built in code with",
+        "the same widths, depths, heads, patch and image size, context length, vocabulary and",
+        "embedding size (no pretrained weights), OpenCLIP's `ClipLoss` and AdamW with",
+        "OpenCLIP's decay exclusions. The equal parameter counts show the sphere model and",
+        "the peer are the same shape. Steps are timed round-robin, order rotated each round,",
+        f"median of {meta.get('steps')} rounds after {meta.get('warmup')} warm-up step(s); "
+        f"{meta.get('precision')} on {meta.get('device')}, torch threads: {meta.get('threads')}.",
+        f"Peer: {meta.get('peer')}.",
+        "",
+        "| config | model | batch | parameters | step wall (s) | step CPU (s) | samples/s "
+        "| time / OpenCLIP | CPU / OpenCLIP |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in tp["results"]:
+        out.append(f"| {r['config']} | {r['model']} | {r['batch']} | {r['params']:,} | "
+                   f"{r['step_s']:.3f} | {r['step_cpu_s']:.3f} | {r['samples_per_s']:.2f} | "
+                   f"{_fmt(r.get('ratio_time'))} | {_fmt(r.get('ratio_cpu'))} |")
+    return [*out, "", "![throughput](img/bench_throughput.png)", ""]
+
+
+def _section_scaling(sc: dict | None) -> list[str]:
+    out = ["## How the costs grow", ""]
+    if sc is None:
+        return [*out, "Not run (no `scaling.json`).", ""]
+    out += [
+        "`benchmarks/bench_scaling.py`. **Loss**: our dense InfoNCE, forward + backward, on",
+        "`Sphere(512)` and `Oblique(k, 512/k)` for several token counts `k` (every `k` up to",
+        "the grid's largest `B`, above it `Sphere(512)` and `Oblique(8, 64)` only), one child",
+        "process, peak memory per case by resetting the resident-set peak. **Optimizer**: one",
+        "step on a `Sphere(64)` parameter of `R` rows, ours, torch's fused Adam and geoopt,",
+        "round-robin. The exponent `a` is the least-squares slope of `log cost` on `log n`.",
+        "The similarity is one `(B, 512) x (512, B)` product whatever `k` is, so the loss",
+        "should cost the same for every `k` and grow like `B^2`; the optimizer like `R`.",
+        "",
+        "| cost | series | against | exponent a (cost ~ n^a) |",
+        "|---|---|---|---:|",
+    ]
+    out += [f"| {f['cost']} | {f['series']} | {f['against']} | {_fmt(f['exponent'])} |"
+            for f in sc["fits"]]
+    sphere = {r["batch"]: r for r in sc["loss"] if r["tokens"] is None}
+    out += ["", "![loss scaling](img/bench_scaling_loss.png)", "",
+            "| B | manifold | wall (s) | CPU (s) | CPU / Sphere(512) | peak extra (MiB) |",
+            "|---:|---|---:|---:|---:|---:|"]
+    for r in sc["loss"]:
+        rel = _div(r, sphere.get(r["batch"]), "cpu_s")
+        mem = _fmt(r["peak_extra_mib"], 0)
+        out.append(f"| {r['batch']} | {r['manifold']} | {r['time_s']:.4f} | {r['cpu_s']:.4f} | "
+                   f"{_fmt(rel)} | {mem} |")
+    out += ["", "![optimizer scaling](img/bench_scaling_optim.png)", "",
+            "| rows x 64 | optimizer | wall ms/step | CPU ms/step | wall / fused Adam "
+            "| CPU / fused Adam |", "|---:|---|---:|---:|---:|---:|"]
+    out += [f"| {r['rows']} | {r['optimizer']} | {1e3 * r['time_s']:.2f} | "
+            f"{1e3 * r['cpu_s']:.2f} | {r['ratio_to_fused']:.2f} | "
+            f"{r['cpu_ratio_to_fused']:.2f} |" for r in sc["optimizer"]]
+    return [*out, ""]
+
+
+def page(results: Path) -> str:
+    """The markdown page of a results folder."""
+    m = _load(results / "machine.json") or {}
+    losses = _load(results / "losses.json")
+    radam = _load(results / "radam.json")
+    tp = _load(results / "throughput.json")
+    sc = _load(results / "scaling.json")
+    durations = {}
+    if (results / "durations.tsv").exists():
+        for line in (results / "durations.tsv").read_text().splitlines():
+            name, _, secs = line.partition("\t")
+            durations[name] = int(secs)
+
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by benchmarks/report.py from benchmarks/results/; do not edit. -->",
+        "",
+        "Every cost here is measured next to a peer **in the same run, on the same machine,",
+        "with the same threads**, and reported as a ratio `ours / peer` (below 1: ours is",
+        "faster or smaller). Absolute times depend on the machine and its load; the",
+        "ratios are what carry over.",
+        "",
+    ]
+    gpu = str(m.get("mode", "")).startswith("gpu")
+    if not gpu:
+        load = (m.get("load_average_at_start") or [None])[0]
+        shared = load is not None and load >= 0.5 * (m.get("cores") or 1)
+        out += [
+            "!!! note \"A small, shared machine\"" if shared else "!!! note \"CPU timings\"",
+            f"    This run used {m.get('cores', '?')} CPU cores"
+            + (" that other jobs were using at the same time" if shared else "")
+            + f" (load average {_fmt(load, 1)} at the start);",
+            "    wall-clock times are noisy. Contenders are interleaved (round-robin) so that",
+            "    load falls on all of them alike, and process CPU time is given next to wall",
+            "    time: it is the steadier of the two here. No GPU was available: the sizes are",
+            "    CPU sizes, fp32.",
+            "",
+        ]
+    out += [
+        "## Machine and software",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {m.get('date_utc', '?')} |",
+        f"| CPU | {m.get('cpu', '?')}, {m.get('cores', '?')} cores |",
+        f"| torch threads | {m.get('threads', '?')} |",
+        f"| platform | {m.get('platform', '?')}, Python {m.get('python', '?')} |",
+        f"| torch | {m.get('torch', '?')} |",
+        f"| open_clip_torch | {m.get('open_clip_torch') or 'not installed (peer skipped)'} |",
+        f"| geoopt | {m.get('geoopt', '?')} |",
+        f"| mode | {m.get('mode', '?')} |",
+    ]
+    if durations:
+        total = sum(durations.values())
+        parts = ", ".join(f"{k} {v} s" for k, v in durations.items())
+        out.append(f"| wall time | {total} s ({parts}) |")
+    out += [
+        "",
+        "Reproduce (creates `.venv-bench` with OpenCLIP and geoopt on first use, then runs",
+        "every benchmark and rewrites this page, its plots and `benchmarks/results/`):",
+        "",
+        "```bash",
+        f"{m.get('command', 'bash scripts/bench.sh')}   # the run on this page",
+        "bash scripts/bench.sh --quick   # smoke run with small sizes, into runs/bench-quick/",
+        "```",
+        "",
+        "## Ratios at a glance",
+        "",
+        "| comparison | wall | CPU | peak memory |",
+        "|---|---:|---:|---:|",
+    ]
+    if losses:
+        out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | {_fmt(mm)} |"
+                for d, w, c, mm in loss_ratios(losses)]
+    if radam:
+        out += [f"| {d} | {_fmt(v)} | | |" for d, v in radam_ratios(radam)]
+    if tp:
+        out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in throughput_ratios(tp)]
+    out.append("")
+    for section in (_section_losses(losses), _section_radam(radam),
+                    _section_throughput(tp), _section_scaling(sc)):
+        out += section
+    if gpu:
+        return "\n".join(out)
+    out += [
+        "## On a GPU",
+        "",
+        "`bash benchmarks/gpu.sh` runs the same benchmarks with CUDA and GPU sizes: the",
+        "losses from `B = 1024` to `65536`, `ViT-B-32` at batch 256 under bf16 autocast, the",
+        "optimizer at 4M rows. It writes to `runs/bench-gpu/` and touches nothing else.",
+        "**It has not been run for this page** (no GPU was available); nothing depends on it.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_m = sub.add_parser("machine", help="record machine and software at the start of a run")
+    p_m.add_argument("--out", type=Path, required=True)
+    p_m.add_argument("--threads", type=int, required=True)
+    p_m.add_argument("--command", default="bash scripts/bench.sh")
+    p_m.add_argument("--mode", default="full")
+    p_p = sub.add_parser("page", help="write the markdown page from a results folder")
+    p_p.add_argument("--results", type=Path, required=True)
+    p_p.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "machine":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        info = machine(args.threads, args.command, args.mode)
+        args.out.write_text(json.dumps(info, indent=2) + "\n")
+    else:
+        if not args.results.is_dir():
+            parser.error(f"--results: {args.results} is not a folder")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(page(args.results))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark next to its peer, in .venv-bench (OpenCLIP + geoopt), then the
+# page docs/benchmarks.md regenerated from the results.
+#
+#   bash scripts/bench.sh            full CPU run (~15 min on 2 shared cores): JSON results into
+#                                    benchmarks/results/, plots into docs/img/bench_*.png, and
+#                                    docs/benchmarks.md
+#   bash scripts/bench.sh --quick    smoke run (about a minute): the same, under runs/bench-quick/
+#
+# BENCH_THREADS (default 1) sets torch's threads for every benchmark: on a machine whose cores
+# other jobs share, one thread per process is far steadier than two.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${MANIFOLD_ALIGN_BENCH_VENV:-$ROOT/.venv-bench}"
+if [ ! -x "$VENV/bin/python" ]; then
+  bash benchmarks/setup_peers.sh
+fi
+PY="$VENV/bin/python"
+THREADS="${BENCH_THREADS:-1}"
+export OMP_NUM_THREADS="$THREADS" PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning"
+
+QUICK=()
+if [ "${1:-}" = "--quick" ]; then
+  QUICK=(--quick)
+  OUT="runs/bench-quick"; RES="$OUT/results"; IMG="$OUT/img"; PAGE="$OUT/benchmarks.md"
+  MODE="quick"; CMD="bash scripts/bench.sh --quick"
+elif [ $# -eq 0 ]; then
+  RES="benchmarks/results"; IMG="docs/img"; PAGE="docs/benchmarks.md"
+  MODE="full"; CMD="bash scripts/bench.sh"
+else
+  echo "usage: bash scripts/bench.sh [--quick]" >&2
+  exit 2
+fi
+mkdir -p "$RES" "$IMG"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+: > "$RES/durations.tsv"
+"$PY" benchmarks/report.py machine --out "$RES/machine.json" --threads "$THREADS" \
+  --command "BENCH_THREADS=$THREADS $CMD" --mode "$MODE"
+
+step() {  # step NAME COMMAND...: run, time it, append to durations.tsv
+  local name="$1" start=$SECONDS
+  shift
+  echo "== $name" >&2
+  "$@"
+  printf '%s\t%s\n' "$name" "$((SECONDS - start))" >> "$RES/durations.tsv"
+}
+
+step radam "$PY" benchmarks/bench_radam.py "${QUICK[@]}" --threads "$THREADS" --json "$RES/radam.json"
+step losses "$PY" benchmarks/bench_losses.py "${QUICK[@]}" --threads "$THREADS" --out "$TMP/losses"
+cp "$TMP/losses/results.json" "$RES/losses.json"
+if [ -f "$TMP/losses/bench_losses.png" ]; then cp "$TMP/losses/bench_losses.png" "$IMG/bench_losses.png"; fi
+step throughput "$PY" benchmarks/bench_throughput.py "${QUICK[@]}" --threads "$THREADS" \
+  --json "$RES/throughput.json" --plot "$IMG/bench_throughput.png"
+step scaling "$PY" benchmarks/bench_scaling.py "${QUICK[@]}" --threads "$THREADS" \
+  --json "$RES/scaling.json" --plots "$IMG"
+"$PY" benchmarks/report.py page --results "$RES" --out "$PAGE"
