@@ -151,3 +151,13 @@ def test_benchmark_smoke_numbers_come_out():
     text = bench.report(results, "skipped (test)", 1.0, argparse.Namespace(threads=1))
     assert text.count("| ours") == 3
     assert "| B=32: tiled Oblique(8,64) / Sphere(512) time |" in text
+
+
+def test_second_order_gradients_are_refused_not_wrong():
+    """The hand-written backwards are first-order: asking for more must raise, not mislead."""
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 3, dtype=torch.float64)
+    for loss in (tiled_info_nce(x, y, 2.0, 2), info_nce_from_logits(2.0 * x @ y.T)):
+        (g,) = torch.autograd.grad(loss, x, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+            g.sum().backward()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from manifold_align.losses.output import LossOutput, pair_diagnostics
 from manifold_align.losses.temperature import Temperature, as_temperature
@@ -36,6 +37,7 @@ class _SymmetricCE(torch.autograd.Function):
         return 0.5 * (rows.mean(dim=-1) + cols.mean(dim=-1)) - pos.mean(dim=-1)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):  # type: ignore[override]
         logits, rows, cols = ctx.saved_tensors
         with torch.autocast(device_type=logits.device.type, enabled=False):

@@ -25,6 +25,7 @@ seam for a distributed version (each rank its rows, column statistics combined w
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["TiledInfoNCE", "strip_grads", "strip_stats", "tiled_info_nce"]
 
@@ -134,6 +135,7 @@ class TiledInfoNCE(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):  # type: ignore[override]
         x, y, scale, row_lse, col_lse = ctx.saved_tensors
         with _no_autocast(x.device):
