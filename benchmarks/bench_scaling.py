@@ -190,7 +190,7 @@ def run_loss_child(args: argparse.Namespace) -> list[dict]:
 
 
 def optimizer_sweep(
-    rows_list: list[int], steps: int, threads: int, device: str = "cpu"
+    rows_list: list[int], steps: int, threads: int, device: str = "cpu", warmup: int = 3
 ) -> list[dict]:
     """One step of each optimizer at each row count, median of ``steps`` round-robin steps."""
     import torch
@@ -219,7 +219,7 @@ def optimizer_sweep(
             q = geoopt.ManifoldParameter(x0.clone(), manifold=geoopt.Sphere())
             q.grad = grad
             opts["geoopt"] = geoopt.optim.RiemannianAdam([q], lr=1e-3)
-        for _ in range(3):  # warm-up: state allocation, first-use costs
+        for _ in range(warmup):  # state allocation, first-use costs
             for opt in opts.values():
                 opt.step()
         times: dict[str, list[float]] = {who: [] for who in opts}
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="largest B at which every k runs (above: Sphere and k = 8 only)")
     parser.add_argument("--reps", type=int, default=3, help="timed calls for B <= grid max")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps first")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--device", default="cpu", help="cpu or cuda (memory: CUDA allocator)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
@@ -396,13 +397,13 @@ def main(argv: list[str] | None = None) -> dict:
     if min(args.batches) <= 0 or min(args.rows) <= 0:
         parser.error("--batches and --rows must be positive")
     if args.quick:
-        args.batches, args.tokens, args.rows = [64, 256], [1, 8], [256, 1024]
-        args.reps, args.steps = 1, 2
+        args.batches, args.tokens, args.rows = [64, 256], [8], [256, 1024]
+        args.reps, args.steps, args.warmup = 1, 2, 1
     import torch
 
     start = time.perf_counter()
     loss = run_loss_child(args)
-    optim = optimizer_sweep(args.rows, args.steps, args.threads, args.device)
+    optim = optimizer_sweep(args.rows, args.steps, args.threads, args.device, args.warmup)
     result = {
         "meta": {
             "torch": torch.__version__,

@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32, or bf16 autocast (weights and optimizer stay fp32)")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_BATCH}, 2 steps")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_BATCH}, 1 step")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--plot", type=Path, help="also draw samples/s as a PNG here")
     args = parser.parse_args(argv)
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     batches = _parse_batches(args.batch, QUICK_BATCH if args.quick else DEFAULT_BATCH)
     if args.quick:
-        args.steps, args.warmup = 2, 1
+        args.steps, args.warmup = 1, 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -1,0 +1,133 @@
+"""Smoke tests of the benchmark scripts: numbers come out, the page renders. Never timing.
+
+Under ``.venv`` OpenCLIP is absent: the throughput benchmark must skip its peer and say so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_throughput_quick_numbers_come_out(tmp_path, keep_threads):
+    bench = _load("bench_throughput")
+    out = bench.main(["--quick", "--threads", "1", "--json", str(tmp_path / "t.json")])
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(out))
+    by_model = {r["model"]: r for r in out["results"]}
+    # the registry's exact counts (docs/models.md): the models really were built and trained
+    assert by_model["tiny"]["params"] == 1_391_361
+    assert by_model["tiny-oblique"]["params"] == 1_365_377
+    for r in by_model.values():
+        assert r["batch"] == 8 and len(r["steps_s"]) == 1
+        assert r["samples_per_s"] > 0 and math.isfinite(r["final_loss"])
+    if importlib.util.find_spec("open_clip") is None:
+        assert set(by_model) == {"tiny", "tiny-oblique"}
+        assert "SKIPPED" in out["meta"]["peer"]
+        assert not any("ratio_time" in r for r in out["results"])
+    else:
+        assert by_model["OpenCLIP"]["params"] == by_model["tiny"]["params"]
+        assert by_model["OpenCLIP"]["ratio_time"] == pytest.approx(1.0)
+
+
+def test_throughput_peer_has_our_shape():
+    pytest.importorskip("open_clip")
+    bench = _load("bench_throughput")
+    from manifold_align.models import build_model, model_config
+
+    peer = bench.openclip_model(model_config("tiny"))
+    ours = build_model("tiny")
+    assert sum(p.numel() for p in peer.parameters()) == sum(p.numel() for p in ours.parameters())
+
+
+def test_throughput_rejects_bad_batch_spec():
+    bench = _load("bench_throughput")
+    with pytest.raises(ValueError, match="--batch"):
+        bench._parse_batches(["tiny=0"], {})
+    with pytest.raises(ValueError, match="unknown model"):
+        bench._parse_batches(["nope=8"], {})
+
+
+def test_scaling_quick_numbers_come_out(tmp_path, keep_threads):
+    bench = _load("bench_scaling")
+    result = bench.main(["--quick", "--threads", "1", "--json", str(tmp_path / "s.json"),
+                         "--plots", str(tmp_path)])
+    assert {(r["batch"], r["manifold"]) for r in result["loss"]} == {
+        (b, m) for b in (64, 256) for m in ("Sphere(512)", "Oblique(8, 64)")
+    }
+    for r in result["loss"]:
+        assert r["time_s"] > 0 and r["cpu_s"] >= 0
+        assert r["peak_extra_mib"] is None or r["peak_extra_mib"] >= 0
+    assert {(r["rows"], r["optimizer"]) for r in result["optimizer"]} >= {
+        (rows, who) for rows in (256, 1024) for who in ("ours", "torch fused Adam")
+    }
+    assert all(r["time_s"] > 0 for r in result["optimizer"])
+    assert all(f["exponent"] is None or math.isfinite(f["exponent"]) for f in result["fits"])
+    assert {Path(p).name for p in result["plots"]} == {
+        "bench_scaling_loss.png", "bench_scaling_optim.png"
+    }
+    assert all(Path(p).stat().st_size > 0 for p in result["plots"])
+    assert "| 256 | Oblique(8, 64) |" in bench.markdown(result)
+
+
+def test_scaling_exponent_is_the_log_log_slope():
+    bench = _load("bench_scaling")
+    assert bench.exponent([1024, 2048, 4096], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+    assert bench.exponent([10, 100], [3.0, 30.0]) == pytest.approx(1.0)
+    assert bench.exponent([10], [3.0]) is None
+
+
+def _write(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj))
+
+
+def test_report_page_ratios_and_missing_sections(tmp_path):
+    report = _load("report")
+    report.main(["machine", "--out", str(tmp_path / "machine.json"), "--threads", "1"])
+    _write(tmp_path / "losses.json", [
+        {"impl": "openclip", "manifold": "sphere", "batch": 1024, "time_s": 2.0, "cpu_s": 4.0,
+         "peak_extra_mib": 100.0},
+        {"impl": "dense", "manifold": "sphere", "batch": 1024, "time_s": 1.0, "cpu_s": 3.0,
+         "peak_extra_mib": 25.0},
+    ])
+    _write(tmp_path / "throughput.json", {
+        "meta": {"peer": "OpenCLIP 3.3.0", "steps": {"tiny": 2}, "warmup": 1,
+                 "precision": "fp32", "device": "cpu", "threads": 1},
+        "results": [
+            {"config": "tiny", "model": "tiny", "batch": 8, "params": 10, "step_s": 0.3,
+             "step_cpu_s": 0.3, "samples_per_s": 26.7, "ratio_time": 1.5, "ratio_cpu": 1.25},
+            {"config": "tiny", "model": "OpenCLIP", "batch": 8, "params": 10, "step_s": 0.2,
+             "step_cpu_s": 0.24, "samples_per_s": 40.0, "ratio_time": 1.0, "ratio_cpu": 1.0},
+        ],
+    })
+    (tmp_path / "durations.tsv").write_text("losses\t7\nthroughput\t5\n")
+    page = report.page(tmp_path)
+    assert "| InfoNCE dense, Sphere(512) / OpenCLIP ClipLoss, B=1024 | 0.50 | 0.75 | 0.25 |" in page
+    assert "| training step, tiny / OpenCLIP tiny, batch 8 | 1.50 | 1.25 | |" in page
+    assert "Not run (no `radam.json`)." in page and "Not run (no `scaling.json`)." in page
+    assert "12 s (losses 7 s, throughput 5 s)" in page
+    assert "bash scripts/bench.sh" in page and "benchmarks/gpu.sh" in page
+    report.main(["page", "--results", str(tmp_path), "--out", str(tmp_path / "p.md")])
+    assert (tmp_path / "p.md").read_text() == page
