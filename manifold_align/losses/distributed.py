@@ -122,33 +122,102 @@ def _global_rank(group: dist.ProcessGroup | None, rank: int) -> int:
     return rank if group is None else dist.get_global_rank(group, rank)
 
 
-def _exchange(
-    t: torch.Tensor, send_to: int, recv_from: int, group: dist.ProcessGroup | None
-) -> torch.Tensor:
-    """Send ``t`` to group rank ``send_to`` while receiving a block of its shape from ``recv_from``."""
+def _start_shift(
+    t: torch.Tensor, group: dist.ProcessGroup | None, rank: int, world: int
+) -> tuple[torch.Tensor, list]:
+    """Start sending ``t`` to rank ``r + 1`` and receiving rank ``r - 1``'s block of its shape.
+
+    Returns the receive buffer and the requests to ``wait()`` on before reading it (or
+    overwriting ``t``).
+    """
     received = torch.empty_like(t)
     ops = [
-        dist.P2POp(dist.isend, t.contiguous(), _global_rank(group, send_to), group),
-        dist.P2POp(dist.irecv, received, _global_rank(group, recv_from), group),
+        dist.P2POp(dist.isend, t, _global_rank(group, (rank + 1) % world), group),
+        dist.P2POp(dist.irecv, received, _global_rank(group, (rank - 1) % world), group),
     ]
-    for request in dist.batch_isend_irecv(ops):
+    return received, dist.batch_isend_irecv(ops)
+
+
+def _finish(requests: list) -> None:
+    for request in requests:
         request.wait()
-    return received
 
 
-class _RingShift(torch.autograd.Function):
-    """Forward: pass a block to rank ``r + 1``, take rank ``r - 1``'s. Backward: the reverse."""
+class _RingSigmoid(torch.autograd.Function):
+    """SigLIP's ring: this rank's image rows against every rank's texts, one ``b x b`` block a step.
+
+    ``apply(x, y, scale, bias, group)``: ``x, y (b, D)``, ``scale``, ``bias`` 0-dim, one dtype.
+    Returns ``(sum_k sum_ij softplus(t^k_ij) - tr t^0, total)`` with ``t^k = scale x Y_{r-k}^T +
+    bias`` the block of rank ``r - k``'s texts and ``total = sum_k <sum_i x_i, sum_j (Y_{r-k})_j>``
+    (not differentiable). The next block is in flight while the current one is computed.
+
+    Backward: the blocks go round again, each with the gradient accumulated for it so far,
+    ``G^k = grad * (sigmoid(t^k) - [k = 0] I)``: ``grad x += scale G^k Y_{r-k}``, the travelling
+    gradient ``+= scale G^k^T x``, ``grad scale += sum_i <x_i, (G^k Y_{r-k})_i>``, ``grad bias +=
+    sum G^k``; after ``W`` shifts each block's gradient is back on its owner. Saves only ``x``,
+    ``y``: memory ``O(b D + b^2)`` per rank, not ``O(b B)``.
+    """
 
     @staticmethod
-    def forward(ctx, t, group):  # type: ignore[override]
+    def forward(ctx, x, y, scale, bias, group):  # type: ignore[override]
         rank, world = rank_and_world(group)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xs = x * scale
+            x_sum = x.sum(0)
+            block, loss, total = y.contiguous(), x.new_zeros(()), x.new_zeros(())
+            for k in range(world):
+                if k + 1 < world:
+                    received, requests = _start_shift(block, group, rank, world)
+                t = torch.mm(xs, block.T).add_(bias)
+                if k == 0:
+                    loss -= t.diagonal().sum()
+                loss += F.softplus(t).sum()
+                total += torch.dot(x_sum, block.sum(0))
+                if k + 1 < world:
+                    _finish(requests)
+                    block = received
+        ctx.save_for_backward(x, y, scale, bias)
         ctx.group, ctx.rank, ctx.world = group, rank, world
-        return _exchange(t, (rank + 1) % world, (rank - 1) % world, group)
+        ctx.mark_non_differentiable(total)
+        return loss, total
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        rank, world = ctx.rank, ctx.world
-        return _exchange(grad, (rank - 1) % world, (rank + 1) % world, ctx.group), None
+    def backward(ctx, grad_loss, _grad_total):  # type: ignore[override]
+        x, y, scale, bias = ctx.saved_tensors
+        group, rank, world = ctx.group, ctx.rank, ctx.world
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            grad_loss = grad_loss.to(x.dtype)
+            xs = x * scale
+            grad_x = torch.zeros_like(x)
+            grad_scale, grad_bias = x.new_zeros(()), x.new_zeros(())
+            block, travelling = y.contiguous(), torch.zeros_like(y)
+            for k in range(world):
+                if k + 1 < world:  # the next block's features, while this one is computed
+                    received, requests = _start_shift(block, group, rank, world)
+                g = torch.mm(xs, block.T).add_(bias).sigmoid_()
+                if k == 0:
+                    g.diagonal().sub_(1.0)
+                g.mul_(grad_loss)
+                gb = torch.mm(g, block)
+                grad_scale += torch.linalg.vecdot(x, gb).sum()
+                grad_bias += g.sum()
+                grad_x.add_(gb)
+                travelling.addmm_(g.T, x)
+                travelling, grad_requests = _start_shift(travelling, group, rank, world)
+                _finish(grad_requests)
+                if k + 1 < world:
+                    _finish(requests)
+                    block = received
+            grad_x.mul_(scale)
+            grad_y = travelling.mul_(scale)
+        needs = ctx.needs_input_grad
+        return (
+            grad_x,
+            grad_y,
+            grad_scale if needs[2] else None,
+            grad_bias if needs[3] else None,
+            None,
+        )
 
 
 def _check_equal_batches(b: int, device: torch.device, group: dist.ProcessGroup | None) -> None:
@@ -213,10 +282,13 @@ class _RowsCrossEntropy(torch.autograd.Function):
         return grad_a, grad_b, grad_scale if ctx.needs_input_grad[2] else None, None, None
 
 
-def _check_flat(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> None:
-    if x.dim() != 2 or x.shape != y.shape or x.shape[0] == 0:
+def _check_flat(
+    manifold: ContrastiveManifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+) -> None:
+    d = manifold.flat_dim
+    if x.dim() != 2 or x.shape != y.shape or x.shape[0] == 0 or x.shape[1] != d:
         raise ValueError(
-            f"x, y: expected two (b, D) tensors of equal shape with b >= 1, "
+            f"x, y: expected two (b, {d}) tensors of equal shape with b >= 1 for {manifold!r}, "
             f"got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if x.dtype != y.dtype or x.dtype != scale.dtype or not x.is_floating_point():
@@ -263,7 +335,7 @@ def distributed_info_nce(
             not a positive int.
         TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
     """
-    _check_flat(x, y, scale)
+    _check_flat(manifold, x, y, scale)
     if tile_size is not None and (
         isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
     ):
@@ -303,11 +375,14 @@ def distributed_sigmoid(
     ``mean_r L_r = 1/B (sum_ij softplus(t_ij) - sum_i t_ii)``, the single-process loss. Computed
     with autocast off in the features' dtype.
 
-    ``exchange="ring"``: ``W`` steps; at step ``k`` this rank holds the texts of rank ``r - k``
-    and passes them on to ``r + 1`` (``W - 1`` point-to-point shifts of ``b x D``); the backward
-    sends each block's gradient back along the same path. ``exchange="gather"``: one gather of
-    all texts. Both hold ``b x B`` logits per rank for the backward (autograd keeps each ring
-    block), and move the same volume; the ring uses only neighbour links.
+    ``exchange="ring"`` (SigLIP's scheme): ``W`` steps; at step ``k`` this rank holds the texts
+    of rank ``r - k`` (``b x b`` logits) while the next block is already on its way from
+    ``r - 1`` (``W - 1`` point-to-point shifts of ``b x D``). The backward recomputes the blocks
+    and sends them round again with the gradient accumulated for each (``2W - 1`` shifts), so a
+    rank never holds more than one ``b x b`` block: memory ``O(b^2 + b D)``. It relies on
+    ``similarity(x, y) == flatten(x) @ flatten(y).T``, which every manifold here guarantees.
+    ``exchange="gather"``: one gather of all texts (``B x D``), ``b x B`` logits kept for the
+    backward, one reduce-scatter of their gradient.
 
     Args:
         manifold: the manifold whose ``similarity`` defines the logits.
@@ -325,7 +400,7 @@ def distributed_sigmoid(
         ValueError: bad shapes or an unknown ``exchange``.
         TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
     """
-    _check_flat(x, y, scale)
+    _check_flat(manifold, x, y, scale)
     if exchange not in _EXCHANGES:
         raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
     rank, world = rank_and_world(group)
@@ -333,24 +408,14 @@ def distributed_sigmoid(
     m = manifold
     with torch.autocast(device_type=x.device.type, enabled=False):
         bias = bias.to(x.dtype)
-        xs = m.unflatten(x * scale)
-        if exchange == "gather":
-            ys = gather_with_grad(y, group)
-            t = m.similarity(xs, m.unflatten(ys)) + bias
-            positives = t.diagonal(offset=rank * b).sum()
-            loss = (F.softplus(t).sum() - positives) / b
-            total = torch.dot(x.detach().sum(0), ys.detach().sum(0))
-            return loss, total
-        block = y
-        x_sum = x.detach().sum(0)
-        total = torch.dot(x_sum, y.detach().sum(0))
-        t = m.similarity(xs, m.unflatten(block)) + bias
-        loss = F.softplus(t).sum() - t.diagonal().sum()
-        for _ in range(world - 1):
-            block = _RingShift.apply(block, group)
-            total = total + torch.dot(x_sum, block.detach().sum(0))
-            loss = loss + F.softplus(m.similarity(xs, m.unflatten(block)) + bias).sum()
-        return loss / b, total
+        if exchange == "ring" and world > 1:
+            loss, total = _RingSigmoid.apply(x, y, scale, bias, group)
+            return loss / b, total
+        ys = gather_with_grad(y, group)
+        t = m.similarity(m.unflatten(x * scale), m.unflatten(ys)) + bias
+        positives = t.diagonal(offset=rank * b).sum()
+        loss = (F.softplus(t).sum() - positives) / b
+        return loss, torch.dot(x.detach().sum(0), ys.detach().sum(0))
 
 
 @torch.no_grad()
