@@ -24,9 +24,14 @@ turns it into the single-process gradient of the tower parameters.
   few ``tile x B`` strips (tiled).
 * Sigmoid (SigLIP): rank ``r`` computes its image rows against all texts,
   ``L_r = 1/b (sum_{i in r} sum_j softplus(t_ij) - sum_{i in r} t_ii)``, getting the texts
-  either around a ring of neighbour exchanges (``exchange="ring"``, SigLIP's scheme: ``W - 1``
-  point-to-point shifts, each a ``b x D`` block; the backward sends gradients the other way) or
-  with one gather (``exchange="gather"``).
+  either around a ring of neighbour exchanges (``exchange="ring"``, SigLIP's scheme: one
+  ``b x b`` block a step while the next ``b x D`` block is in flight; the backward sends the
+  blocks round again with their gradients; ``O(b^2 + b D)`` memory per rank) or with one gather
+  (``exchange="gather"``, ``b x B`` logits per rank).
+
+Communication per call, in features of ``D`` numbers: InfoNCE gathers ``2 B`` and
+reduce-scatters ``2 B`` in the backward; the sigmoid ring sends ``(W - 1) b`` forward and
+``(2W - 1) b`` backward per rank; the sigmoid gather ``B`` each way.
 
 Without an initialised process group, or with a group of one rank, every loss here is exactly
 the local loss of :mod:`manifold_align.losses`.
