@@ -159,6 +159,18 @@ def _worker(rank, world, init_file, out_dir):
             res["unequal-" + kind] = None
         except ValueError as exc:
             res["unequal-" + kind] = str(exc)
+    # NaN text on rank 1 only, with check_finite: every rank raises, rank 1 names the row.
+    x, y = full_batch(m, B_LOCAL, torch.float64, 0)
+    if rank == 1:
+        y[2, 0] = float("nan")
+    for kind, mode in (("infonce", 2), ("sigmoid", "ring")):
+        criterion = make_loss(kind, m, mode, True)
+        criterion.check_finite = True
+        try:
+            criterion(x, y)
+            res["nan-" + kind] = None
+        except ValueError as exc:
+            res["nan-" + kind] = str(exc)
     torch.save(res, f"{out_dir}/rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
@@ -256,6 +268,14 @@ def test_unequal_local_batches_raise_on_every_rank(ranks):
         for kind in ("infonce", "sigmoid"):
             msg = r["unequal-" + kind]
             assert msg is not None and "[3, 4, 4]" in msg
+
+
+def test_non_finite_features_on_one_rank_raise_on_every_rank(ranks):
+    for r, res in enumerate(ranks):
+        for kind in ("infonce", "sigmoid"):
+            msg = res["nan-" + kind]
+            assert msg is not None and msg.startswith("text:") and "[1]" in msg
+            assert ("row 2" in msg) == (r == 1)
 
 
 @pytest.mark.parametrize("kind", ["infonce", "sigmoid"])

@@ -48,7 +48,7 @@ from manifold_align.losses.infonce import InfoNCE
 from manifold_align.losses.output import LossOutput, pair_diagnostics
 from manifold_align.losses.sigmoid import SigmoidLoss
 from manifold_align.losses.temperature import Temperature
-from manifold_align.losses.validation import flat_pair
+from manifold_align.losses.validation import check_finite_scalar, flat_pair
 from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = [
@@ -225,17 +225,56 @@ class _RingSigmoid(torch.autograd.Function):
         )
 
 
-def _check_equal_batches(b: int, device: torch.device, group: dist.ProcessGroup | None) -> None:
-    """Raise ``ValueError`` on every rank unless all ranks hold ``b`` pairs (one small gather)."""
+def _check_ranks(
+    values: dict[str, torch.Tensor],
+    group: dist.ProcessGroup | None,
+    *,
+    check_sizes: bool,
+    check_finite: bool,
+) -> None:
+    """Collective input checks: every rank raises the same ``ValueError``, none is left waiting.
+
+    ``values`` maps names to this rank's tensors, the first being the ``(b, D)`` image features.
+    One gather of ``1 + len(values)`` numbers per rank compares the local batch sizes (with
+    ``check_sizes``) and flags NaN/Inf anywhere (with ``check_finite``); the ranks that hold the
+    bad values name the first offending row or value in their own message.
+
+    Raises:
+        ValueError: uneven local batches, or non-finite values on any rank.
+    """
+    if not (check_sizes or check_finite):
+        return
+    first = next(iter(values.values()))
     _, world = rank_and_world(group)
-    sizes = torch.empty(world, dtype=torch.int64, device=device)
-    _all_gather(sizes, torch.tensor([b], dtype=torch.int64, device=device), group=group)
-    sizes = sizes.tolist()
-    if len(set(sizes)) != 1:
+    local = [float(first.shape[0])]
+    if check_finite:
+        local += [float(not bool(torch.isfinite(v.detach()).all())) for v in values.values()]
+    local_t = torch.tensor(local, dtype=torch.float64, device=first.device)
+    table = torch.empty(world * len(local), dtype=torch.float64, device=first.device)
+    _all_gather(table, local_t, group=group)
+    rows = table.view(world, len(local)).tolist()
+    sizes = [int(r[0]) for r in rows]
+    if check_sizes and len(set(sizes)) != 1:
         raise ValueError(
             f"image, text: expected the same local batch size on every rank, got {sizes} "
             f"(rank order); drop or pad the last uneven batch"
         )
+    for column, (name, value) in enumerate(values.items(), start=1):
+        if not check_finite:
+            break
+        ranks = [r for r, row in enumerate(rows) if row[column]]
+        if not ranks:
+            continue
+        if local[column]:
+            if value.dim() == 0:
+                check_finite_scalar(value, name)
+            bad = (~torch.isfinite(value.detach())).reshape(value.shape[0], -1).any(dim=1)
+            row = int(bad.nonzero()[0])
+            raise ValueError(
+                f"{name}: features contain NaN or Inf in {int(bad.sum())} of {value.shape[0]} "
+                f"rows on this rank (first: row {row}); ranks with non-finite {name}: {ranks}"
+            )
+        raise ValueError(f"{name}: non-finite values on rank(s) {ranks} of {world}")
 
 
 class _RowsCrossEntropy(torch.autograd.Function):
@@ -468,6 +507,9 @@ class DistributedInfoNCE(InfoNCE):
         check_sizes: verify that every rank holds the same number of pairs (one small gather and
             a host synchronisation per call); turn off when the data pipeline guarantees it.
 
+    Both checks are collective (one gather for the two): when any rank holds uneven or
+    non-finite input, every rank raises, so no rank is left waiting in the next collective.
+
     Raises:
         As :class:`InfoNCE`.
     """
@@ -522,17 +564,22 @@ class DistributedInfoNCE(InfoNCE):
             ``gap_logits`` over all ``W b`` pairs.
 
         Raises:
-            ValueError: as :meth:`InfoNCE.forward`, or (``check_sizes``) ranks holding different
-                batch sizes, raised on every rank.
+            ValueError: as :meth:`InfoNCE.forward`, or on every rank when any rank holds a
+                different batch size (``check_sizes``) or non-finite features or scale
+                (``check_finite``).
             TypeError: as :meth:`InfoNCE.forward`.
         """
         _, world = rank_and_world(self.group)
         if world == 1:
             return super().forward(image, text)
-        x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
-        if self.check_sizes:
-            _check_equal_batches(x.shape[0], x.device, self.group)
+        x, y = flat_pair(self.manifold, image, text)
         scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        _check_ranks(
+            {"image": x, "text": y, "temperature": scale},
+            self.group,
+            check_sizes=self.check_sizes,
+            check_finite=self.check_finite,
+        )
         loss, xs, ys = distributed_info_nce(
             self.manifold, x, y, scale, tile_size=self.tile_size, group=self.group
         )
@@ -557,6 +604,7 @@ class DistributedSigmoidLoss(SigmoidLoss):
         exchange: ``"ring"`` (neighbour shifts, SigLIP's scheme) or ``"gather"``.
         group: the process group; ``None`` for the world.
         check_sizes: verify equal local batch sizes on every rank (one small gather per call).
+            Both checks are collective, as for :class:`DistributedInfoNCE`.
 
     Raises:
         As :class:`SigmoidLoss`; ``ValueError`` for an unknown ``exchange``.
@@ -620,17 +668,22 @@ class DistributedSigmoidLoss(SigmoidLoss):
             ``gap_logits`` over all ``W b`` pairs, and ``bias``.
 
         Raises:
-            ValueError: as :meth:`SigmoidLoss.forward`, or (``check_sizes``) ranks holding
-                different batch sizes, raised on every rank.
+            ValueError: as :meth:`SigmoidLoss.forward`, or on every rank when any rank holds a
+                different batch size (``check_sizes``) or non-finite features, scale or bias
+                (``check_finite``).
             TypeError: as :meth:`SigmoidLoss.forward`.
         """
         _, world = rank_and_world(self.group)
         if world == 1:
             return super().forward(image, text)
-        x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
-        if self.check_sizes:
-            _check_equal_batches(x.shape[0], x.device, self.group)
+        x, y = flat_pair(self.manifold, image, text)
         scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        _check_ranks(
+            {"image": x, "text": y, "temperature": scale, "logit_bias": self.logit_bias},
+            self.group,
+            check_sizes=self.check_sizes,
+            check_finite=self.check_finite,
+        )
         loss, total = distributed_sigmoid(
             self.manifold, x, y, scale, self.logit_bias, exchange=self.exchange, group=self.group
         )
