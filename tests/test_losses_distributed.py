@@ -46,6 +46,10 @@ WORLD_CASES = [
     ("ring-oblique", "sigmoid", "oblique", "ring", torch.float64),
     ("gather-oblique", "sigmoid", "oblique", "gather", torch.float64),
     ("ring-oblique-f32", "sigmoid", "oblique", "ring", torch.float32),
+    # float32 features under bfloat16 autocast: the losses must still compute in float32.
+    ("tiled-oblique-autocast", "infonce", "oblique", 3, torch.float32),
+    ("dense-sphere-autocast", "infonce", "sphere", None, torch.float32),
+    ("ring-oblique-autocast", "sigmoid", "oblique", "ring", torch.float32),
 ]
 PAIR_CASES = [c for c in WORLD_CASES if c[0] in ("dense-oblique", "tiled-sphere", "ring-oblique")]
 
@@ -73,10 +77,11 @@ def make_loss(kind, manifold, mode, distributed, group=None):
     return SigmoidLoss(manifold, temperature, -3.0)
 
 
-def loss_and_grads(criterion, x, y):
+def loss_and_grads(criterion, x, y, autocast=False):
     x, y = x.clone().requires_grad_(), y.clone().requires_grad_()
-    out = criterion(x, y)
-    out.loss.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = criterion(x, y)
+    out.loss.backward()  # outside autocast, as torch's AMP recipe says
     grads = {"x": x.grad, "y": y.grad, "scale": criterion.temperature.logit_scale.grad}
     if hasattr(criterion, "logit_bias"):
         grads["bias"] = criterion.logit_bias.grad
@@ -88,7 +93,8 @@ def run_case(case, group, rank, world, seed):
     m = make_manifold(mname)
     x, y = full_batch(m, world * B_LOCAL, dtype, seed)
     rows = slice(rank * B_LOCAL, (rank + 1) * B_LOCAL)
-    return loss_and_grads(make_loss(kind, m, mode, True, group), x[rows], y[rows])
+    criterion = make_loss(kind, m, mode, True, group)
+    return loss_and_grads(criterion, x[rows], y[rows], autocast=case[0].endswith("-autocast"))
 
 
 class Towers(nn.Module):

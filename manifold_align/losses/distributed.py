@@ -583,7 +583,9 @@ class DistributedInfoNCE(InfoNCE):
         loss, xs, ys = distributed_info_nce(
             self.manifold, x, y, scale, tile_size=self.tile_size, group=self.group
         )
-        return LossOutput(loss, pair_diagnostics(xs, ys, scale))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            diagnostics = pair_diagnostics(xs, ys, scale)
+        return LossOutput(loss, diagnostics)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, distributed, check_sizes={self.check_sizes}"
@@ -687,8 +689,9 @@ class DistributedSigmoidLoss(SigmoidLoss):
         loss, total = distributed_sigmoid(
             self.manifold, x, y, scale, self.logit_bias, exchange=self.exchange, group=self.group
         )
-        trace = torch.linalg.vecdot(x.detach(), y.detach()).sum()
-        diagnostics = _global_pair_diagnostics(trace, total, x.shape[0], scale, self.group)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            trace = torch.linalg.vecdot(x.detach(), y.detach()).sum()
+            diagnostics = _global_pair_diagnostics(trace, total, x.shape[0], scale, self.group)
         diagnostics["bias"] = self.logit_bias.detach().float()
         return LossOutput(loss, diagnostics)
 
