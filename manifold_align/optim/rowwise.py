@@ -42,13 +42,16 @@ import torch
 
 __all__ = ["BLOCK_ELEMENTS", "RowAdamHyper", "row_adam_"]
 
-#: Numbers per block and per intra-op thread on CPU (256 Ki: 1 MiB per float32 tensor, so
-#: each thread's share of the four tensors of a block fits a 2 MiB L2). torch splits every
-#: operation evenly over its threads, so a block holds this many numbers per thread. Measured
-#: one-threaded on the 2-core development machine (262144 x 64, best of 5): 128 Ki-512 Ki
-#: within 10% of one another, 32 Ki about 1.3x and unblocked (16 Mi) 4-5x slower. On other
-#: devices there is no cache to fit and every launch costs, so a parameter is one block there.
-BLOCK_ELEMENTS = 1 << 18
+#: Numbers per block and per intra-op thread on CPU (512 Ki: 2 MiB per float32 tensor, the
+#: four tensors of a block well inside a 32 MiB L3). torch splits every operation evenly over
+#: its threads, so a block holds this many numbers per thread. Measured on the 2-core
+#: development machine (262144 x 64, one thread, ratio to fused Adam in the same run): 256 Ki,
+#: 512 Ki and 1 Mi per block all gave 2.3-2.9x, within the noise of a shared machine, while
+#: unblocked (16 Mi) was 4-5x slower than blocked. Of those, 512 Ki is chosen because every
+#: operation is one OpenMP parallel region, and on a busy machine each region waits for all
+#: its threads: fewer blocks, fewer waits. On other devices there is no cache to fit and
+#: every launch costs, so a parameter is one block there.
+BLOCK_ELEMENTS = 1 << 19
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
