@@ -10,12 +10,7 @@ from manifold_align.config import from_dict, to_dict
 from manifold_align.data.tokenizer import default_tokenizer
 from manifold_align.evaluate.command import format_table
 from manifold_align.evaluate.encode import encode_batches, encode_captions, encode_images
-from manifold_align.evaluate.suite import (
-    HeldOutEvaluator,
-    evaluate_model,
-    summary_metrics,
-    synthetic_heldout,
-)
+from manifold_align.evaluate.suite import evaluate_model, summary_metrics, synthetic_heldout
 from manifold_align.train.checkpoint import save_checkpoint
 from manifold_align.train.config import RunConfig
 from manifold_align.train.run import build_run_model, load_trained
@@ -169,14 +164,6 @@ def test_evaluate_model_restores_training_mode_and_summarises(run_dir, heldout):
     assert flat["zeroshot/mean_top1"] == pytest.approx(mean)
     table = format_table(result)
     assert table.count("\n") > 15 and "uniformity (texts)" in table
-
-
-def test_heldout_evaluator_reports_the_summary_of_the_full_evaluation(run_dir, heldout):
-    model, tokenizer, _ = load_trained(run_dir)
-    evaluator = HeldOutEvaluator(tokenizer, heldout, batch_size=6)
-    flat = evaluator(model, 3)
-    assert flat == summary_metrics(evaluator.last)
-    assert flat == pytest.approx(summary_metrics(evaluate_model(model, tokenizer, heldout)))
 
 
 def test_encoding_does_not_depend_on_the_batching(run_dir, heldout):

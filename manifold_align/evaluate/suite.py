@@ -14,8 +14,8 @@ with training):
 :func:`evaluate_model` encodes them with a model and returns every metric (nested, for
 ``eval.json``); :func:`summary_metrics` picks the headline numbers as a flat
 ``{name: float}``, named as the trainer's periodic evaluation names them in
-``metrics.jsonl``; :class:`HeldOutEvaluator` wraps the two as the trainer's
-``evaluate(model, step)`` callable, so periodic and final evaluation report the same numbers.
+``metrics.jsonl`` (:class:`manifold_align.train.evaluation.SyntheticEvaluator` wraps the two
+as the trainer's ``evaluate(model, step)``, so periodic and final evaluation agree).
 :func:`table_retrieval` runs retrieval and the geometry diagnostics on a
 user's own CSV/TSV table of image paths and captions (several captions per image allowed).
 """
@@ -57,7 +57,6 @@ from manifold_align.evaluate.zeroshot import build_classifier_from_prompts, clas
 
 __all__ = [
     "HeldOut",
-    "HeldOutEvaluator",
     "evaluate_model",
     "summary_metrics",
     "synthetic_heldout",
@@ -300,34 +299,6 @@ def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
         flat["geometry/alignment"] = float(geometry["alignment"])
         flat["geometry/uniformity_image"] = float(geometry["uniformity_image"])
     return {k: v for k, v in flat.items() if math.isfinite(v)}
-
-
-class HeldOutEvaluator:
-    """``evaluate(model, step) -> {name: float}`` on fixed held-out data, for the trainer.
-
-    The held-out images are rendered once (pass :func:`synthetic_heldout`'s result); each call
-    encodes them with the current weights and returns :func:`summary_metrics` of
-    :func:`evaluate_model`, whose full result is kept in :attr:`last`.
-
-    Args:
-        tokenize: strings -> token ids (the run's tokenizer).
-        heldout: from :func:`synthetic_heldout`.
-        **options: keyword arguments of :func:`evaluate_model` (``batch_size``,
-            ``precision``, ``karcher``, ...).
-    """
-
-    def __init__(
-        self, tokenize: Callable[[list[str]], torch.Tensor], heldout: HeldOut, **options: Any
-    ) -> None:
-        self.tokenize = tokenize
-        self.heldout = heldout
-        self.options = options
-        self.last: dict[str, Any] | None = None
-
-    def __call__(self, model: nn.Module, step: int = 0) -> dict[str, float]:
-        """Evaluate ``model`` now; ``step`` is the caller's, for its logs."""
-        self.last = evaluate_model(model, self.tokenize, self.heldout, **self.options)
-        return summary_metrics(self.last)
 
 
 def table_retrieval(
