@@ -432,7 +432,8 @@ def distributed_sigmoid(
         manifold: the manifold whose ``similarity`` defines the logits.
         x: ``(b, D)`` this rank's flat image features.
         y: ``(b, D)`` this rank's flat text features, row ``i`` paired with ``x[i]``.
-        scale: 0-dim scale of the features' dtype; bias: 0-dim logit bias.
+        scale: 0-dim scale of the features' dtype.
+        bias: 0-dim logit bias.
         exchange: ``"ring"`` or ``"gather"``.
         group: the process group; ``None`` for the world.
 
@@ -501,7 +502,10 @@ class DistributedInfoNCE(InfoNCE):
     single-process gradients. First-order only.
 
     Args:
-        manifold, temperature, tile_size, check_finite: as for :class:`InfoNCE`.
+        manifold: as for :class:`InfoNCE`.
+        temperature: as for :class:`InfoNCE`.
+        tile_size: as for :class:`InfoNCE`.
+        check_finite: as for :class:`InfoNCE`, checked on every rank at once (see below).
         group: the process group; ``None`` for the world. Stored on the module (a module holding
             a non-default group cannot be deep-copied).
         check_sizes: verify that every rank holds the same number of pairs (one small gather and
@@ -602,7 +606,10 @@ class DistributedSigmoidLoss(SigmoidLoss):
     (``logit_bias`` like ``logit_scale``).
 
     Args:
-        manifold, temperature, bias_init, check_finite: as for :class:`SigmoidLoss`.
+        manifold: as for :class:`SigmoidLoss`.
+        temperature: as for :class:`SigmoidLoss`.
+        bias_init: as for :class:`SigmoidLoss`.
+        check_finite: as for :class:`SigmoidLoss`, checked on every rank at once.
         exchange: ``"ring"`` (neighbour shifts, SigLIP's scheme) or ``"gather"``.
         group: the process group; ``None`` for the world.
         check_sizes: verify equal local batch sizes on every rank (one small gather per call).
@@ -717,7 +724,8 @@ def to_distributed(
 
     Args:
         loss: an :class:`InfoNCE` or :class:`SigmoidLoss`.
-        group, check_sizes: see :class:`DistributedInfoNCE`.
+        group: see :class:`DistributedInfoNCE`.
+        check_sizes: see :class:`DistributedInfoNCE`.
         exchange: the sigmoid loss's text exchange (ignored for InfoNCE).
 
     Raises:
