@@ -23,12 +23,14 @@ all alike. Memory (Linux): the loss sweep runs in one child process started with
 returned to the system when freed; before each case the peak resident set (``VmHWM``) is
 reset through ``/proc/self/clear_refs`` and the case's peak is ``VmHWM - VmRSS`` over its
 first forward + backward, inputs excluded. Where the reset is unavailable, memory is
-reported as missing, never guessed.
+reported as missing, never guessed. With ``--device cuda`` the memory is the CUDA
+allocator's peak over what was allocated before the call, and timing synchronizes.
 
 Usage::
 
     .venv-bench/bin/python benchmarks/bench_scaling.py --json out.json --plots docs/img
     .venv/bin/python benchmarks/bench_scaling.py --quick        # seconds; smoke test
+    python benchmarks/bench_scaling.py --device cuda --batches 1024 4096 16384 65536 --grid-max 65536
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ LR, BETAS, EPS, WEIGHT_DECAY = 5e-4, (0.9, 0.98), 1e-6, 0.2
 DEFAULT_BATCH = {"tiny": 64, "ViT-B-32": 8}
 QUICK_BATCH = {"tiny": 8}
 # Timed rounds per configuration when --steps is not given: a ViT-B-32 step at batch 8 takes
-# ~8 s on 2 idle cores, so 3 rounds of 3 contenders keep the run to a few minutes.
-DEFAULT_STEPS = {"tiny": 10, "ViT-B-32": 3}
+# ~5 s of CPU on one thread, so 5 rounds of 3 contenders keep the run to a few minutes.
+DEFAULT_STEPS = {"tiny": 10, "ViT-B-32": 5}
 
 
 @dataclass
@@ -72,6 +72,7 @@ class Contender:
     name: str
     params: int
     step: Callable[[], float]
+    tokens: int  # k: class tokens of the ViT, output tokens of the text tower
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     loss: float = math.nan
@@ -122,7 +123,8 @@ def ours(name: str, images, tokens, device: torch.device, precision: str) -> Con
         model.temperature.clamp_()
         return float(loss.detach())
 
-    return Contender(name, sum(p.numel() for p in model.parameters()), step)
+    return Contender(name, sum(p.numel() for p in model.parameters()), step,
+                     model.config.tokens)
 
 
 def openclip_model(config: ModelConfig):
@@ -180,7 +182,7 @@ def openclip(name: str, images, tokens, device: torch.device, precision: str) ->
             model.logit_scale.clamp_(0, math.log(100))
         return float(loss.detach())
 
-    return Contender("OpenCLIP", sum(p.numel() for p in model.parameters()), step)
+    return Contender("OpenCLIP", sum(p.numel() for p in model.parameters()), step, 1)
 
 
 def measure(contenders: list[Contender], steps: int, warmup: int, device: torch.device) -> None:
@@ -220,6 +222,10 @@ def run_config(
             "model": c.name,
             "batch": batch,
             "params": c.params,
+            "k": c.tokens,
+            # sequence lengths: k class tokens + patches; the text tower's C + k - 1 positions
+            "image_seq": c.tokens + (config.image_size // config.patch_size) ** 2,
+            "text_seq": config.context_length + c.tokens - 1,
             "step_s": wall,
             "step_cpu_s": cpu,
             "samples_per_s": batch / wall,

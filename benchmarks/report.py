@@ -212,12 +212,18 @@ def _section_throughput(tp: dict | None) -> list[str]:
         f"{meta.get('precision')} on {meta.get('device')}, torch threads: {meta.get('threads')}.",
         f"Peer: {meta.get('peer')}.",
         "",
-        "| config | model | batch | parameters | step wall (s) | step CPU (s) | samples/s "
-        "| time / OpenCLIP | CPU / OpenCLIP |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "The `-oblique` forms are not the same computation: their towers carry `k - 1` more",
+        "tokens (columns *image seq* and *text seq*: `k` class tokens before the patches,",
+        "`k` copies of the start token), so they cost more by construction; the sphere rows",
+        "are the like-for-like comparison.",
+        "",
+        "| config | model | batch | parameters | k | image seq | text seq | step wall (s) "
+        "| step CPU (s) | samples/s | time / OpenCLIP | CPU / OpenCLIP |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in tp["results"]:
         out.append(f"| {r['config']} | {r['model']} | {r['batch']} | {r['params']:,} | "
+                   f"{r.get('k', '-')} | {r.get('image_seq', '-')} | {r.get('text_seq', '-')} | "
                    f"{r['step_s']:.3f} | {r['step_cpu_s']:.3f} | {r['samples_per_s']:.2f} | "
                    f"{_fmt(r.get('ratio_time'))} | {_fmt(r.get('ratio_cpu'))} |")
     return [*out, "", "![throughput](img/bench_throughput.png)", ""]

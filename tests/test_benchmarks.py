@@ -40,6 +40,10 @@ def test_throughput_quick_numbers_come_out(tmp_path, keep_threads):
     # the registry's exact counts (docs/models.md): the models really were built and trained
     assert by_model["tiny"]["params"] == 1_391_361
     assert by_model["tiny-oblique"]["params"] == 1_365_377
+    # tiny: 64 / 8 = 8 x 8 patches, context 32; the oblique form adds k - 1 = 7 tokens to each
+    assert (by_model["tiny"]["k"], by_model["tiny"]["image_seq"], by_model["tiny"]["text_seq"]) == (
+        1, 65, 32)
+    assert (by_model["tiny-oblique"]["image_seq"], by_model["tiny-oblique"]["text_seq"]) == (72, 39)
     for r in by_model.values():
         assert r["batch"] == 8 and len(r["steps_s"]) == 1
         assert r["samples_per_s"] > 0 and math.isfinite(r["final_loss"])
