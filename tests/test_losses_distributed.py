@@ -339,3 +339,15 @@ def test_bad_arguments_are_named():
         distributed_info_nce(m, x, y[:3], torch.tensor(1.0))
     with pytest.raises(TypeError, match="dtype"):
         distributed_info_nce(m, x, y, torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_two_tower_takes_the_distributed_loss_in_place():
+    from manifold_align.models.registry import build_model
+
+    model = build_model("tiny")
+    keys = list(model.state_dict())
+    params = [id(p) for p in model.parameters()]
+    model.loss = to_distributed(model.loss)
+    assert isinstance(model.loss, DistributedInfoNCE)
+    assert list(model.state_dict()) == keys  # checkpoints load either way
+    assert [id(p) for p in model.parameters()] == params  # the optimizer's references hold
