@@ -10,7 +10,11 @@ Two sweeps, each plotted log-log with its fitted exponent ``a`` in ``cost ~ n^a`
   ``k`` is, so time should grow like ``B^2`` (the logits) and not with ``k``; peak memory
   like ``B^2`` (the saved logits and their gradient, ``2 B^2`` floats). Every ``k`` runs up
   to ``--grid-max`` (default 4096); above it only ``Sphere(512)`` and ``Oblique(8, 64)``, to
-  keep the CPU run to a few minutes.
+  keep the CPU run to a few minutes. The scale is ``1 / (0.07 k)`` (CLIP's initial
+  ``1 / 0.07`` over ``k``), so the logits span the same range on every manifold, as the
+  registry's oblique temperatures do; a scale of ``1 / 0.07`` at ``k = 32`` would put most
+  ``exp`` results among the subnormal floats, a slow path of the CPU (about 10 times slower
+  ``exp`` on this machine), which measures the float format, not the geometry.
 * **Optimizer.** One :class:`manifold_align.optim.RiemannianAdam` step on a ``Sphere(64)``
   parameter of ``R`` rows, next to ``torch.optim.Adam(fused=True)`` on a plain tensor of the
   same size (the Euclidean floor) and, where installed, ``geoopt.optim.RiemannianAdam``:
@@ -109,7 +113,10 @@ def loss_case(
     x, y = x.to(device), y.to(device)
     x.requires_grad_(True)
     y.requires_grad_(True)
-    criterion = InfoNCE(manifold, Temperature.learnable(1 / 0.07, 100.0)).to(device)
+    k = 1 if tokens is None else tokens
+    # CLIP's initial scale 1 / 0.07, divided by k: every manifold's logits span the same
+    # range (the registry's convention: the oblique cap is 100 / k)
+    criterion = InfoNCE(manifold, Temperature.learnable(1 / (0.07 * k), 100.0 / k)).to(device)
     cuda = torch.device(device).type == "cuda"
     params = [x, y, criterion.temperature.logit_scale]
 
