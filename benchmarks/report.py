@@ -242,6 +242,9 @@ def _section_scaling(sc: dict | None) -> list[str]:
         "round-robin. The exponent `a` is the least-squares slope of `log cost` on `log n`.",
         "The similarity is one `(B, 512) x (512, B)` product whatever `k` is, so the loss",
         "should cost the same for every `k` and grow like `B^2`; the optimizer like `R`.",
+        "The loss's scale is `1 / (0.07 k)`, so the logits span the same range for every `k`",
+        "(a fixed `1 / 0.07` at `k = 32` makes most `exp` results subnormal floats, a slow",
+        "CPU path that measures the float format rather than the geometry).",
         "",
         "| cost | series | against | exponent a (cost ~ n^a) |",
         "|---|---|---|---:|",
@@ -249,6 +252,13 @@ def _section_scaling(sc: dict | None) -> list[str]:
     out += [f"| {f['cost']} | {f['series']} | {f['against']} | {_fmt(f['exponent'])} |"
             for f in sc["fits"]]
     sphere = {r["batch"]: r for r in sc["loss"] if r["tokens"] is None}
+    rel = [(_div(r, sphere.get(r["batch"]), "cpu_s"), r) for r in sc["loss"] if r["tokens"]]
+    rel = [(v, r) for v, r in rel if v is not None]
+    if rel:
+        lo, hi = min(rel, key=lambda t: t[0]), max(rel, key=lambda t: t[0])
+        out += ["", f"Over every `Oblique(k, 512/k)` case, the CPU time relative to "
+                f"`Sphere(512)` at the same `B` ranges from {lo[0]:.2f} ({lo[1]['manifold']}, "
+                f"B={lo[1]['batch']}) to {hi[0]:.2f} ({hi[1]['manifold']}, B={hi[1]['batch']})."]
     out += ["", "![loss scaling](img/bench_scaling_loss.png)", "",
             "| B | manifold | wall (s) | CPU (s) | CPU / Sphere(512) | peak extra (MiB) |",
             "|---:|---|---:|---:|---:|---:|"]
