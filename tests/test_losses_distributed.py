@@ -10,6 +10,8 @@ local fallback). Each rank saves its results; the references are computed here, 
 from __future__ import annotations
 
 import datetime
+import os
+import sys
 import time
 
 import pytest
@@ -128,6 +130,8 @@ def tower_grads(model, a, t):
 
 def _worker(rank, world, init_file, out_dir):
     torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only, whatever the hostname resolves to
     dist.init_process_group(
         "gloo",
         init_method=f"file://{init_file}",
