@@ -280,3 +280,17 @@ def test_check_finite_names_a_diverged_scale_or_bias(criterion):
             crit.logit_bias.fill_(float("-inf"))
         with pytest.raises(ValueError, match=r"^logit_bias: expected a finite value, got -inf"):
             crit(x, y)
+
+
+def test_pair_diagnostics_exact_under_bf16_autocast():
+    """Under CPU bf16 autocast vecdot would run in bf16 (pos_sim off by ~1e-3); it must not."""
+    from manifold_align.losses.output import pair_diagnostics
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(64, 512, generator=g), dim=-1)
+    y = torch.nn.functional.normalize(x + 0.3 * torch.randn(64, 512, generator=g), dim=-1)
+    ref = pair_diagnostics(x, y, torch.tensor(10.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = pair_diagnostics(x, y, torch.tensor(10.0))
+    for key in ("pos_sim", "neg_sim", "gap_logits"):
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-6, atol=1e-6)

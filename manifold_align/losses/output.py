@@ -40,6 +40,8 @@ def pair_diagnostics(
         y: ``(B, D)`` flat text features.
         scale: 0-dim scale tensor.
 
+    Computed in float32 (float64 stays float64) even under autocast.
+
     Returns:
         Dict of detached float32 0-dim tensors ``scale``, ``pos_sim``, ``neg_sim``, ``gap_logits``.
     """
@@ -47,8 +49,9 @@ def pair_diagnostics(
     dtype = torch.promote_types(x.dtype, torch.float32)
     x = x.detach().to(dtype)
     y = y.detach().to(dtype)
-    trace = torch.linalg.vecdot(x, y).sum()
-    total = torch.dot(x.sum(0), y.sum(0))
+    with torch.autocast(x.device.type, enabled=False):  # vecdot would autocast to bf16 on CPU
+        trace = torch.linalg.vecdot(x, y).sum()
+        total = torch.dot(x.sum(0), y.sum(0))
     pos = trace / b
     neg = (total - trace) / (b * b - b) if b > 1 else torch.full_like(trace, float("nan"))
     scale = scale.detach().to(dtype)
