@@ -464,3 +464,21 @@ def test_bfloat16_in_place_blocks_equal_the_packed_path(monkeypatch):
     assert torch.equal(x_packed, x_blocks) and torch.equal(m_packed, m_blocks)
     assert m_packed.dtype == torch.float32
     assert (x_packed.float().norm(dim=-1) - 1).abs().max() < 1e-2
+
+
+def test_cpu_threads_do_not_change_the_result():
+    # Large enough (256 Ki numbers) that every operation really is split over threads.
+    def run(threads):
+        gen = torch.Generator().manual_seed(9)
+        p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64, generator=gen)), manifold=Sphere(64))
+        opt = RiemannianAdam([p], lr=0.05, weight_decay=0.1, cpu_threads=threads)
+        for _ in range(3):
+            p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return p.detach().clone()
+
+    before = torch.get_num_threads()
+    assert torch.equal(run(1), run(2))
+    assert torch.get_num_threads() == before  # restored after each step
+    with pytest.raises(ValueError, match="cpu_threads"):
+        RiemannianAdam([torch.nn.Parameter(torch.zeros(2))], cpu_threads=0)
