@@ -85,6 +85,8 @@ class RiemannianAdam(torch.optim.Optimizer):
     ``Oblique``, full size for Euclidean) and ``max_exp_avg_sq`` under AMSGrad. Manifold
     parameters in float16/bfloat16 keep float32 state and are updated in float32; Euclidean
     ones follow torch's Adam (state in the parameter's dtype). The step ignores autocast.
+    Manifold parameters must start on their manifold (``manifold.projx`` or ``random``), as
+    with geoopt; the retraction keeps them there.
 
     Args:
         params: parameters or dicts (parameter groups); a group may set ``manifold``.
