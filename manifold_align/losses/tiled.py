@@ -87,7 +87,11 @@ def strip_grads(
     sum_i <x_i, (G @ y)_i>``.
 
     Args:
-        x, y, scale, offset, tile: as for :func:`strip_stats`.
+        x: ``(b, D)`` this block's rows, as for :func:`strip_stats`.
+        y: ``(N, D)`` all columns, as for :func:`strip_stats`.
+        scale: 0-dim logit scale, as for :func:`strip_stats`.
+        offset: column index of this block's first positive, as for :func:`strip_stats`.
+        tile: rows per strip, as for :func:`strip_stats`.
         row_lse: ``(b,)`` this block's row logsumexps.
         col_lse: ``(N,)`` the *global* column logsumexps (all row blocks combined).
         weight: 0-dim, ``grad_output / N`` for the mean loss over ``N`` pairs.
