@@ -84,8 +84,9 @@ def _train_all(overrides: list[str], out: Path, sequential: bool) -> dict[str, d
                   f"{threads} thread(s)", flush=True)
             procs[name] = (*_launch(name, MODELS[name][1], overrides, out, threads),
                            time.perf_counter())
+        last_print = 0.0
         while procs:
-            time.sleep(2.0)
+            time.sleep(1.0)
             status = []
             for name, (proc, log, start) in list(procs.items()):
                 records = read_metrics(out / name / "metrics.jsonl")
@@ -99,7 +100,9 @@ def _train_all(overrides: list[str], out: Path, sequential: bool) -> dict[str, d
                     runs[name] = {"wall": time.perf_counter() - start,
                                   "records": read_metrics(out / name / "metrics.jsonl")}
                     del procs[name]
-            print("   " + " | ".join(status), flush=True)
+            if time.perf_counter() - last_print >= 20.0 or not procs:
+                print("   " + " | ".join(status), flush=True)
+                last_print = time.perf_counter()
     for name, run in runs.items():
         run["train"] = next((r for r in reversed(run["records"]) if r["kind"] == "train"), {})
         run["eval"] = next((r for r in reversed(run["records"]) if r["kind"] == "eval"), {})
