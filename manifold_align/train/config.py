@@ -93,11 +93,22 @@ class SyntheticSource:
 
 @dataclass
 class WebDatasetSource:
-    """img2dataset-style tar shards (image + ``.txt`` caption), read in a seeded order."""
+    """img2dataset-style tar shards (image + ``.txt`` caption), read in a seeded order.
+
+    ``samples_per_epoch`` (over all ranks) fixes every rank's epoch at
+    ``samples_per_epoch // (W x data.batch_size)`` batches, so no rank runs out before the
+    others (see :mod:`manifold_align.data.sharding`); ``None``: an epoch is one pass over a
+    rank's shards (enough on one process; uneven shards can stall a multi-rank run).
+    """
 
     urls: str = ""
     shuffle: int = 1000
     shardshuffle: bool = True
+    samples_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.samples_per_epoch is not None:
+            _positive("data.webdataset", samples_per_epoch=self.samples_per_epoch)
 
 
 @dataclass
@@ -124,6 +135,8 @@ class DataConfig:
     captions; CSV source only) or a path to a ``tokenizer.json`` (e.g. CLIP's). The run keeps
     its vocabulary as ``<run>/tokenizer.json``. ``augment`` uses random resized crops (then a
     resumed run matches an uninterrupted one only with ``num_workers = 0``).
+    ``batch_size`` is per rank (per GPU): a run on ``W`` ranks trains on global batches of
+    ``W x batch_size`` (see docs/scaling.md).
     """
 
     source: Literal["synthetic", "webdataset", "csv"] = "synthetic"
@@ -196,7 +209,9 @@ class TrainSettings:
 
     ``clip_grad_norm = 0`` disables clipping; ``eval_every = 0`` evaluates only at the end;
     ``ckpt_every = 0`` checkpoints only at the end; ``keep_checkpoints = 0`` keeps all;
-    ``debug`` scans every gradient and parameter for NaN/Inf at every step (slower).
+    ``debug`` scans every gradient and parameter for NaN/Inf at every step (slower) and
+    makes the loss reject non-finite features; ``compile`` runs the model through
+    ``torch.compile`` (off by default).
     """
 
     steps: int = 1000
@@ -211,6 +226,7 @@ class TrainSettings:
     keep_checkpoints: int = 2
     progress: bool = True
     debug: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _positive("train", steps=self.steps, grad_accum=self.grad_accum, log_every=self.log_every)

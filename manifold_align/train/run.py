@@ -39,6 +39,7 @@ from manifold_align.models.two_tower import TwoTower
 from manifold_align.train.batches import MapBatches, StreamBatches
 from manifold_align.train.checkpoint import find_checkpoint, load_checkpoint, read_state
 from manifold_align.train.config import RunConfig
+from manifold_align.train.distributed import barrier, close_distributed, init_distributed, world
 from manifold_align.train.metrics import plot_metrics
 from manifold_align.train.optimizers import build_optimizers
 from manifold_align.train.trainer import Evaluate, fit
@@ -168,9 +169,16 @@ def _context_length(config: RunConfig) -> int:
 
 
 def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> Any:
-    """The training batch source for ``config.data`` (a ``MapBatches`` or ``StreamBatches``)."""
+    """This rank's training batch source for ``config.data`` (``MapBatches``/``StreamBatches``).
+
+    On ``W`` ranks a map-style source yields this rank's ``data.batch_size`` samples of each
+    global batch of ``W x data.batch_size`` (the same global batches as one process with that
+    batch); webdataset readers split the shards by rank.
+    """
     data = config.data
     seed = config.train.seed
+    rank, world_size = world()
+    global_batch = data.batch_size * world_size
     transform = ImageTransform(image_size, train=data.augment, seed=seed if data.augment else None)
     collate = Collate(tokenizer, transform)
     if data.source == "synthetic":
@@ -178,11 +186,12 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
         dataset = SyntheticCaptions(
             "train", syn.size, syn.seed, image_size, syn.caption_noise, _synthetic_appearance(config)
         )
-        if data.batch_size > syn.size:
+        if global_batch > syn.size:
             raise ConfigError(
-                f"data.batch_size: {data.batch_size} exceeds data.synthetic.size {syn.size}"
+                f"data.batch_size: {data.batch_size} x {world_size} rank(s) exceeds "
+                f"data.synthetic.size {syn.size}"
             )
-        return MapBatches(dataset, data.batch_size, seed, collate, data.num_workers)
+        return MapBatches(dataset, global_batch, seed, collate, data.num_workers, rank, world_size)
     if data.source == "csv":
         from manifold_align.data.tabular import CaptionTable
 
@@ -193,15 +202,23 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
                                    image_root=csv.image_root)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"data.csv: {exc}") from None
-        if data.batch_size > len(dataset):
+        if global_batch > len(dataset):
             raise ConfigError(
-                f"data.batch_size: {data.batch_size} exceeds the {len(dataset)} rows of {csv.path}"
+                f"data.batch_size: {data.batch_size} x {world_size} rank(s) exceeds the "
+                f"{len(dataset)} rows of {csv.path}"
             )
-        return MapBatches(dataset, data.batch_size, seed, collate, data.num_workers)
+        return MapBatches(dataset, global_batch, seed, collate, data.num_workers, rank, world_size)
     from manifold_align.data.webdataset import WebDatasetReader
 
     wds = data.webdataset
-    reader = WebDatasetReader(wds.urls, shuffle=wds.shuffle, seed=seed, shardshuffle=wds.shardshuffle)
+    epoch = {} if wds.samples_per_epoch is None else {
+        "samples_per_epoch": wds.samples_per_epoch, "batch_size": data.batch_size}
+    try:
+        reader = WebDatasetReader(wds.urls, shuffle=wds.shuffle, seed=seed,
+                                  shardshuffle=wds.shardshuffle, rank=rank, world_size=world_size,
+                                  **epoch)
+    except ValueError as exc:
+        raise ConfigError(f"data.webdataset: {exc}") from None
     return StreamBatches(reader, data.batch_size, collate, data.num_workers)
 
 
@@ -246,6 +263,18 @@ def train(config: RunConfig, run_dir: str | Path, resume: str | Path | None = No
             f"{run_dir} already holds a run; continue it with --resume latest or choose another --out"
         )
     device = resolve_device(config.train.device)
+    env = init_distributed(device)
+    try:
+        if env.world_size > 1 and device.type == "cuda":
+            device = torch.device("cuda", env.local_rank)
+        return _train(config, run_dir, checkpoint, device, env.rank == 0)
+    finally:
+        close_distributed(env)
+
+
+def _train(
+    config: RunConfig, run_dir: Path, checkpoint: Path | None, device: torch.device, main: bool
+) -> RunResult:
     seed_everything(config.train.seed)
     context_length = _context_length(config)
     if checkpoint is not None and (checkpoint / TOKENIZER_FILE).is_file():
@@ -253,28 +282,35 @@ def train(config: RunConfig, run_dir: str | Path, resume: str | Path | None = No
     else:
         tokenizer = _load_tokenizer(config, context_length)
     model = build_run_model(config, tokenizer).to(device)
+    if world()[1] > 1:
+        from manifold_align.losses.distributed import to_distributed
+
+        model.loss = to_distributed(model.loss)
     image_size = model.config.image_size
     batches = build_batches(config, tokenizer, image_size)
-    evaluate = build_evaluator(config, tokenizer, image_size)
+    evaluate = build_evaluator(config, tokenizer, image_size) if main else None
     optim = config.optim
     optimizers = build_optimizers(
         model, optim.lr, optim.betas, optim.eps, optim.weight_decay,
         optim.riemannian_lr, optim.riemannian_betas,
     )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
-    (run_dir / "model.yaml").write_text(
-        yaml.safe_dump(dataclasses.asdict(model.config), sort_keys=False)
-    )
-    tokenizer.save(run_dir / TOKENIZER_FILE)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, run_dir / "config.yaml")
+        (run_dir / "model.yaml").write_text(
+            yaml.safe_dump(dataclasses.asdict(model.config), sort_keys=False)
+        )
+        tokenizer.save(run_dir / TOKENIZER_FILE)
+    barrier()
 
-    last = fit(model, optimizers, batches, config, run_dir, evaluate=evaluate, resume=checkpoint,
-               checkpoint_files={TOKENIZER_FILE: run_dir / TOKENIZER_FILE})
-    plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots")
+    last = fit(model, optimizers, batches, config, run_dir, evaluate=evaluate,
+               resume=checkpoint, checkpoint_files={TOKENIZER_FILE: run_dir / TOKENIZER_FILE})
+    plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if main else []
     model.eval()
     result = RunResult(run_dir, last["step"], last["train"], last["eval"], model, tokenizer, plots)
-    write_summary(result, config)
+    if main:
+        write_summary(result, config)
     return result
 
 

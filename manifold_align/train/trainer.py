@@ -13,9 +13,17 @@ Per optimizer step ``s`` (0-based):
 5. metrics every ``log_every`` steps, evaluation every ``eval_every`` steps, and a checkpoint
    every ``ckpt_every`` steps, each also after the last step.
 
-The data position (micro-batches consumed) and the skipped-sample count are part of every
+On ``W`` ranks (a ``torch.distributed`` default group, e.g. from ``torchrun``) the model is
+wrapped in ``DistributedDataParallel``; every rank takes its ``data.batch_size`` share of each
+global batch of ``W x data.batch_size``; the micro-steps but the last run under ``no_sync()``
+(one gradient all-reduce per optimizer step); the logged loss is the mean of the ranks' shares
+(the global loss); rank 0 alone writes metrics and checkpoints (all ranks wait at a barrier
+around each), and evaluates with the unwrapped model while the others wait.
+
+The data position (global micro-batches consumed) and the skipped-sample count are part of every
 checkpoint, so ``resume`` continues with exactly the batches the uninterrupted run would
-have used.
+have used; a checkpoint also records the global batch, and resumes on any number of ranks
+whose ``W x data.batch_size`` equals it.
 """
 
 from __future__ import annotations
@@ -29,12 +37,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from manifold_align.config import to_dict
 from manifold_align.data.skipped import SkippedSamples
-from manifold_align.train.checkpoint import load_checkpoint, save_checkpoint
+from manifold_align.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from manifold_align.train.config import RunConfig
+from manifold_align.train.distributed import barrier, world
 from manifold_align.train.guard import check_scalar, check_tensors
 from manifold_align.train.metrics import MetricsWriter
 from manifold_align.train.schedule import lr_factor
@@ -51,7 +62,9 @@ RESUMABLE_KEYS = (
     "train.progress",
     "train.device",
     "train.debug",
+    "train.compile",
     "data.num_workers",
+    "data.batch_size",  # per rank; the global batch (checked separately) must not change
     "eval",
 )
 
@@ -94,7 +107,9 @@ def fit(
     Args:
         model: ``model(images, tokens)`` returns ``LossOutput(loss, diagnostics)``; a
             ``model.temperature`` with ``clamp_()``, if present, is projected after each step.
-            Already on its device.
+            Already on its device; not yet wrapped (``fit`` wraps it in DDP on several ranks;
+            its loss should already be the distributed one there, see
+            :func:`~manifold_align.losses.distributed.to_distributed`).
         optimizers: from :func:`manifold_align.train.optimizers.build_optimizers`; each group's
             ``initial_lr`` is its base rate.
         batches: the data, see :class:`BatchSource`.
@@ -111,7 +126,8 @@ def fit(
 
     Raises:
         NonFiniteError: the step and the non-finite quantity.
-        CheckpointError: ``resume`` belongs to another configuration or model.
+        CheckpointError: ``resume`` belongs to another configuration or model, or to another
+            global batch (``W x data.batch_size``).
     """
     run_dir = Path(run_dir)
     tc, sc = config.train, config.schedule
@@ -120,32 +136,62 @@ def fit(
     total = sc.total_steps or tc.steps
     min_ratio = sc.min_lr / config.optim.lr if config.optim.lr > 0 else 0.0
 
+    rank, world_size = world()
+    main = rank == 0
+    global_batch = config.data.batch_size * world_size
+
     step, consumed, skipped = 0, 0, SkippedSamples()
     if resume is not None:
         state = load_checkpoint(resume, model, optimizers, config_tree, RESUMABLE_KEYS)
+        then = state["extra"].get("global_batch", state["config"]["data"]["batch_size"])
+        if then != global_batch:
+            raise CheckpointError(
+                f"{resume}: written with a global batch of {then}; this run has "
+                f"{config.data.batch_size} x {world_size} rank(s) = {global_batch}; set "
+                f"data.batch_size to {then} / (number of ranks)"
+            )
         step = state["step"]
         consumed = state["extra"]["batches"]
         skipped = SkippedSamples.from_dict(state["extra"]["skipped"])
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None)
+    if tc.debug and hasattr(getattr(model, "loss", None), "check_finite"):
+        model.loss.check_finite = True
+    ddp = None
+    engine: torch.nn.Module = model
+    if world_size > 1:
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        engine = ddp
+    if tc.compile:
+        engine = torch.compile(engine)
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None) if main else None
     params = [p for p in model.parameters() if p.requires_grad]
     temperature = getattr(model, "temperature", None)
     last: dict[str, Any] = {"train": None, "eval": None, "step": step}
 
+    def record(kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        if metrics is None:
+            return {"kind": kind, "step": step, **values}
+        return metrics.write(kind, step, values)
+
     def checkpoint() -> None:
-        extra = {"batches": consumed, "skipped": skipped.to_dict()}
-        save_checkpoint(run_dir / "checkpoints", step, model, optimizers, extra, config_tree,
-                        keep=tc.keep_checkpoints, files=checkpoint_files)
+        barrier()
+        if main:
+            extra = {"batches": consumed, "skipped": skipped.to_dict(), "global_batch": global_batch,
+                     "world_size": world_size}
+            save_checkpoint(run_dir / "checkpoints", step, model, optimizers, extra, config_tree,
+                            keep=tc.keep_checkpoints, files=checkpoint_files)
+        barrier()
 
     def run_eval() -> None:
-        if evaluate is None:
-            return
-        model.eval()
-        with torch.no_grad(), _autocast(device, tc.precision):
-            values = dict(evaluate(model, step))
-        model.train()
-        last["eval"] = metrics.write("eval", step, values)
+        if main and evaluate is not None:
+            model.eval()
+            with torch.no_grad(), _autocast(device, tc.precision):
+                values = dict(evaluate(model, step))
+            model.train()
+            last["eval"] = record("eval", values)
+        barrier()
 
-    bar = tqdm(total=tc.steps, initial=step, disable=not (tc.progress and sys.stderr.isatty()),
+    bar = tqdm(total=tc.steps, initial=step,
+               disable=not (main and tc.progress and sys.stderr.isatty()),
                dynamic_ncols=True, desc="train")
     data = batches.iterate(consumed)
 
@@ -169,14 +215,20 @@ def fit(
                     group["lr"] = group["initial_lr"] * factor
 
             loss_sum = torch.zeros((), device=device)
-            for _ in range(tc.grad_accum):
+            for micro in range(tc.grad_accum):
                 images, tokens = next_batch()
                 images = images.to(device, non_blocking=True)
                 tokens = tokens.to(device, non_blocking=True)
-                with _autocast(device, tc.precision):
-                    out = model(images, tokens)
-                (out.loss / tc.grad_accum).backward()
+                last_micro = micro == tc.grad_accum - 1
+                sync = ddp.no_sync() if ddp is not None and not last_micro else contextlib.nullcontext()
+                with sync:
+                    with _autocast(device, tc.precision):
+                        out = engine(images, tokens)
+                    (out.loss / tc.grad_accum).backward()
                 loss_sum += out.loss.detach().float()
+            if world_size > 1:  # each rank holds its share; their mean is the global loss
+                dist.all_reduce(loss_sum)
+                loss_sum /= world_size
             loss = float(loss_sum) / tc.grad_accum
             check_scalar(step, "loss", loss)
 
@@ -203,7 +255,7 @@ def fit(
             if step % tc.log_every == 0 or step == tc.steps:
                 now = time.perf_counter()
                 diag = {k: float(v) for k, v in out.diagnostics.items()}
-                last["train"] = metrics.write("train", step, {
+                last["train"] = record("train", {
                     "loss": loss,
                     "lr": config.optim.lr * factor,
                     "grad_norm": grad_norm,
@@ -220,6 +272,7 @@ def fit(
                 checkpoint()
     finally:
         bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     last["step"] = step
     return last
