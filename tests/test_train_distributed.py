@@ -1,0 +1,145 @@
+"""Distributed training: 2 gloo ranks on 127.0.0.1 train exactly like one process.
+
+One module fixture forks 2 processes that join a gloo group and run the real ``train()``
+twice (a plain run with a checkpoint half way, and a run with gradient accumulation); the
+test process then runs the 1-process references with the same global batch and compares
+weights, per-step losses, the evaluation and a 2-rank -> 1-rank resume.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from manifold_align.config import from_dict
+from manifold_align.train.checkpoint import CheckpointError
+from manifold_align.train.config import RunConfig
+from manifold_align.train.metrics import read_metrics
+from manifold_align.train.run import train
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+
+WORLD = 2
+LOCAL_BATCH = 4
+STEPS = 4
+TOL = 1e-5
+
+
+def config(batch: int, steps: int = STEPS, grad_accum: int = 1, evaluate: bool = False) -> RunConfig:
+    return from_dict(RunConfig, {
+        "model": {"name": "tiny-oblique", "overrides": {
+            "vision_width": 32, "vision_layers": 1, "vision_heads": 2, "patch_size": 8,
+            "image_size": 16, "text_width": 32, "text_layers": 1, "text_heads": 2,
+            "tokens": 2, "token_dim": 8, "context_length": 16,
+        }},
+        "data": {"source": "synthetic", "synthetic": {"size": 64}, "batch_size": batch},
+        "optim": {"lr": 1e-3, "weight_decay": 0.1},
+        "schedule": {"warmup_steps": 1},
+        "train": {"steps": steps, "grad_accum": grad_accum, "seed": 3, "device": "cpu",
+                  "log_every": 1, "ckpt_every": 2, "keep_checkpoints": 0, "progress": False},
+        "eval": {"zeroshot_samples": 24 if evaluate else 0, "retrieval_samples": 0,
+                 "batch_size": 12},
+    })
+
+
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=120))
+    train(config(LOCAL_BATCH, evaluate=True), Path(out) / "ddp")
+    train(config(LOCAL_BATCH, steps=2, grad_accum=2), Path(out) / "ddp_accum")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp")
+    context = mp.start_processes(_worker, args=(WORLD, str(tmp / "rendezvous"), str(tmp)),
+                                 nprocs=WORLD, join=False, start_method="fork")
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("distributed workers did not finish in 300 s")
+    torch.manual_seed(0)
+    train(config(WORLD * LOCAL_BATCH, evaluate=True), tmp / "one")
+    train(config(WORLD * LOCAL_BATCH, steps=2, grad_accum=2), tmp / "one_accum")
+    return tmp
+
+
+def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step:08d}" / "model.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=TOL, msg=name)
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"}
+
+
+def test_two_ranks_end_with_the_weights_of_one_process(runs):
+    one, ddp = weights(runs / "one", STEPS), weights(runs / "ddp", STEPS)
+    moved = max((one[k] - weights(runs / "one", 2)[k]).abs().max().item() for k in one)
+    assert moved > 100 * TOL  # the comparison is not of weights that did not train
+    assert_same_weights(ddp, one)
+
+
+def test_two_ranks_log_the_global_loss_of_every_step(runs):
+    one, ddp = losses(runs / "one"), losses(runs / "ddp")
+    assert sorted(ddp) == list(range(1, STEPS + 1))
+    for step in one:
+        assert ddp[step] == pytest.approx(one[step], abs=TOL)
+
+
+def test_rank_zero_alone_writes_and_evaluates(runs):
+    records = read_metrics(runs / "ddp" / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, STEPS + 1))
+    ddp_eval = [r for r in records if r["kind"] == "eval"]
+    one_eval = [r for r in read_metrics(runs / "one" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert len(ddp_eval) == len(one_eval) == 1
+    for key, value in one_eval[0].items():
+        assert ddp_eval[0][key] == pytest.approx(value, abs=1e-4), key
+    assert sorted(p.name for p in (runs / "ddp" / "checkpoints").iterdir()) == [
+        "latest", "step_00000002", "step_00000004"]
+
+
+def test_checkpoint_of_two_ranks_resumes_on_one_identically(runs, tmp_path):
+    half = runs / "ddp" / "checkpoints" / "step_00000002"
+    train(config(WORLD * LOCAL_BATCH), tmp_path / "resumed", resume=half)
+    assert_same_weights(weights(tmp_path / "resumed", STEPS), weights(runs / "one", STEPS))
+    resumed, one = losses(tmp_path / "resumed"), losses(runs / "one")
+    assert sorted(resumed) == [3, 4]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(one[step], abs=TOL)
+
+
+def test_resume_with_another_global_batch_is_refused(runs, tmp_path):
+    half = runs / "ddp" / "checkpoints" / "step_00000002"
+    with pytest.raises(CheckpointError, match="global batch of 8"):
+        train(config(LOCAL_BATCH), tmp_path / "resumed", resume=half)
+
+
+def test_accumulation_under_no_sync_equals_one_process(runs):
+    one, ddp = weights(runs / "one_accum", 2), weights(runs / "ddp_accum", 2)
+    assert_same_weights(ddp, one)
+    plain = weights(runs / "one", 2)  # accumulation changed the update (2 micro-batches a step)
+    assert max((one[k] - plain[k]).abs().max().item() for k in one) > 100 * TOL
+    for step, value in losses(runs / "one_accum").items():
+        assert losses(runs / "ddp_accum")[step] == pytest.approx(value, abs=TOL)
