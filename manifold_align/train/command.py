@@ -8,11 +8,18 @@ manifold-align train --out runs/ob --resume latest      # after a kill: continue
 Exit status: 0 on success; 2 for a bad config, a bad override or an unusable run folder /
 checkpoint (the message names the key or the mismatch); 3 when training stops on a
 non-finite loss, gradient or parameter (the message names the step and the quantity).
+Under ``torchrun`` every rank runs this command and rank 0 alone prints the result:
+
+```bash
+torchrun --nproc_per_node=2 -m manifold_align.cli train --config configs/train/tiny-oblique.yaml \
+    --set train.device=cpu --set train.steps=20 --out runs/ddp
+```
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteError as exc:
         print(f"manifold-align train: stopped: {exc}", file=sys.stderr)
         return 3
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the run
+        return 0
     print(f"trained {result.step} steps; run folder {result.run_dir} (summary.md, plots/)")
     if result.eval:
         mean = result.eval.get("zeroshot/mean_top1")
