@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from manifold_align.config import from_dict
 from manifold_align.train.checkpoint import CheckpointError
 from manifold_align.train.config import RunConfig
+from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.metrics import read_metrics
 from manifold_align.train.run import train
 
@@ -51,6 +52,19 @@ def config(batch: int, steps: int = STEPS, grad_accum: int = 1, evaluate: bool =
     })
 
 
+class _Probe(torch.nn.Module):
+    """Records the rows it encodes; a point is ``10 x`` the row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[float] = []
+        self.label = "probe"
+
+    def encode_image(self, rows: torch.Tensor) -> torch.Tensor:
+        self.seen += rows[:, 0].tolist()
+        return 10 * rows
+
+
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     if sys.platform.startswith("linux"):
@@ -59,6 +73,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
                             world_size=world, timeout=datetime.timedelta(seconds=120))
     train(config(LOCAL_BATCH, evaluate=True), Path(out) / "ddp")
     train(config(LOCAL_BATCH, steps=2, grad_accum=2), Path(out) / "ddp_accum")
+    probe = _Probe()
+    points = RankSplitEncoder(probe).encode_image(torch.arange(5.0).unsqueeze(1))
+    torch.save({"points": points, "seen": probe.seen}, Path(out) / f"split{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -143,3 +160,11 @@ def test_accumulation_under_no_sync_equals_one_process(runs):
     assert max((one[k] - plain[k]).abs().max().item() for k in one) > 100 * TOL
     for step, value in losses(runs / "one_accum").items():
         assert losses(runs / "ddp_accum")[step] == pytest.approx(value, abs=TOL)
+
+
+def test_evaluation_encoding_is_split_over_the_ranks_and_gathered_in_order(runs):
+    split = [torch.load(runs / f"split{r}.pt") for r in range(WORLD)]
+    assert split[0]["seen"] == [0.0, 1.0, 2.0] and split[1]["seen"] == [3.0, 4.0, 4.0]
+    for part in split:
+        torch.testing.assert_close(part["points"], 10 * torch.arange(5.0).unsqueeze(1))
+    assert RankSplitEncoder(_Probe()).label == "probe"  # other attributes are the model's

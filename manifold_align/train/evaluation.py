@@ -11,18 +11,71 @@ costs only the forward passes:
 * image-to-text and text-to-image recall@1/5/10 on the ``retrieval`` split (distinct clean
   captions);
 * geometry: the similarity gap (also in logits), alignment and uniformity.
+
+On ``W`` ranks every rank calls the evaluator with :class:`RankSplitEncoder` around the
+model: each encoder call encodes ``ceil(n / W)`` of its ``n`` rows on each rank and gathers
+the points, so the forward passes are spread over the ranks and every rank then holds all the
+points (the metrics, cheap next to the encoders, are computed on each; rank 0 logs them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from manifold_align.data.synthetic import SyntheticConfig
 from manifold_align.evaluate.suite import evaluate_model, summary_metrics, synthetic_heldout
 
-__all__ = ["SyntheticEvaluator"]
+__all__ = ["RankSplitEncoder", "SyntheticEvaluator"]
+
+
+class RankSplitEncoder(nn.Module):
+    """A two-tower model whose ``encode_image``/``encode_text`` split their rows over the ranks.
+
+    For ``n`` input rows on ``W`` ranks, rank ``r`` encodes rows ``r m .. r m + m - 1`` with
+    ``m = ceil(n / W)`` (the last rows repeated where ``W m > n``), the ranks all-gather their
+    ``m`` points and every rank returns the ``n`` points in input order. Every rank must make
+    the same calls with the same row counts (a deterministic evaluation does). Everything
+    else (``manifold``, ``temperature``, ``vision``, ...) is the wrapped model's. On one
+    process it is the model itself.
+
+    Args:
+        model: the two-tower model (unwrapped, not the DDP module).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+    def _split(self, encode: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return encode(rows)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        n = rows.shape[0]
+        m = -(-n // world)
+        index = torch.arange(rank * m, (rank + 1) * m, device=rows.device).clamp_(max=n - 1)
+        local = encode(rows[index]).contiguous()
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local)
+        return torch.cat(parts)[:n]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """``model.encode_image`` on this rank's rows, gathered: ``(n, *point_shape)``."""
+        return self._split(self.model.encode_image, images)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``model.encode_text`` on this rank's rows, gathered: ``(n, *point_shape)``."""
+        return self._split(self.model.encode_text, tokens)
 
 
 class SyntheticEvaluator:

@@ -288,7 +288,7 @@ def _train(
         model.loss = to_distributed(model.loss)
     image_size = model.config.image_size
     batches = build_batches(config, tokenizer, image_size)
-    evaluate = build_evaluator(config, tokenizer, image_size) if main else None
+    evaluate = build_evaluator(config, tokenizer, image_size)
     optim = config.optim
     optimizers = build_optimizers(
         model, optim.lr, optim.betas, optim.eps, optim.weight_decay,

@@ -18,7 +18,9 @@ wrapped in ``DistributedDataParallel``; every rank takes its ``data.batch_size``
 global batch of ``W x data.batch_size``; the micro-steps but the last run under ``no_sync()``
 (one gradient all-reduce per optimizer step); the logged loss is the mean of the ranks' shares
 (the global loss); rank 0 alone writes metrics and checkpoints (all ranks wait at a barrier
-around each), and evaluates with the unwrapped model while the others wait.
+around each); every rank runs ``evaluate`` on a
+:class:`~manifold_align.train.evaluation.RankSplitEncoder`, which spreads the encoding over
+the ranks, and rank 0 logs the result.
 
 The data position (global micro-batches consumed) and the skipped-sample count are part of every
 checkpoint, so ``resume`` continues with exactly the batches the uninterrupted run would
@@ -46,6 +48,7 @@ from manifold_align.data.skipped import SkippedSamples
 from manifold_align.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import barrier, world
+from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.guard import check_scalar, check_tensors
 from manifold_align.train.metrics import MetricsWriter
 from manifold_align.train.schedule import lr_factor
@@ -116,7 +119,9 @@ def fit(
         config: the resolved run configuration.
         run_dir: the run folder.
         evaluate: ``evaluate(model, step) -> {name: value}``, called in eval mode without
-            gradients every ``eval_every`` steps (``0``: never) and after the last step.
+            gradients every ``eval_every`` steps (``0``: never) and after the last step; on
+            several ranks every rank calls it (with the same arguments) on a
+            :class:`~manifold_align.train.evaluation.RankSplitEncoder`.
         resume: a checkpoint directory to continue from (see
             :func:`~manifold_align.train.checkpoint.find_checkpoint`).
         checkpoint_files: files copied into every checkpoint (``{name: path}``).
@@ -182,13 +187,13 @@ def fit(
         barrier()
 
     def run_eval() -> None:
-        if main and evaluate is not None:
-            model.eval()
-            with torch.no_grad(), _autocast(device, tc.precision):
-                values = dict(evaluate(model, step))
-            model.train()
-            last["eval"] = record("eval", values)
-        barrier()
+        if evaluate is None:
+            return
+        model.eval()
+        with torch.no_grad(), _autocast(device, tc.precision):
+            values = dict(evaluate(RankSplitEncoder(model) if world_size > 1 else model, step))
+        model.train()
+        last["eval"] = record("eval", values)
 
     bar = tqdm(total=tc.steps, initial=step,
                disable=not (main and tc.progress and sys.stderr.isatty()),
