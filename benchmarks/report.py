@@ -194,6 +194,12 @@ def _section_radam(radam: dict | None) -> list[str]:
     return [*out, ""]
 
 
+def _rounds(steps) -> str:
+    if isinstance(steps, dict):
+        return ", ".join(f"{n} ({name})" for name, n in steps.items())
+    return str(steps)
+
+
 def _section_throughput(tp: dict | None) -> list[str]:
     out = ["## Training throughput against OpenCLIP's model of the same shape", ""]
     if tp is None:
@@ -208,7 +214,8 @@ def _section_throughput(tp: dict | None) -> list[str]:
         "embedding size (no pretrained weights), OpenCLIP's `ClipLoss` and AdamW with",
         "OpenCLIP's decay exclusions. The equal parameter counts show the sphere model and",
         "the peer are the same shape. Steps are timed round-robin, order rotated each round,",
-        f"median of {meta.get('steps')} rounds after {meta.get('warmup')} warm-up step(s); "
+        f"median of {_rounds(meta.get('steps'))} rounds after {meta.get('warmup')} warm-up "
+        "step(s); "
         f"{meta.get('precision')} on {meta.get('device')}, torch threads: {meta.get('threads')}.",
         f"Peer: {meta.get('peer')}.",
         "",
@@ -307,12 +314,11 @@ def page(results: Path) -> str:
         out += [
             "!!! note \"A small, shared machine\"" if shared else "!!! note \"CPU timings\"",
             f"    This run used {m.get('cores', '?')} CPU cores"
-            + (" that other jobs were using at the same time" if shared else "")
-            + f" (load average {_fmt(load, 1)} at the start);",
-            "    wall-clock times are noisy. Contenders are interleaved (round-robin) so that",
-            "    load falls on all of them alike, and process CPU time is given next to wall",
-            "    time: it is the steadier of the two here. No GPU was available: the sizes are",
-            "    CPU sizes, fp32.",
+            + (" that other jobs were using at the same time" if shared else ""),
+            f"    (load average {_fmt(load, 1)} at the start), so wall-clock times are noisy.",
+            "    Contenders are interleaved (round-robin) so that load falls on all of them",
+            "    alike, and process CPU time is given next to wall time: it is the steadier of",
+            "    the two here. No GPU was available: the sizes are CPU sizes, fp32.",
             "",
         ]
     out += [
