@@ -43,7 +43,7 @@ if "$PY" benchmarks/bench_losses.py --help | grep -q -- "--device"; then
   step losses "$PY" benchmarks/bench_losses.py --device cuda --batches 1024 4096 16384 65536 \
     --out "$OUT/losses"
   cp "$OUT/losses/results.json" "$RES/losses.json"
-  cp "$OUT/losses/bench_losses.png" "$IMG/bench_losses.png" 2>/dev/null || true
+  cp "$OUT/losses/bench_losses.png" "$IMG/bench_suite_losses.png" 2>/dev/null || true
 fi
 step throughput "$PY" benchmarks/bench_throughput.py --device cuda --precision bf16 \
   --batch tiny=1024 ViT-B-32=256 --steps 10 --warmup 3 \

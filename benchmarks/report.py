@@ -168,7 +168,7 @@ def _section_losses(losses: list[dict] | None) -> list[str]:
                    f"{r['cpu_s']:.3f} | {r['peak_extra_mib']:.0f} |")
     out += ["", "| ratio | wall | CPU | peak memory |", "|---|---:|---:|---:|"]
     out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | {_fmt(m)} |" for d, w, c, m in loss_ratios(losses)]
-    return [*out, "", "![loss benchmark](img/bench_losses.png)", ""]
+    return [*out, "", "![loss benchmark](img/bench_suite_losses.png)", ""]
 
 
 def _section_radam(radam: dict | None) -> list[str]:

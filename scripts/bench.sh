@@ -50,7 +50,8 @@ step() {  # step NAME COMMAND...: run, time it, append to durations.tsv
 step radam "$PY" benchmarks/bench_radam.py "${QUICK[@]}" --threads "$THREADS" --json "$RES/radam.json"
 step losses "$PY" benchmarks/bench_losses.py "${QUICK[@]}" --threads "$THREADS" --out "$TMP/losses"
 cp "$TMP/losses/results.json" "$RES/losses.json"
-if [ -f "$TMP/losses/bench_losses.png" ]; then cp "$TMP/losses/bench_losses.png" "$IMG/bench_losses.png"; fi
+# bench_suite_losses.png, not bench_losses.png: docs/losses.md shows its own run's plot under that name
+if [ -f "$TMP/losses/bench_losses.png" ]; then cp "$TMP/losses/bench_losses.png" "$IMG/bench_suite_losses.png"; fi
 step throughput "$PY" benchmarks/bench_throughput.py "${QUICK[@]}" --threads "$THREADS" \
   --json "$RES/throughput.json" --plot "$IMG/bench_throughput.png"
 step scaling "$PY" benchmarks/bench_scaling.py "${QUICK[@]}" --threads "$THREADS" \
