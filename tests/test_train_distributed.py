@@ -21,8 +21,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from manifold_align.config import from_dict
+from manifold_align.train.batches import EpochBatchSampler
 from manifold_align.train.checkpoint import CheckpointError
 from manifold_align.train.config import RunConfig
+from manifold_align.train.distributed import DistEnv, init_distributed
 from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.metrics import read_metrics
 from manifold_align.train.run import train
@@ -168,3 +170,24 @@ def test_evaluation_encoding_is_split_over_the_ranks_and_gathered_in_order(runs)
     for part in split:
         torch.testing.assert_close(part["points"], 10 * torch.arange(5.0).unsqueeze(1))
     assert RankSplitEncoder(_Probe()).label == "probe"  # other attributes are the model's
+
+
+def test_rank_slices_of_a_global_batch_concatenate_to_the_one_process_batch():
+    one = iter(EpochBatchSampler(20, 8, seed=5, start=3))
+    ranks = [iter(EpochBatchSampler(20, 8, seed=5, start=3, rank=r, world_size=2)) for r in (0, 1)]
+    for _ in range(5):  # crosses an epoch boundary (2 batches an epoch)
+        assert next(ranks[0]) + next(ranks[1]) == next(one)
+    with pytest.raises(ValueError, match="world_size"):
+        EpochBatchSampler(20, 8, seed=5, world_size=3)
+    with pytest.raises(ValueError, match="rank"):
+        EpochBatchSampler(20, 8, seed=5, rank=2, world_size=2)
+
+
+def test_init_distributed_reads_torchrun_environment():
+    cpu = torch.device("cpu")
+    assert init_distributed(cpu, env={}) == DistEnv(0, 1, 0, False)
+    assert init_distributed(cpu, env={"WORLD_SIZE": "1", "RANK": "0"}).world_size == 1
+    with pytest.raises(ValueError, match="RANK"):
+        init_distributed(cpu, env={"WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(ValueError, match="WORLD_SIZE"):
+        init_distributed(cpu, env={"WORLD_SIZE": "two"})
