@@ -191,3 +191,23 @@ def test_init_distributed_reads_torchrun_environment():
         init_distributed(cpu, env={"WORLD_SIZE": "2", "RANK": "2"})
     with pytest.raises(ValueError, match="WORLD_SIZE"):
         init_distributed(cpu, env={"WORLD_SIZE": "two"})
+
+
+def test_compiled_model_trains_like_the_eager_one(tmp_path, monkeypatch):
+    # inductor (torch.compile's default) crashed on this project's CPUs; aot_eager still
+    # traces the model through dynamo and AOTAutograd.
+    compile_ = torch.compile
+    calls = []
+
+    def aot_eager(model, **kwargs):
+        calls.append(type(model).__name__)
+        return compile_(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    compiled = config(WORLD * LOCAL_BATCH, steps=2)
+    compiled.train.compile = True
+    train(compiled, tmp_path / "compiled")
+    monkeypatch.setattr(torch, "compile", compile_)
+    train(config(WORLD * LOCAL_BATCH, steps=2), tmp_path / "eager")
+    assert calls == ["TwoTower"]
+    assert_same_weights(weights(tmp_path / "compiled", 2), weights(tmp_path / "eager", 2))
