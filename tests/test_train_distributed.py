@@ -21,13 +21,17 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from manifold_align.config import from_dict
+from manifold_align.data.tokenizer import default_tokenizer
+from manifold_align.losses.distributed import to_distributed
 from manifold_align.train.batches import EpochBatchSampler
 from manifold_align.train.checkpoint import CheckpointError
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import DistEnv, init_distributed
 from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.metrics import read_metrics
-from manifold_align.train.run import train
+from manifold_align.train.optimizers import build_optimizers
+from manifold_align.train.run import build_run_model, train
+from manifold_align.train.trainer import fit
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
@@ -67,6 +71,33 @@ class _Probe(torch.nn.Module):
         return 10 * rows
 
 
+class _Batches:
+    """Fixed batches of 4 pairs; rank 1's second batch lost a sample (3 pairs)."""
+
+    def __init__(self, rank: int, cfg: RunConfig, vocab: int) -> None:
+        self.rank, self.cfg, self.vocab = rank, cfg, vocab
+
+    def iterate(self, start: int):
+        gen = torch.Generator().manual_seed(self.rank)
+        size, length = self.cfg.model.overrides["image_size"], self.cfg.model.overrides["context_length"]
+        index = start
+        while True:
+            rows = 3 if (self.rank, index) == (1, 1) else LOCAL_BATCH
+            tokens = torch.randint(3, self.vocab, (rows, length), generator=gen)
+            yield torch.randn(rows, 3, size, size, generator=gen), tokens
+            index += 1
+
+
+def short_batches(rank: int, out: Path) -> None:
+    cfg = config(LOCAL_BATCH, steps=2)
+    tokenizer = default_tokenizer(16)
+    model = build_run_model(cfg, tokenizer)
+    model.loss = to_distributed(model.loss)
+    optimizers = build_optimizers(model, 1e-3)
+    last = fit(model, optimizers, _Batches(rank, cfg, tokenizer.vocab_size), cfg, out / "short")
+    torch.save({"step": last["step"], "batches": last["train"]["batches"]}, out / f"short{rank}.pt")
+
+
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     if sys.platform.startswith("linux"):
@@ -75,6 +106,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
                             world_size=world, timeout=datetime.timedelta(seconds=120))
     train(config(LOCAL_BATCH, evaluate=True), Path(out) / "ddp")
     train(config(LOCAL_BATCH, steps=2, grad_accum=2), Path(out) / "ddp_accum")
+    short_batches(rank, Path(out))
     probe = _Probe()
     points = RankSplitEncoder(probe).encode_image(torch.arange(5.0).unsqueeze(1))
     torch.save({"points": points, "seen": probe.seen}, Path(out) / f"split{rank}.pt")
@@ -211,3 +243,9 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path, monkeypatch):
     train(config(WORLD * LOCAL_BATCH, steps=2), tmp_path / "eager")
     assert calls == ["TwoTower"]
     assert_same_weights(weights(tmp_path / "compiled", 2), weights(tmp_path / "eager", 2))
+
+
+def test_a_batch_short_on_one_rank_is_dropped_by_every_rank(runs):
+    for rank in range(WORLD):
+        # rank 1's 2nd batch had 3 pairs: both ranks skip batch 2 and train on 1 and 3
+        assert torch.load(runs / f"short{rank}.pt") == {"step": 2, "batches": 3}

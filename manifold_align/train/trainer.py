@@ -16,7 +16,8 @@ Per optimizer step ``s`` (0-based):
 On ``W`` ranks (a ``torch.distributed`` default group, e.g. from ``torchrun``) the model is
 wrapped in ``DistributedDataParallel``; every rank takes its ``data.batch_size`` share of each
 global batch of ``W x data.batch_size``; the micro-steps but the last run under ``no_sync()``
-(one gradient all-reduce per optimizer step); the logged loss is the mean of the ranks' shares
+(one gradient all-reduce per optimizer step); a global batch that lost samples to unreadable
+data on any rank is dropped by every rank; the logged loss is the mean of the ranks' shares
 (the global loss); rank 0 alone writes metrics and checkpoints (all ranks wait at a barrier
 around each); every rank runs ``evaluate`` on a
 :class:`~manifold_align.train.evaluation.RankSplitEncoder`, which spreads the encoding over
@@ -200,15 +201,24 @@ def fit(
                dynamic_ncols=True, desc="train")
     data = batches.iterate(consumed)
 
-    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    def usable(size: int) -> bool:
         # Batches that lost all but one sample to unreadable data carry no contrastive signal.
+        # On several ranks the distributed loss needs the same size everywhere, so a global
+        # batch that lost samples on any rank is dropped by all (they stay in step).
+        if world_size == 1:
+            return size >= 2
+        bounds = torch.tensor([size, -size], device=device)
+        dist.all_reduce(bounds, op=dist.ReduceOp.MIN)
+        return int(bounds[0]) == -int(bounds[1]) >= 2
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal consumed, skipped
         while True:
             batch = next(data)
             consumed += 1
             if len(batch) == 3:
                 skipped += batch[2]
-            if batch[0].shape[0] >= 2:
+            if usable(batch[0].shape[0]):
                 return batch[0], batch[1]
     model.train()
     tick = time.perf_counter()
