@@ -249,3 +249,10 @@ def test_a_batch_short_on_one_rank_is_dropped_by_every_rank(runs):
     for rank in range(WORLD):
         # rank 1's 2nd batch had 3 pairs: both ranks skip batch 2 and train on 1 and 3
         assert torch.load(runs / f"short{rank}.pt") == {"step": 2, "batches": 3}
+
+
+def test_debug_mode_makes_the_loss_reject_non_finite_features(tmp_path):
+    debug = config(WORLD * LOCAL_BATCH, steps=1)
+    debug.train.debug = True
+    assert train(debug, tmp_path / "debug").model.loss.check_finite is True
+    assert train(config(WORLD * LOCAL_BATCH, steps=1), tmp_path / "plain").model.loss.check_finite is False
