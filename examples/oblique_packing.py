@@ -30,7 +30,7 @@ from manifold_align.manifolds import ContrastiveManifold
 from manifold_align.optim import RiemannianAdam
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def uniformity(manifold: ContrastiveManifold, x: torch.Tensor, t: float) -> torch.Tensor:

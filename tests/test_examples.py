@@ -1,0 +1,40 @@
+"""The packing example runs end to end in its fast mode and keeps its iterates on the manifolds."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_oblique_packing_fast(tmp_path):
+    out = tmp_path / "packing"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "oblique_packing.py"), "--fast", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "packing.png").stat().st_size > 1000
+    results = json.loads((out / "packing.json").read_text())
+    assert set(results) == {"Sphere(64)", "Oblique(8, 8)"}
+    for record in results.values():
+        assert len(record["loss"]) == 40
+        # Riemannian Adam keeps every iterate on its manifold (float32).
+        assert record["max_off_manifold"] < 1e-5
+        # Pushing points apart lowers the uniformity loss.
+        assert record["loss"][-1] < record["loss"][0]
+
+
+def test_oblique_packing_rejects_indivisible_dim(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "oblique_packing.py"), "--dim", "10", "--tokens", "4",
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--dim 10 must be divisible by --tokens 4" in proc.stderr
