@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from manifold_align.manifolds import _numerics as nx
-from manifold_align.manifolds.base import ContrastiveManifold, positive_int
+from manifold_align.manifolds.base import positive_int
+from manifold_align.manifolds.unit_rows import UnitRows
 
 __all__ = ["Sphere"]
 
 
-class Sphere(ContrastiveManifold):
+class Sphere(UnitRows):
     r"""Unit sphere in $\mathbb{R}^d$; a point is a tensor ``(..., dim)`` of unit norm.
 
     The metric is the one induced by $\mathbb{R}^d$; the similarity is the cosine
@@ -28,6 +29,7 @@ class Sphere(ContrastiveManifold):
 
     ndim = 1
     name = "Sphere"
+    _row_names = ("x", "u")
     reversible = False
 
     def __init__(self, dim: int) -> None:
@@ -147,57 +149,3 @@ class Sphere(ContrastiveManifold):
         """
         (x, y, v), dtype = self._operands(x=x, y=y, v=v)
         return nx.parallel_transport(x, y, v).to(dtype)
-
-    # --- sampling ---------------------------------------------------------------------------
-
-    def random(
-        self,
-        *size: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        r"""Uniform random points: $x = g / \|g\|$, $g \sim \mathcal{N}(0, I_d)$.
-
-        ``size`` is the full shape and must end in ``dim`` (geoopt's convention), e.g.
-        ``random(batch, dim)``. Raises ``ValueError`` otherwise.
-        """
-        shape = self._full_shape(size)
-        dtype = dtype or torch.get_default_dtype()
-        g = torch.randn(shape, dtype=nx.working_dtype(dtype), device=device, generator=generator)
-        return nx.normalize(g).to(dtype)
-
-    random_uniform = random
-
-    def origin(
-        self, *size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-    ) -> torch.Tensor:
-        r"""The point $e_1 = (1, 0, \dots, 0)$, broadcast to ``size`` (which ends in ``dim``)."""
-        shape = self._full_shape(size)
-        return nx.basis_e1(torch.empty(shape, dtype=dtype, device=device)).clone()
-
-    # --- geoopt's checks ----------------------------------------------------------------------
-
-    def _check_point_on_manifold(
-        self, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
-    ) -> tuple[bool, str | None]:
-        norms = torch.linalg.vector_norm(x.to(nx.working_dtype(x.dtype)), dim=-1)
-        if not torch.allclose(norms, torch.ones_like(norms), atol=atol, rtol=rtol):
-            worst = float((norms - 1).abs().amax())
-            return (
-                False,
-                f"`norm(x) != 1` with atol={atol}, rtol={rtol} (max |norm - 1| = {worst:.3g})",
-            )
-        return True, None
-
-    def _check_vector_on_tangent(
-        self, x: torch.Tensor, u: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
-    ) -> tuple[bool, str | None]:
-        dots = nx.row_inner(x.to(nx.working_dtype(x.dtype)), u.to(nx.working_dtype(u.dtype)))
-        if not torch.allclose(dots, torch.zeros_like(dots), atol=atol, rtol=rtol):
-            worst = float(dots.abs().amax())
-            return (
-                False,
-                f"`<x, u> != 0` with atol={atol}, rtol={rtol} (max |<x, u>| = {worst:.3g})",
-            )
-        return True, None
