@@ -315,3 +315,14 @@ def test_manifolds_of_the_strategy_module_are_all_exercised():
         "Product",
         "Euclidean",
     }
+
+
+@pytest.mark.parametrize("manifold", [Sphere(4), Oblique(3, 4)], ids=repr)
+def test_nan_input_is_not_hidden_behind_a_valid_point(manifold):
+    """A NaN row must stay NaN (for the guards to name it), never become a valid point."""
+    x = manifold.random(2, *manifold.point_shape)
+    bad = x.clone()
+    bad[0, ..., 0] = float("nan")
+    for out in (manifold.projx(bad), manifold.retr(x, bad - x)):
+        assert torch.isnan(out[0]).any()
+        assert torch.isfinite(out[1]).all()

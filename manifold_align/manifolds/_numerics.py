@@ -99,7 +99,7 @@ def basis_e1(like: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, *, rescale: bool = True) -> torch.Tensor:
-    """$x / \\|x\\|$ per row; a zero row becomes $e_1$.
+    """$x / \\|x\\|$ per row; a zero row becomes $e_1$; a row with a NaN stays NaN.
 
     With ``rescale`` (for arbitrary input, as in ``projx``) each row is first divided by its
     largest absolute entry, so rows from the smallest subnormal to the largest finite value
@@ -109,11 +109,11 @@ def normalize(x: torch.Tensor, *, rescale: bool = True) -> torch.Tensor:
     """
     if rescale:
         scale = x.abs().amax(-1, keepdim=True)
-        nonzero = scale > 0
+        nonzero = scale != 0  # a NaN row stays NaN (``> 0`` would hide it behind e_1)
         x = torch.where(nonzero, x / torch.where(nonzero, scale, 1.0), basis_e1(x))
         return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    nonzero = n > 0
+    nonzero = n != 0
     return torch.where(nonzero, x / torch.where(nonzero, n, 1.0), basis_e1(x))
 
 
