@@ -40,9 +40,16 @@ from manifold_align.optim import RiemannianAdam
 
 
 def _interleaved_median_ms(
-    steps: dict[str, Callable[[], None]], counts: dict[str, int], warmup: int
+    steps: dict[str, Callable[[], None]],
+    counts: dict[str, int],
+    warmup: int,
+    sync: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[str, float]]:
-    """Median and best ms of each step function, timed round-robin so background load hits all alike."""
+    """Median and best ms of each step function, timed round-robin so background load hits all alike.
+
+    ``sync`` waits for queued device work (``torch.cuda.synchronize`` on a GPU) before the
+    clock starts and before it stops.
+    """
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -50,8 +57,10 @@ def _interleaved_median_ms(
     for i in range(max(counts.values())):
         for who, step in steps.items():
             if i < counts[who]:
+                sync()
                 t0 = time.perf_counter()
                 step()
+                sync()
                 times[who].append(time.perf_counter() - t0)
     return {
         who: {"median": 1e3 * statistics.median(ts), "best": 1e3 * min(ts)}
@@ -87,9 +96,17 @@ def _optimizers(
 
 
 def run(
-    rows: int, dim: int, tokens: int, steps: int, warmup: int, geoopt_steps: int, profile: bool
+    rows: int,
+    dim: int,
+    tokens: int,
+    steps: int,
+    warmup: int,
+    geoopt_steps: int,
+    profile: bool,
+    device: torch.device | str = "cpu",
 ) -> list[dict[str, object]]:
     """Measure every (layout, optimizer) pair; returns one record each."""
+    device = torch.device(device)
     results: list[dict[str, object]] = []
     layouts = [
         (f"Sphere({dim}) rows", Sphere(dim), (rows, dim)),
@@ -97,13 +114,14 @@ def run(
     ]
     for name, manifold, shape in layouts:
         gen = torch.Generator().manual_seed(0)
-        x0 = manifold.projx(torch.randn(shape, generator=gen))
-        grad = torch.randn(shape, generator=gen)
+        x0 = manifold.projx(torch.randn(shape, generator=gen)).to(device)
+        grad = torch.randn(shape, generator=gen).to(device)
         opts = _optimizers(manifold, x0, grad, lr=1e-3)
         ms = _interleaved_median_ms(
             {who: opt.step for who, (opt, _) in opts.items()},
             {who: geoopt_steps if who == "geoopt" else steps for who in opts},
             warmup=warmup,
+            sync=torch.cuda.synchronize if device.type == "cuda" else (lambda: None),
         )
         for who, (opt, p) in opts.items():
             results.append(
@@ -156,7 +174,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--quick", action="store_true", help="small smoke run (seconds)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler of ours")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available")
     if args.quick:
         args.steps, args.geoopt_steps, args.warmup = 3, 2, 1
     if args.rows is None:
@@ -167,10 +189,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     results = run(
-        args.rows, args.dim, args.tokens, args.steps, args.warmup, args.geoopt_steps, args.profile
+        args.rows,
+        args.dim,
+        args.tokens,
+        args.steps,
+        args.warmup,
+        args.geoopt_steps,
+        args.profile,
+        device,
     )
     print(
-        f"RiemannianAdam step, torch {torch.__version__}, geoopt {geoopt.__version__}, "
+        f"RiemannianAdam step on {device}, torch {torch.__version__}, geoopt {geoopt.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
         f"median of {args.steps} steps (geoopt {args.geoopt_steps}) after {args.warmup} warm-up, "
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
@@ -181,6 +210,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "torch": torch.__version__,
             "geoopt": geoopt.__version__,
             "threads": torch.get_num_threads(),
+            "device": str(device),
             "python": sys.version.split()[0],
             "cpu_count": os.cpu_count(),
             "load_average_before_after": [load_before, os.getloadavg()[0]],
