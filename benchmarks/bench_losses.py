@@ -1,4 +1,7 @@
-"""Time and peak memory of our InfoNCE (dense and tiled) against OpenCLIP's ``ClipLoss``.
+"""Time and peak memory of our InfoNCE and sigmoid losses against OpenCLIP's.
+
+Ours: InfoNCE (dense and tiled) against OpenCLIP's ``ClipLoss``, and the SigLIP sigmoid loss
+(:class:`~manifold_align.losses.SigmoidLoss`) against OpenCLIP's ``SigLipLoss``.
 
 Every case (implementation x manifold x batch size) runs forward + backward in its own
 subprocess, so that peak memory is that case's alone. Memory method (Linux): the process's
@@ -12,19 +15,21 @@ that call), both wall clock and process CPU time (user + system over all threads
 the steadier number on a shared machine, and the ratios are given for both), ``torch``
 threads as set by ``--threads``.
 
-Peer: OpenCLIP's ``ClipLoss`` (``open_clip.loss``) on the same flat ``(B, 512)`` features,
-with the same learnable log-scale, in the same run and the same interpreter. It is installed
+Peers: OpenCLIP's ``ClipLoss`` and ``SigLipLoss`` (``open_clip.loss``) on the same flat
+``(B, 512)`` unit features, with the same learnable log-scale (InfoNCE: init ``1/0.07``;
+SigLIP: init 10, and the same learnable bias, init -10), in the same run and the same
+interpreter. It is installed
 in ``.venv-bench`` (``bash benchmarks/setup_peers.sh``); under ``.venv`` it is skipped and the
 report says so.
 
 Usage::
 
-    .venv-bench/bin/python benchmarks/bench_losses.py            # B = 4096, 16384
+    .venv-bench/bin/python benchmarks/bench_losses.py            # B = 1024, 4096, 16384
     .venv-bench/bin/python benchmarks/bench_losses.py --big      # + tiled B = 65536
     .venv/bin/python benchmarks/bench_losses.py --quick          # B <= 4096, under a minute
 
-Cost on 2 cores: the default run is about 3 CPU-minutes (measured 6 minutes of wall time
-on a machine shared with other jobs); ``--big`` adds one forward + backward at B = 65536,
+Cost: the default run (InfoNCE and SigLIP cases) takes a few minutes with one thread;
+``--big`` adds one forward + backward at B = 65536,
 about 5 CPU-minutes (4 products of 65536^2 x 512).
 """
 
@@ -44,6 +49,8 @@ from pathlib import Path
 MANIFOLDS = {"sphere": "Sphere(512)", "oblique": "Oblique(8, 64)"}
 DIM = 512
 MIB = 2**20
+SIGLIP_BIAS = -10.0
+SIGMOID_IMPLS = ("sigmoid", "openclip_siglip")
 
 
 # --- child: one case ------------------------------------------------------------------------
@@ -84,7 +91,7 @@ def run_case(case: dict) -> dict:
     """
     import torch
 
-    from manifold_align.losses import InfoNCE, Temperature
+    from manifold_align.losses import InfoNCE, SigmoidLoss, Temperature
 
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
@@ -95,16 +102,33 @@ def run_case(case: dict) -> dict:
         y = m.projx(0.5 * x + torch.randn(b, *m.point_shape))
     x.requires_grad_(True)
     y.requires_grad_(True)
-    temperature = Temperature.learnable(init=1 / 0.07, max=100.0)
+    sigmoid = case["impl"] in SIGMOID_IMPLS
+    temperature = Temperature.learnable(init=10.0 if sigmoid else 1 / 0.07, max=100.0)
+    bias = torch.nn.Parameter(torch.tensor(SIGLIP_BIAS))
+    xf, yf = x.reshape(b, DIM), y.reshape(b, DIM)
 
     if case["impl"] == "openclip":
         from open_clip.loss import ClipLoss
 
         peer = ClipLoss()
-        xf, yf = x.reshape(b, DIM), y.reshape(b, DIM)
 
         def step() -> torch.Tensor:
             return peer(xf, yf, temperature.scale)
+
+    elif case["impl"] == "openclip_siglip":
+        from open_clip.loss import SigLipLoss
+
+        siglip = SigLipLoss()
+
+        def step() -> torch.Tensor:
+            return siglip(xf, yf, temperature.scale, bias)
+
+    elif case["impl"] == "sigmoid":
+        ours = SigmoidLoss(m, temperature, bias_init=SIGLIP_BIAS)
+        bias = ours.logit_bias
+
+        def step() -> torch.Tensor:
+            return ours(x, y).loss
 
     else:
         criterion = InfoNCE(m, temperature, tile_size=case.get("tile"))
@@ -112,7 +136,7 @@ def run_case(case: dict) -> dict:
         def step() -> torch.Tensor:
             return criterion(x, y).loss
 
-    params = [x, y, temperature.logit_scale]
+    params = [x, y, temperature.logit_scale, bias]
     exact = _reset_peak()
     rss0 = _status_kib("VmRSS") or 0
     ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -149,7 +173,7 @@ def run_case(case: dict) -> dict:
 
 
 def plan(args: argparse.Namespace, peer: bool) -> list[dict]:
-    batches = args.batches or ((256, 1024) if args.quick else (4096, 16384))
+    batches = args.batches or ((256, 1024) if args.quick else (1024, 4096, 16384))
     cases = []
     for b in batches:
         if peer:
@@ -157,6 +181,10 @@ def plan(args: argparse.Namespace, peer: bool) -> list[dict]:
         for man in MANIFOLDS:
             cases.append({"impl": "dense", "manifold": man, "batch": b})
             cases.append({"impl": "tiled", "manifold": man, "batch": b, "tile": args.tile})
+        if peer:
+            cases.append({"impl": "openclip_siglip", "manifold": "sphere", "batch": b})
+        for man in MANIFOLDS:
+            cases.append({"impl": "sigmoid", "manifold": man, "batch": b})
         for c in cases:
             c.setdefault("reps", 1 if b >= 16384 else 4)
     if args.big or args.quick:
@@ -172,6 +200,10 @@ def plan(args: argparse.Namespace, peer: bool) -> list[dict]:
 def _label(r: dict) -> str:
     if r["impl"] == "openclip":
         return "OpenCLIP ClipLoss (flat 512)"
+    if r["impl"] == "openclip_siglip":
+        return "OpenCLIP SigLipLoss (flat 512)"
+    if r["impl"] == "sigmoid":
+        return f"ours SigLIP, {MANIFOLDS[r['manifold']]}"
     impl = "dense" if r["impl"] == "dense" else f"tiled T={r['tile']}"
     return f"ours {impl}, {MANIFOLDS[r['manifold']]}"
 
@@ -203,12 +235,23 @@ def ratios(results: list[dict]) -> list[tuple[str, float, float, str]]:
             obl = _find(results, impl=impl, manifold="oblique", batch=b)
             if ours and obl:
                 add(f"B={b}: {impl} Oblique(8,64) / Sphere(512)", obl, ours, "<= 1.05")
+        peer = _find(results, impl="openclip_siglip", batch=b)
+        ours = _find(results, impl="sigmoid", manifold="sphere", batch=b)
+        if peer and ours:
+            add(f"B={b}: SigLIP / OpenCLIP SigLipLoss", ours, peer, "-")
+            mem = ours["peak_extra_mib"] / peer["peak_extra_mib"]
+            rows.append(
+                (f"B={b}: SigLIP / OpenCLIP SigLipLoss peak extra memory", mem, float("nan"), "-")
+            )
+        obl = _find(results, impl="sigmoid", manifold="oblique", batch=b)
+        if ours and obl:
+            add(f"B={b}: SigLIP Oblique(8,64) / Sphere(512)", obl, ours, "<= 1.05")
     return rows
 
 
 def report(results: list[dict], peer_note: str, wall: float, args: argparse.Namespace) -> str:
     lines = [
-        "# InfoNCE benchmark",
+        "# Loss benchmark: InfoNCE and SigLIP",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
         f"torch {_torch_version()}, D = {DIM}, forward + backward, float32 on CPU.",
@@ -251,7 +294,13 @@ def plot(results: list[dict], path: Path) -> bool:
 
     labels = [f"{_label(r)}\nB={r['batch']}" for r in results]
     colors = [
-        {"openclip": "tab:gray", "dense": "tab:blue", "tiled": "tab:orange"}[r["impl"]]
+        {
+            "openclip": "tab:gray",
+            "dense": "tab:blue",
+            "tiled": "tab:orange",
+            "openclip_siglip": "black",
+            "sigmoid": "tab:green",
+        }[r["impl"]]
         for r in results
     ]
     panels = (
@@ -278,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="small sizes (B = 256, 1024; tiled 4096)")
-    p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 4096 16384)")
+    p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1024 4096 16384)")
     p.add_argument("--big", action="store_true", help="add the tiled loss alone at B = 65536")
     p.add_argument("--tile", type=int, default=1024, help="rows per strip of the tiled loss")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -291,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peer = importlib.util.find_spec("open_clip") is not None
     peer_note = (
-        "OpenCLIP ClipLoss, same interpreter and run."
+        "OpenCLIP ClipLoss and SigLipLoss, same interpreter and run."
         if peer
         else "OpenCLIP is not installed in this environment: peer SKIPPED "
         "(bash benchmarks/setup_peers.sh, then run with .venv-bench/bin/python)."

@@ -115,6 +115,17 @@ def loss_ratios(losses: list[dict]) -> list[tuple[str, float | None, float | Non
                 rows.append((f"InfoNCE {impl}, Oblique(8, 64) / Sphere(512), B={b}",
                              _div(obl, sphere[impl], "time_s"), _div(obl, sphere[impl], "cpu_s"),
                              _div(obl, sphere[impl], "peak_extra_mib")))
+        peer = _find(losses, impl="openclip_siglip", batch=b)
+        ours = _find(losses, impl="sigmoid", manifold="sphere", batch=b)
+        if ours and peer:
+            rows.append((f"SigLIP, Sphere(512) / OpenCLIP SigLipLoss, B={b}",
+                         _div(ours, peer, "time_s"), _div(ours, peer, "cpu_s"),
+                         _div(ours, peer, "peak_extra_mib")))
+        obl = _find(losses, impl="sigmoid", manifold="oblique", batch=b)
+        if obl and ours:
+            rows.append((f"SigLIP, Oblique(8, 64) / Sphere(512), B={b}",
+                         _div(obl, ours, "time_s"), _div(obl, ours, "cpu_s"),
+                         _div(obl, ours, "peak_extra_mib")))
     return rows
 
 
@@ -145,7 +156,7 @@ def throughput_ratios(tp: dict) -> list[tuple[str, float | None, float | None]]:
 
 
 def _section_losses(losses: list[dict] | None) -> list[str]:
-    out = ["## Losses: InfoNCE against OpenCLIP's `ClipLoss`", ""]
+    out = ["## Losses: InfoNCE and SigLIP against OpenCLIP's `ClipLoss` and `SigLipLoss`", ""]
     if losses is None:
         return [*out, "Not run (no `losses.json`).", ""]
     out += [
@@ -154,15 +165,18 @@ def _section_losses(losses: list[dict] | None) -> list[str]:
         "case's alone: resident-set peak over the inputs). Ours dense (one `B x B` logits",
         "buffer, hand-written backward) and tiled (strips of rows, `O(B)` saved state) on",
         "`Sphere(512)` and `Oblique(8, 64)`; the peer is OpenCLIP's `ClipLoss` on the same",
-        "flat features. Time is the fastest repetition after the first.",
+        "flat features. The SigLIP sigmoid loss (`SigmoidLoss`, learnable scale init 10 and",
+        "bias init -10) is measured the same way against OpenCLIP's `SigLipLoss` given the",
+        "same scale and bias. Time is the fastest repetition after the first.",
         "",
         "| implementation | manifold | B | wall (s) | CPU (s) | peak extra (MiB) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in losses:
-        impl = "OpenCLIP ClipLoss" if r["impl"] == "openclip" else (
-            "ours dense" if r["impl"] == "dense" else f"ours tiled (T={r.get('tile')})")
-        man = "flat 512" if r["impl"] == "openclip" else (
+        impl = {"openclip": "OpenCLIP ClipLoss", "openclip_siglip": "OpenCLIP SigLipLoss",
+                "dense": "ours InfoNCE dense", "sigmoid": "ours SigLIP"}.get(
+            r["impl"], f"ours InfoNCE tiled (T={r.get('tile')})")
+        man = "flat 512" if r["impl"].startswith("openclip") else (
             "Sphere(512)" if r["manifold"] == "sphere" else "Oblique(8, 64)")
         out.append(f"| {impl} | {man} | {r['batch']} | {r['time_s']:.3f} | "
                    f"{r['cpu_s']:.3f} | {r['peak_extra_mib']:.0f} |")
