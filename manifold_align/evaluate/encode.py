@@ -116,16 +116,7 @@ def encode_images(
     Raises:
         ValueError: as :func:`encode_batches`, or a non-positive ``batch_size``.
     """
-    device = _model_device(model) if device is None else torch.device(device)
-    with evaluating(model):
-        return encode_batches(
-            model.encode_image,
-            _in_batches(images, batch_size),
-            model.manifold,
-            device=device,
-            precision=precision,
-            name="encode_image",
-        )
+    return _encode_with(model, "encode_image", images, batch_size, device, precision)
 
 
 def encode_tokens(
@@ -141,15 +132,27 @@ def encode_tokens(
     Raises:
         ValueError: as :func:`encode_batches`, or a non-positive ``batch_size``.
     """
+    return _encode_with(model, "encode_text", tokens, batch_size, device, precision)
+
+
+def _encode_with(
+    model: nn.Module,
+    method: str,
+    inputs: torch.Tensor | Iterable,
+    batch_size: int,
+    device: torch.device | str | None,
+    precision: Precision,
+) -> torch.Tensor:
+    """``model.<method>`` over ``inputs`` (a tensor cut into batches, or batches) in eval mode."""
     device = _model_device(model) if device is None else torch.device(device)
     with evaluating(model):
         return encode_batches(
-            model.encode_text,
-            _in_batches(tokens, batch_size),
+            getattr(model, method),
+            _in_batches(inputs, batch_size),
             model.manifold,
             device=device,
             precision=precision,
-            name="encode_text",
+            name=method,
         )
 
 
