@@ -46,6 +46,11 @@ import sys
 import time
 from pathlib import Path
 
+# The benchmark scripts run as files (and are loaded by path in the tests): their folder is
+# where their shared helpers live.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import reset_peak, status_kib
+
 MANIFOLDS = {"sphere": "Sphere(512)", "oblique": "Oblique(8, 64)"}
 DIM = 512
 MIB = 2**20
@@ -54,27 +59,6 @@ SIGMOID_IMPLS = ("sigmoid", "openclip_siglip")
 
 
 # --- child: one case ------------------------------------------------------------------------
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
 
 
 def _make_manifold(name: str):
@@ -137,8 +121,8 @@ def run_case(case: dict) -> dict:
             return criterion(x, y).loss
 
     params = [x, y, temperature.logit_scale, bias]
-    exact = _reset_peak()
-    rss0 = _status_kib("VmRSS") or 0
+    exact = reset_peak()
+    rss0 = status_kib("VmRSS") or 0
     ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu, peak_kib, loss_value = [], [], 0, float("nan")
     for r in range(case["reps"]):
@@ -152,7 +136,7 @@ def run_case(case: dict) -> dict:
         if r == 0:
             loss_value = float(loss.detach())
             if exact:
-                peak_kib = (_status_kib("VmHWM") or 0) - rss0
+                peak_kib = (status_kib("VmHWM") or 0) - rss0
             else:
                 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - max(ru0, rss0)
         del loss

@@ -51,36 +51,17 @@ import sys
 import time
 from pathlib import Path
 
+# The benchmark scripts run as files (and are loaded by path in the tests): their folder is
+# where their shared helpers live.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import reset_peak, status_kib
+
 DIM = 512
 KIB = 1024
 DEFAULT_BATCHES = (1024, 2048, 4096, 8192, 16384)
 DEFAULT_TOKENS = (1, 4, 8, 16, 32)
 DEFAULT_ROWS = (4096, 16384, 65536, 262144)
 ROW_DIM = 64
-
-
-# --- memory of the current process (Linux /proc) -----------------------------------------------
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset ``VmHWM`` to the current resident set; False where the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
 
 
 # --- loss sweep (runs in the child) -----------------------------------------------------------
@@ -137,10 +118,10 @@ def loss_case(
         first = call()
         peak_mib = (torch.cuda.max_memory_allocated(device) - base) / KIB**2
     else:
-        exact = _reset_peak()
-        rss0 = _status_kib("VmRSS") or 0
+        exact = reset_peak()
+        rss0 = status_kib("VmRSS") or 0
         first = call()
-        peak_mib = ((_status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
+        peak_mib = ((status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
     times = [call() for _ in range(reps)] or [first]
     return {
         "batch": batch,
