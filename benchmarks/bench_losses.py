@@ -19,13 +19,13 @@ Peers: OpenCLIP's ``ClipLoss`` and ``SigLipLoss`` (``open_clip.loss``) on the sa
 ``(B, 512)`` unit features, with the same learnable log-scale (InfoNCE: init ``1/0.07``;
 SigLIP: init 10, and the same learnable bias, init -10), in the same run and the same
 interpreter. It is installed
-in ``.venv-bench`` (``bash benchmarks/setup_peers.sh``); under ``.venv`` it is skipped and the
+in ``.venv-peers`` (``source scripts/peers_env.sh``); under ``.venv`` it is skipped and the
 report says so.
 
 Usage::
 
-    .venv-bench/bin/python benchmarks/bench_losses.py            # B = 1024, 4096, 16384
-    .venv-bench/bin/python benchmarks/bench_losses.py --big      # + tiled B = 65536
+    .venv-peers/bin/python benchmarks/bench_losses.py            # B = 1024, 4096, 16384
+    .venv-peers/bin/python benchmarks/bench_losses.py --big      # + tiled B = 65536
     .venv/bin/python benchmarks/bench_losses.py --quick          # B <= 4096, under a minute
 
 Cost: the default run (InfoNCE and SigLIP cases) takes a few minutes with one thread;
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "OpenCLIP ClipLoss and SigLipLoss, same interpreter and run."
         if peer
         else "OpenCLIP is not installed in this environment: peer SKIPPED "
-        "(bash benchmarks/setup_peers.sh, then run with .venv-bench/bin/python)."
+        "(source scripts/peers_env.sh, then run with .venv-peers/bin/python)."
     )
     print(peer_note, flush=True)
     start = time.perf_counter()

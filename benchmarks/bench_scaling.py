@@ -32,7 +32,7 @@ allocator's peak over what was allocated before the call, and timing synchronize
 
 Usage::
 
-    .venv-bench/bin/python benchmarks/bench_scaling.py --json out.json --plots docs/img
+    .venv-peers/bin/python benchmarks/bench_scaling.py --json out.json --plots docs/img
     .venv/bin/python benchmarks/bench_scaling.py --quick        # seconds; smoke test
     python benchmarks/bench_scaling.py --device cuda --batches 1024 4096 16384 65536 --grid-max 65536
 """

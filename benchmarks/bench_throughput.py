@@ -29,7 +29,7 @@ the report says so and no ratio is given.
 
 Usage::
 
-    .venv-bench/bin/python benchmarks/bench_throughput.py --json out.json   # ~3 min on 2 cores
+    .venv-peers/bin/python benchmarks/bench_throughput.py --json out.json   # ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_throughput.py --quick                 # seconds
     python benchmarks/bench_throughput.py --device cuda --precision bf16 --batch ViT-B-32=256
 """
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         peer_note = (
             "open_clip is not installed in this environment: peer SKIPPED, no ratios "
-            "(bash benchmarks/setup_peers.sh, then run with .venv-bench/bin/python)"
+            "(source scripts/peers_env.sh, then run with .venv-peers/bin/python)"
         )
     print(peer_note, flush=True)
     results = []

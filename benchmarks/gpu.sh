@@ -13,11 +13,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${MANIFOLD_ALIGN_BENCH_VENV:-$ROOT/.venv-bench}"
-if [ ! -x "$VENV/bin/python" ]; then
-  bash benchmarks/setup_peers.sh
-fi
-PY="$VENV/bin/python"
+source scripts/peers_env.sh
+PY="$PEERS_PY"
 OUT="${1:-runs/bench-gpu}"
 RES="$OUT/results"
 IMG="$OUT/img"

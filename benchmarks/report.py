@@ -355,7 +355,7 @@ def page(results: Path) -> str:
         out.append(f"| wall time | {total} s ({parts}) |")
     out += [
         "",
-        "Reproduce (creates `.venv-bench` with OpenCLIP and geoopt on first use, then runs",
+        "Reproduce (creates `.venv-peers` with OpenCLIP, geoopt and CLIP_benchmark on first use, then runs",
         "every benchmark and rewrites this page, its plots and `benchmarks/results/`):",
         "",
         "```bash",

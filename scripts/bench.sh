@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark next to its peer, in .venv-bench (OpenCLIP + geoopt), then the
-# page docs/benchmarks.md regenerated from the results.
+# `make bench`: every benchmark next to its peer, in .venv-peers (OpenCLIP, geoopt,
+# CLIP_benchmark; scripts/peers_env.sh), then the page docs/benchmarks.md regenerated from the
+# results.
 #
 #   bash scripts/bench.sh            full CPU run (~15 min on 2 shared cores): JSON results into
 #                                    benchmarks/results/, plots into docs/img/bench_*.png, and
@@ -12,11 +13,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${MANIFOLD_ALIGN_BENCH_VENV:-$ROOT/.venv-bench}"
-if [ ! -x "$VENV/bin/python" ]; then
-  bash benchmarks/setup_peers.sh
-fi
-PY="$VENV/bin/python"
+source scripts/peers_env.sh
+PY="$PEERS_PY"
 THREADS="${BENCH_THREADS:-1}"
 export OMP_NUM_THREADS="$THREADS" PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning"
 
