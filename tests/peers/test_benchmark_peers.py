@@ -6,7 +6,7 @@ from pathlib import Path
 from manifold_align.models import build_model, model_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import bench_throughput  # noqa: E402
+import bench_throughput
 
 
 def test_throughput_peer_has_our_shape():
