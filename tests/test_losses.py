@@ -59,7 +59,7 @@ def test_info_nce_matches_cross_entropy_reference(m, b, temp):
     y = points(m, b, seed=2).requires_grad_()
     out = InfoNCE(m, t)(x, y)
     assert isinstance(out, LossOutput) and out.loss.dim() == 0
-    ref = ref_info_nce(x, y, t.scale.double())
+    ref = ref_info_nce(x, y, t.scale_as(torch.float64))
     torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-12)
     params = [x, y, *t.parameters()]
     got = torch.autograd.grad(out.loss, params)
@@ -126,7 +126,7 @@ def test_sigmoid_loss_matches_reference_and_trains_bias_and_scale(m):
     x = points(m, 7, seed=4).requires_grad_()
     y = points(m, 7, seed=5).requires_grad_()
     out = crit(x, y)
-    logits = t.scale.double() * (x.reshape(7, -1) @ y.reshape(7, -1).T)
+    logits = t.scale_as(torch.float64) * (x.reshape(7, -1) @ y.reshape(7, -1).T)
     ref = ref_sigmoid(logits, crit.logit_bias)
     torch.testing.assert_close(out.loss, ref)
     names = dict(crit.named_parameters())

@@ -309,7 +309,7 @@ def test_functional_form_on_one_process_matches_the_module():
     scale = torch.tensor(3.0, dtype=torch.float64)
     loss_dense, xs, ys = distributed_info_nce(m, x, y, scale)
     loss_tiled, _, _ = distributed_info_nce(m, x, y, scale, tile_size=2)
-    ref = InfoNCE(m, 3.0)(x, y).loss
+    ref = InfoNCE(m, scale=3.0)(x, y).loss
     close(loss_dense, ref, "dense")
     close(loss_tiled, ref, "tiled")
     assert xs is x and ys is y
@@ -324,7 +324,7 @@ def test_from_loss_shares_parameters_and_state_dict_keys():
     assert wrapped.logit_bias is local.logit_bias
     assert wrapped.temperature.logit_scale is local.temperature.logit_scale
     assert wrapped.state_dict().keys() == local.state_dict().keys()
-    infonce = InfoNCE(m, 5.0, tile_size=8)
+    infonce = InfoNCE(m, scale=5.0, tile_size=8)
     wrapped = to_distributed(infonce)
     assert isinstance(wrapped, DistributedInfoNCE) and wrapped.tile_size == 8
     assert wrapped.temperature is infonce.temperature

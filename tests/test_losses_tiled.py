@@ -158,6 +158,5 @@ def test_second_order_gradients_are_refused_not_wrong():
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     y = torch.randn(5, 3, dtype=torch.float64)
     for loss in (tiled_info_nce(x, y, 2.0, 2), info_nce_from_logits(2.0 * x @ y.T)):
-        (g,) = torch.autograd.grad(loss, x, create_graph=True)
-        with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-            g.sum().backward()
+        with pytest.raises(RuntimeError, match="first-order only"):
+            torch.autograd.grad(loss, x, create_graph=True)

@@ -46,9 +46,9 @@ from torch.nn import functional as F
 
 from manifold_align.losses.infonce import InfoNCE
 from manifold_align.losses.output import LossOutput, pair_diagnostics
-from manifold_align.losses.sigmoid import SigmoidLoss
+from manifold_align.losses.sigmoid import SigmoidLoss, pair_softplus, softplus
 from manifold_align.losses.temperature import Temperature
-from manifold_align.losses.validation import check_finite_scalar, flat_pair
+from manifold_align.losses.validation import check_finite_scalar, first_order_only, flat_pair
 from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = [
@@ -152,12 +152,13 @@ class _RingSigmoid(torch.autograd.Function):
     """SigLIP's ring: this rank's image rows against every rank's texts, one ``b x b`` block a step.
 
     ``apply(x, y, scale, bias, group)``: ``x, y (b, D)``, ``scale``, ``bias`` 0-dim, one dtype.
-    Returns ``(sum_k sum_ij softplus(t^k_ij) - tr t^0, total)`` with ``t^k = scale x Y_{r-k}^T +
+    Returns ``(sum_k sum_ij softplus(-z^k_ij t^k_ij), total)`` (``z^0`` is +1 on the diagonal,
+    every other label -1; :func:`pair_softplus`) with ``t^k = scale x Y_{r-k}^T +
     bias`` the block of rank ``r - k``'s texts and ``total = sum_k <sum_i x_i, sum_j (Y_{r-k})_j>``
     (not differentiable). The next block is in flight while the current one is computed.
 
     Backward: the blocks go round again, each with the gradient accumulated for it so far,
-    ``G^k = grad * (sigmoid(t^k) - [k = 0] I)``: ``grad x += scale G^k Y_{r-k}``, the travelling
+    ``G^k = grad * (sigmoid(t^k) - [k = 0] I)`` (its diagonal computed as ``-sigmoid(-t)``, exact): ``grad x += scale G^k Y_{r-k}``, the travelling
     gradient ``+= scale G^k^T x``, ``grad scale += sum_i <x_i, (G^k Y_{r-k})_i>``, ``grad bias +=
     sum G^k``; after ``W`` shifts each block's gradient is back on its owner. Saves only ``x``,
     ``y``: memory ``O(b D + b^2)`` per rank, not ``O(b B)``.
@@ -174,9 +175,7 @@ class _RingSigmoid(torch.autograd.Function):
                 if k + 1 < world:
                     received, requests = _start_shift(block, group, rank, world)
                 t = torch.mm(xs, block.T).add_(bias)
-                if k == 0:
-                    loss -= t.diagonal().sum()
-                loss += F.softplus(t).sum()
+                loss += pair_softplus(t) if k == 0 else softplus(t).sum()
                 total += torch.dot(x_sum, block.sum(0))
                 if k + 1 < world:
                     _finish(requests)
@@ -188,6 +187,7 @@ class _RingSigmoid(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_total):  # type: ignore[override]
+        first_order_only("ring SigLIP")
         x, y, scale, bias = ctx.saved_tensors
         group, rank, world = ctx.group, ctx.rank, ctx.world
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -199,9 +199,12 @@ class _RingSigmoid(torch.autograd.Function):
             for k in range(world):
                 if k + 1 < world:  # the next block's features, while this one is computed
                     received, requests = _start_shift(block, group, rank, world)
-                g = torch.mm(xs, block.T).add_(bias).sigmoid_()
-                if k == 0:
-                    g.diagonal().sub_(1.0)
+                g = torch.mm(xs, block.T).add_(bias)
+                if k == 0:  # d/dt softplus(-t) = -sigmoid(-t): exact where sigmoid(t) - 1 is 0
+                    positives = g.diagonal().neg().sigmoid_().neg_()
+                    g.sigmoid_().diagonal().copy_(positives)
+                else:
+                    g.sigmoid_()
                 g.mul_(grad_loss)
                 gb = torch.mm(g, block)
                 grad_scale += torch.linalg.vecdot(x, gb).sum()
@@ -305,6 +308,7 @@ class _RowsCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
+        first_order_only("distributed InfoNCE")
         a, b, scale, lse = ctx.saved_tensors
         offset, tile = ctx.offset, ctx.tile
         with torch.autocast(device_type=a.device.type, enabled=False):
@@ -458,8 +462,7 @@ def distributed_sigmoid(
             return loss / b, total
         ys = gather_with_grad(y, group)
         t = m.similarity(m.unflatten(x * scale), m.unflatten(ys)) + bias
-        positives = t.diagonal(offset=rank * b).sum()
-        loss = (F.softplus(t).sum() - positives) / b
+        loss = pair_softplus(t, offset=rank * b) / b
         return loss, torch.dot(x.detach().sum(0), ys.detach().sum(0))
 
 
@@ -503,7 +506,7 @@ class DistributedInfoNCE(InfoNCE):
 
     Args:
         manifold: as for :class:`InfoNCE`.
-        temperature: as for :class:`InfoNCE`.
+        temperature_obj, temperature, scale: as for :class:`InfoNCE`.
         tile_size: as for :class:`InfoNCE`.
         check_finite: as for :class:`InfoNCE`, checked on every rank at once (see below).
         group: the process group; ``None`` for the world. Stored on the module (a module holding
@@ -521,14 +524,18 @@ class DistributedInfoNCE(InfoNCE):
     def __init__(
         self,
         manifold: ContrastiveManifold,
-        temperature: Temperature | float | None = None,
+        temperature_obj: Temperature | None = None,
+        /,
         tile_size: int | None = None,
         check_finite: bool = False,
         *,
+        temperature: Temperature | float | None = None,
+        scale: float | None = None,
         group: dist.ProcessGroup | None = None,
         check_sizes: bool = True,
     ) -> None:
-        super().__init__(manifold, temperature, tile_size, check_finite)
+        super().__init__(manifold, temperature_obj, tile_size, check_finite,
+                         temperature=temperature, scale=scale)
         self.group = group
         self.check_sizes = bool(check_sizes)
 
@@ -577,7 +584,7 @@ class DistributedInfoNCE(InfoNCE):
         if world == 1:
             return super().forward(image, text)
         x, y = flat_pair(self.manifold, image, text)
-        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        scale = self.temperature.scale_as(x.dtype, x.device)
         _check_ranks(
             {"image": x, "text": y, "temperature": scale},
             self.group,
@@ -607,7 +614,7 @@ class DistributedSigmoidLoss(SigmoidLoss):
 
     Args:
         manifold: as for :class:`SigmoidLoss`.
-        temperature: as for :class:`SigmoidLoss`.
+        temperature_obj, temperature, scale: as for :class:`SigmoidLoss`.
         bias_init: as for :class:`SigmoidLoss`.
         check_finite: as for :class:`SigmoidLoss`, checked on every rank at once.
         exchange: ``"ring"`` (neighbour shifts, SigLIP's scheme) or ``"gather"``.
@@ -622,15 +629,19 @@ class DistributedSigmoidLoss(SigmoidLoss):
     def __init__(
         self,
         manifold: ContrastiveManifold,
-        temperature: Temperature | float | None = None,
+        temperature_obj: Temperature | None = None,
+        /,
         bias_init: float = -10.0,
         check_finite: bool = False,
         *,
+        temperature: Temperature | float | None = None,
+        scale: float | None = None,
         exchange: str = "ring",
         group: dist.ProcessGroup | None = None,
         check_sizes: bool = True,
     ) -> None:
-        super().__init__(manifold, temperature, bias_init, check_finite)
+        super().__init__(manifold, temperature_obj, bias_init, check_finite,
+                         temperature=temperature, scale=scale)
         if exchange not in _EXCHANGES:
             raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
         self.exchange = exchange
@@ -686,7 +697,7 @@ class DistributedSigmoidLoss(SigmoidLoss):
         if world == 1:
             return super().forward(image, text)
         x, y = flat_pair(self.manifold, image, text)
-        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        scale = self.temperature.scale_as(x.dtype, x.device)
         _check_ranks(
             {"image": x, "text": y, "temperature": scale, "logit_bias": self.logit_bias},
             self.group,

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from manifold_align.losses.output import LossOutput, pair_diagnostics
-from manifold_align.losses.temperature import Temperature, as_temperature
+from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.tiled import tiled_info_nce
-from manifold_align.losses.validation import check_finite_scalar, check_logits, flat_pair
+from manifold_align.losses.validation import (
+    check_finite_scalar,
+    check_logits,
+    first_order_only,
+    flat_pair,
+)
 from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = ["InfoNCE", "info_nce_from_logits"]
@@ -37,8 +41,8 @@ class _SymmetricCE(torch.autograd.Function):
         return 0.5 * (rows.mean(dim=-1) + cols.mean(dim=-1)) - pos.mean(dim=-1)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):  # type: ignore[override]
+        first_order_only("info_nce_from_logits")
         logits, rows, cols = ctx.saved_tensors
         with torch.autocast(device_type=logits.device.type, enabled=False):
             g = (logits - rows.unsqueeze(-1)).exp_()
@@ -57,7 +61,7 @@ def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
     ``(CE(l, arange) + CE(l.T, arange)) / 2`` from one matrix: the text side is the column
     logsumexp of the same logits, not a second product. Computed in float32 (float64 stays
     float64) even under autocast; the backward is hand-written (one ``B x B`` buffer) and
-    supports first-order gradients only.
+    supports first-order gradients only: ``create_graph=True`` through it raises.
 
     Args:
         logits: ``(*batch, B, B)``; row ``i`` is image ``i``, column ``j`` text ``j``.
@@ -89,24 +93,36 @@ class InfoNCE(nn.Module):
 
     Args:
         manifold: the manifold the embeddings live on.
-        temperature: a :class:`Temperature`; a number means ``Temperature.fixed(number)``;
-            ``None`` means ``Temperature.none()`` (scale 1).
+        temperature_obj: (positional) a :class:`Temperature`, or ``None`` for scale 1. A bare
+            number here raises ``TypeError``: CLIP's temperature 0.07 is a scale of 14.3, so
+            say which with a keyword.
+        temperature: (keyword) a :class:`Temperature`, or a number ``tau``: a fixed scale
+            ``1 / tau`` (``temperature=0.07`` is CLIP's initial scale 14.3).
+        scale: (keyword) a number: ``Temperature.fixed(scale)``, exactly that scale.
         tile_size: ``None`` for dense, else rows per strip of the tiled path.
         check_finite: reject NaN/Inf features with a ``ValueError`` naming ``image`` or
             ``text``, and a non-finite scale naming ``temperature``. It costs device
             synchronisations on every call; the trainer turns it on in its debug mode.
 
     Raises:
-        TypeError: ``manifold`` is not a ``ContrastiveManifold``; bad ``temperature`` type.
-        ValueError: ``tile_size`` not a positive int.
+        TypeError: ``manifold`` is not a ``ContrastiveManifold``; a bare number or another type
+            as ``temperature_obj``; more than one of ``temperature_obj``, ``temperature=``,
+            ``scale=``.
+        ValueError: ``tile_size`` not a positive int; a non-positive scale or temperature;
+            ``Temperature.learnable()``'s sphere defaults on a manifold whose similarity range
+            is not ``[-1, 1]`` (use ``Temperature.learnable(manifold=...)``).
     """
 
     def __init__(
         self,
         manifold: ContrastiveManifold,
-        temperature: Temperature | float | None = None,
+        temperature_obj: Temperature | None = None,
+        /,
         tile_size: int | None = None,
         check_finite: bool = False,
+        *,
+        temperature: Temperature | float | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(manifold, ContrastiveManifold):
@@ -118,7 +134,7 @@ class InfoNCE(nn.Module):
         ):
             raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
         self.manifold = manifold
-        self.temperature = as_temperature(temperature)
+        self.temperature = resolve_temperature(manifold, temperature_obj, temperature, scale)
         self.tile_size = tile_size
         self.check_finite = bool(check_finite)
 
@@ -139,7 +155,7 @@ class InfoNCE(nn.Module):
             TypeError: non-floating features or features on different devices.
         """
         x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
-        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        scale = self.temperature.scale_as(x.dtype, x.device)
         if self.check_finite:
             check_finite_scalar(scale, "temperature")
         with torch.autocast(device_type=x.device.type, enabled=False):

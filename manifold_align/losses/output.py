@@ -12,6 +12,9 @@ __all__ = ["LossOutput", "pair_diagnostics"]
 class LossOutput(NamedTuple):
     """A loss value and its diagnostics; unpacks as ``loss, diagnostics = criterion(x, y)``.
 
+    ``criterion(x, y).backward()`` and ``.item()`` act on the loss, as on the tensor an
+    OpenCLIP ``ClipLoss`` returns; arithmetic needs the tensor (``out.loss + penalty``).
+
     Attributes:
         loss: 0-dim float32 tensor (float64 for float64 inputs), differentiable.
         diagnostics: detached float32 0-dim tensors, at least ``scale``, ``pos_sim`` (mean
@@ -22,6 +25,15 @@ class LossOutput(NamedTuple):
 
     loss: torch.Tensor
     diagnostics: dict[str, torch.Tensor]
+
+    def backward(self, *args, **kwargs) -> None:
+        """``self.loss.backward(...)``, so ``loss_fn(x, y).backward()`` works as with OpenCLIP's
+        ``ClipLoss`` (which returns the bare tensor); the diagnostics stay on the tuple."""
+        self.loss.backward(*args, **kwargs)
+
+    def item(self) -> float:
+        """``self.loss.item()``: the loss as a Python float (synchronises the device)."""
+        return self.loss.item()
 
 
 @torch.no_grad()

@@ -9,19 +9,44 @@ from torch import nn
 from torch.nn import functional as F
 
 from manifold_align.losses.output import LossOutput, pair_diagnostics
-from manifold_align.losses.temperature import Temperature, as_temperature
+from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.validation import check_finite_scalar, check_logits, flat_pair
 from manifold_align.manifolds.base import ContrastiveManifold
 
-__all__ = ["SigmoidLoss", "sigmoid_from_logits"]
+__all__ = ["SigmoidLoss", "pair_softplus", "sigmoid_from_logits", "softplus"]
+
+
+def softplus(t: torch.Tensor) -> torch.Tensor:
+    """``log(1 + exp(t))``, exact in every dtype: ``-logsigmoid(-t)``.
+
+    ``torch.nn.functional.softplus`` returns ``t`` itself above its threshold (20), so a
+    positive pair at logit 25 costs 0 instead of ``log(1 + exp(-25)) = 1.39e-11`` in float64;
+    ``logsigmoid``'s ``min(t, 0) - log1p(exp(-|t|))`` form is exact and never overflows.
+    """
+    return -F.logsigmoid(-t)
+
+
+def pair_softplus(t: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """``sum_ij softplus(-z_ij t_ij)`` with ``z = +1`` on the positives' diagonal, else ``-1``.
+
+    The negative log-likelihood of SigLIP's labels summed over a ``(*batch, b, n)`` block whose
+    positives sit on the diagonal at ``offset`` (``t_{i, i + offset}``). The positives'
+    logits are negated before :func:`softplus` rather than subtracted after it
+    (``softplus(t) - t``), so a confident positive keeps its ``log(1 + exp(-t))`` cost even
+    in float32. Returns ``(*batch,)``.
+    """
+    positives = t.diagonal(offset=offset, dim1=-2, dim2=-1)
+    signed = t.diagonal_scatter(-positives, offset=offset, dim1=-2, dim2=-1)
+    return softplus(signed).sum(dim=(-2, -1))
 
 
 def sigmoid_from_logits(logits: torch.Tensor, bias: torch.Tensor | float) -> torch.Tensor:
     """SigLIP's loss: every pair an independent binary label, positives on the diagonal.
 
     Math: with ``t = logits + bias`` and ``z_ij = +1`` if ``i == j`` else ``-1``,
-    ``L = -1/B sum_ij log sigmoid(z_ij t_ij) = 1/B (sum_ij softplus(t_ij) - sum_i t_ii)``
-    (``log sigmoid(t) - log sigmoid(-t) = t``, so no label matrix is built). Normalised by
+    ``L = -1/B sum_ij log sigmoid(z_ij t_ij) = 1/B sum_ij softplus(-z_ij t_ij)``, evaluated by
+    negating the diagonal (:func:`pair_softplus`; no label matrix), exact in every dtype:
+    positives at logit 25 cost ``log(1 + exp(-25)) = 1.39e-11`` each, not 0. Normalised by
     ``B``, not ``B^2``, as in SigLIP. Computed in float32 (float64 stays float64) even under
     autocast.
 
@@ -40,36 +65,43 @@ def sigmoid_from_logits(logits: torch.Tensor, bias: torch.Tensor | float) -> tor
     with torch.autocast(device_type=logits.device.type, enabled=False):
         dtype = torch.promote_types(logits.dtype, torch.float32)
         t = logits.to(dtype) + torch.as_tensor(bias, device=logits.device).to(dtype)
-        b = logits.shape[-1]
-        return (F.softplus(t).sum(dim=(-2, -1)) - t.diagonal(dim1=-2, dim2=-1).sum(dim=-1)) / b
+        return pair_softplus(t) / logits.shape[-1]
 
 
 class SigmoidLoss(nn.Module):
     """SigLIP's sigmoid loss with the manifold's similarity, a temperature and a learnable bias.
 
     Math: ``t = scale * similarity(image, text) + logit_bias``,
-    ``L = 1/B (sum_ij softplus(t_ij) - sum_i t_ii)`` (see :func:`sigmoid_from_logits`).
+    ``L = 1/B sum_ij softplus(-z_ij t_ij)``, ``z`` = +1 on the diagonal, else -1 (see
+    :func:`sigmoid_from_logits`).
 
     Args:
         manifold: the manifold the embeddings live on.
-        temperature: a :class:`Temperature`; a number means ``Temperature.fixed(number)``;
-            ``None`` means ``Temperature.none()``. (SigLIP itself uses
-            ``Temperature.learnable(init=10)``.)
+        temperature_obj: (positional) a :class:`Temperature`, or ``None`` for scale 1 (SigLIP
+            itself uses ``Temperature.learnable(init=10)``). A bare number raises ``TypeError``.
+        temperature: (keyword) a :class:`Temperature`, or a number ``tau``: fixed scale ``1 / tau``.
+        scale: (keyword) a number: ``Temperature.fixed(scale)``.
         bias_init: initial value of the trainable 0-dim parameter ``logit_bias``.
         check_finite: reject NaN/Inf features, scale or bias, naming ``image``, ``text``,
             ``temperature`` or ``logit_bias`` (costs device synchronisations on every call).
 
     Raises:
-        TypeError: ``manifold`` is not a ``ContrastiveManifold``; bad ``temperature`` type.
-        ValueError: ``bias_init`` not finite.
+        TypeError: ``manifold`` is not a ``ContrastiveManifold``; a bare number or another type
+            as ``temperature_obj``; more than one way of giving the temperature.
+        ValueError: ``bias_init`` not finite; a non-positive scale or temperature; sphere
+            defaults on another range (as for :class:`InfoNCE`).
     """
 
     def __init__(
         self,
         manifold: ContrastiveManifold,
-        temperature: Temperature | float | None = None,
+        temperature_obj: Temperature | None = None,
+        /,
         bias_init: float = -10.0,
         check_finite: bool = False,
+        *,
+        temperature: Temperature | float | None = None,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(manifold, ContrastiveManifold):
@@ -79,7 +111,7 @@ class SigmoidLoss(nn.Module):
         if not math.isfinite(float(bias_init)):
             raise ValueError(f"bias_init: expected a finite number, got {bias_init!r}")
         self.manifold = manifold
-        self.temperature = as_temperature(temperature)
+        self.temperature = resolve_temperature(manifold, temperature_obj, temperature, scale)
         self.logit_bias = nn.Parameter(torch.tensor(float(bias_init), dtype=torch.float32))
         self.check_finite = bool(check_finite)
 
@@ -100,7 +132,7 @@ class SigmoidLoss(nn.Module):
             TypeError: non-floating features or features on different devices.
         """
         x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
-        scale = self.temperature.scale.to(device=x.device, dtype=x.dtype)
+        scale = self.temperature.scale_as(x.dtype, x.device)
         if self.check_finite:
             check_finite_scalar(scale, "temperature")
             check_finite_scalar(self.logit_bias, "logit_bias")

@@ -8,7 +8,28 @@ import torch
 
 from manifold_align.manifolds.base import ContrastiveManifold
 
-__all__ = ["check_finite_scalar", "check_logits", "flat_pair"]
+__all__ = ["check_finite_scalar", "check_logits", "first_order_only", "flat_pair"]
+
+
+def first_order_only(name: str) -> None:
+    """Raise inside a hand-written backward asked for second derivatives.
+
+    Autograd runs a backward with grad mode on exactly when the caller asked for
+    ``create_graph=True`` (a gradient penalty, a Hessian-vector product). The hand-written
+    backwards here compute their gradients without a graph of their own, so continuing would
+    make every second derivative through them silently zero; ``once_differentiable`` raises
+    only when the incoming gradient requires grad, which a plain penalty's does not.
+
+    Raises:
+        RuntimeError: grad mode is on, naming ``name`` and the way out.
+    """
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{name}: the backward is hand-written and first-order only; second derivatives "
+            f"(create_graph=True) are not supported. For a gradient penalty, build the logits "
+            f"with manifold.similarity and use torch.nn.functional.cross_entropy, which "
+            f"autograd differentiates twice."
+        )
 
 
 def _check_points(manifold: ContrastiveManifold, t: object, name: str) -> torch.Tensor:

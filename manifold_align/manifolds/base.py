@@ -21,9 +21,15 @@ from __future__ import annotations
 
 import abc
 import operator
+import warnings
 
-import geoopt
 import torch
+
+# geoopt 0.5.1 decorates helpers with torch.jit.script, which torch 2.13 (DeprecationWarning)
+# and 2.14 (FutureWarning) warn about at import: silence exactly that message, for this import.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+    import geoopt
 
 from manifold_align.manifolds._numerics import broadcast_shape, safe_sqrt, working_dtype
 
