@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from manifold_align import cli
+from manifold_align.cli.eval import format_table
 from manifold_align.config import from_dict, to_dict
 from manifold_align.data.tokenizer import default_tokenizer
-from manifold_align.evaluate.command import format_table
 from manifold_align.evaluate.encode import encode_batches, encode_captions, encode_images
 from manifold_align.evaluate.suite import evaluate_model, summary_metrics, synthetic_heldout
 from manifold_align.train.checkpoint import save_checkpoint

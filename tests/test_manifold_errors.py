@@ -188,6 +188,19 @@ def test_mean_validates_dim_and_weights():
         m.mean(x, weights=torch.ones(4, dtype=torch.long))
 
 
+@pytest.mark.parametrize("karcher", [False, True], ids=["extrinsic", "karcher"])
+@pytest.mark.parametrize("m", manifold_params())
+def test_mean_of_an_empty_set_is_an_error(m, karcher):
+    # The mean of no points is undefined; it used to come back as projx(0) (a basis vector).
+    empty = torch.zeros(0, 3, *m.point_shape)
+    with pytest.raises(ValueError, match=r"x: expected at least one point along dim 0, got 0"):
+        m.mean(empty, karcher=karcher)
+    with pytest.raises(ValueError, match=r"x: expected at least one point along dim 1, got 0"):
+        m.mean(empty.transpose(0, 1), dim=1, karcher=karcher)
+    with pytest.raises(ValueError, match=r"x: expected at least one point"):
+        m.mean(empty, weights=torch.zeros(0), karcher=karcher)
+
+
 def test_geoopt_checks_report_the_offending_quantity():
     m = Oblique(2, 3)
     x = m.random(4, 2, 3)

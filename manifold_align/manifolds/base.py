@@ -175,7 +175,8 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         are averaged in float32 and returned in their dtype.
 
         Raises:
-            ValueError: ``dim`` is not a batch dimension of ``x``, ``x`` has a wrong trailing
+            ValueError: ``dim`` is not a batch dimension of ``x``, ``x`` has no point along
+                ``dim`` (the mean of an empty set), ``x`` has a wrong trailing
                 shape, or ``weights`` has the wrong shape, a negative or non-finite entry or a
                 zero sum.
             TypeError: ``weights`` is not a floating-point tensor on ``x``'s device.
@@ -189,6 +190,11 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
             )
         dim = dim % xw.dim()
         n = xw.shape[dim]
+        if n == 0:
+            raise ValueError(
+                f"x: expected at least one point along dim {dim}, got 0 (shape "
+                f"{tuple(xw.shape)}); the mean of an empty set is undefined"
+            )
         if weights is None:
             w = torch.ones(n, dtype=xw.dtype, device=xw.device)
         else:

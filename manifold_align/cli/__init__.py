@@ -13,9 +13,9 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("manifold_align.simulate.command", "toy equilibrium simulation sweeps"),
-    "train": ("manifold_align.train.command", "train a two-tower model from a config"),
-    "eval": ("manifold_align.evaluate.command", "zero-shot and retrieval evaluation of a run"),
+    "simulate": ("manifold_align.cli.simulate", "toy equilibrium simulation sweeps"),
+    "train": ("manifold_align.cli.train", "train a two-tower model from a config"),
+    "eval": ("manifold_align.cli.eval", "zero-shot and retrieval evaluation of a run"),
 }
 
 
