@@ -322,6 +322,21 @@ def test_data_keys_have_documented_defaults_and_are_checked():
         load_config(RunConfig, None, ["data.batch_size=1"])
 
 
+def test_a_run_stopped_by_the_skip_bound_can_resume_with_a_higher_one():
+    import dataclasses
+
+    from manifold_align.train.checkpoint import config_mismatches
+    from manifold_align.train.trainer import RESUMABLE_KEYS
+
+    saved = dataclasses.asdict(load_config(RunConfig, None, ["data.max_consecutive_skips=10"]))
+    raised = dataclasses.asdict(load_config(RunConfig, None, ["data.max_consecutive_skips=99"]))
+    assert config_mismatches(saved, raised, RESUMABLE_KEYS) == []  # old code: refused
+    other = dataclasses.asdict(load_config(RunConfig, None, ["data.max_image_pixels=99"]))
+    assert config_mismatches(saved, other, RESUMABLE_KEYS) == [  # which samples are used
+        "data.max_image_pixels: 64000000 in the checkpoint, 99 now"
+    ]
+
+
 def _train_cli(tmp_path: Path, cases: dict[str, list[str]], timeout: float = 240) -> dict:
     """Run ``manifold-align train`` once per case in one subprocess (one import of torch),
     bounded by ``timeout``; ``{case: (exit code, stderr)}``."""
