@@ -4,7 +4,8 @@ oversized images are skipped undecoded, and ``pipe:`` URLs run only when allowed
 
 Every test that could spin on a regression is bounded: batch sources are read through
 ``itertools.islice`` (a regression yields batches instead of raising, and the test fails),
-and the end-to-end runs go through a subprocess with a timeout.
+every test runs under a ``SIGALRM`` deadline (a loop that never yields is interrupted), and
+the end-to-end runs go through a subprocess with a timeout.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import itertools
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -42,6 +45,26 @@ MICRO_MODEL = (
     "{vision_width: 32, vision_layers: 1, vision_heads: 2, patch_size: 8, image_size: 16,"
     " text_width: 32, text_layers: 1, text_heads: 2, token_dim: 16, context_length: 16}"
 )
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    """Fail, instead of hanging CI, when a test runs past 300 s (the subprocess test's own
+    timeout is shorter): ``SIGALRM`` interrupts a Python loop that never yields."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError("still running after 300 s: a data source spins")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, 300)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _png(size=(12, 10), colour=(200, 30, 30)) -> bytes:
