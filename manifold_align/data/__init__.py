@@ -8,11 +8,18 @@
 * :mod:`~manifold_align.data.tokenizer`: byte-level BPE (Hugging Face ``tokenizers``).
 * :mod:`~manifold_align.data.transforms`: Pillow + torch image transforms.
 * :mod:`~manifold_align.data.collate`: samples -> ``Batch(images, tokens, skipped)``.
-* :mod:`~manifold_align.data.skipped`: the count of unreadable samples.
+* :mod:`~manifold_align.data.skipped`: the count of unreadable samples, and the error for
+  data with nothing usable.
 """
 
 from manifold_align.data.collate import Batch, Collate
-from manifold_align.data.skipped import REASONS, SampleError, SkippedSample, SkippedSamples
+from manifold_align.data.skipped import (
+    REASONS,
+    SampleError,
+    SkippedSample,
+    SkippedSamples,
+    UnusableDataError,
+)
 from manifold_align.data.synthetic import (
     ATTRIBUTES,
     ZERO_SHOT_TASKS,
@@ -45,6 +52,7 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticZeroShot",
     "Tokenizer",
+    "UnusableDataError",
     "WebDatasetReader",
     "ZeroShotTask",
     "basic_clean",

@@ -18,18 +18,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from manifold_align.config import ConfigError
+
 __all__ = [
     "BAD_CAPTION",
+    "BAD_ROW",
     "CORRUPT_IMAGE",
     "EMPTY_CAPTION",
     "MISSING_CAPTION",
     "MISSING_FILE",
     "MISSING_IMAGE",
     "REASONS",
+    "TOO_MANY_PIXELS",
     "UNREADABLE_SHARD",
     "SampleError",
     "SkippedSample",
     "SkippedSamples",
+    "UnusableDataError",
 ]
 
 CORRUPT_IMAGE = "corrupt_image"
@@ -46,6 +51,10 @@ BAD_CAPTION = "bad_caption"
 """Caption bytes that are not valid UTF-8."""
 UNREADABLE_SHARD = "unreadable_shard"
 """A shard that cannot be opened or whose tar stream breaks off (counted once per break)."""
+TOO_MANY_PIXELS = "too_many_pixels"
+"""An image whose header declares more pixels than the reader's ``max_image_pixels``."""
+BAD_ROW = "bad_row"
+"""A table row the CSV parser cannot read (e.g. a field over ``csv.field_size_limit()``)."""
 
 REASONS: tuple[str, ...] = (
     CORRUPT_IMAGE,
@@ -55,8 +64,21 @@ REASONS: tuple[str, ...] = (
     EMPTY_CAPTION,
     BAD_CAPTION,
     UNREADABLE_SHARD,
+    TOO_MANY_PIXELS,
+    BAD_ROW,
 )
 """Every reason a reader of this package reports."""
+
+
+class UnusableDataError(ConfigError):
+    """The configured data gave nothing to train on for longer than a bound allows.
+
+    Raised instead of reading on forever when no batch of at least two readable samples
+    comes out of a source (every sample of an epoch, or ``max_consecutive_skips`` samples in
+    a row, unreadable); the message says how many samples were skipped and why
+    (:meth:`SkippedSamples.summary`). A :class:`~manifold_align.config.ConfigError`, since
+    the remedy is to point the configuration at usable data.
+    """
 
 
 class SampleError(Exception):

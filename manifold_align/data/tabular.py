@@ -6,11 +6,14 @@ convention). The separator follows the suffix (``.tsv`` / ``.tab``: tab, otherwi
 unless given. A relative path is resolved against ``image_root`` if given, else against
 the table's own folder.
 
-Item ``i`` is ``(PIL RGB image, caption)``. A row that cannot be used (missing or empty
-caption, missing file, undecodable image) returns a
-:class:`~manifold_align.data.skipped.SkippedSample` marker instead, which
-:class:`~manifold_align.data.collate.Collate` counts; nothing raises and nothing is dropped
-silently.
+Item ``i`` is ``(PIL RGB image, caption)``. A row that cannot be used (a row the CSV
+parser cannot read, missing, empty or non-UTF-8 caption, missing file, undecodable or
+oversized image) returns a :class:`~manifold_align.data.skipped.SkippedSample` marker
+instead, which :class:`~manifold_align.data.collate.Collate` counts; one bad row never makes
+the whole table unusable, nothing raises and nothing is dropped silently. The file is read
+as UTF-8 (a leading byte-order mark is ignored); bytes that are not UTF-8 are kept through
+``surrogateescape``, so they spoil only their own row (and a non-UTF-8 file name still
+names its file).
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ import torch
 from PIL import Image
 
 from manifold_align.data.skipped import (
+    BAD_CAPTION,
+    BAD_ROW,
     EMPTY_CAPTION,
     MISSING_CAPTION,
     MISSING_FILE,
     SampleError,
     SkippedSample,
 )
-from manifold_align.data.transforms import decode_image
+from manifold_align.data.transforms import MAX_IMAGE_PIXELS, decode_image
 
 __all__ = ["CaptionTable", "read_captions"]
 
@@ -45,22 +50,57 @@ def _separator(path: Path, separator: str | None) -> str:
     return separator
 
 
-def _rows(path: Path, separator: str, **columns: str) -> Iterator[dict[str, str | None]]:
-    """The table's rows as dicts, after checking that every named column exists."""
+def _rows(
+    path: Path, separator: str, **columns: str
+) -> Iterator[tuple[int, dict[str, str | None] | str]]:
+    """``(line, row)`` for each data row, after checking that every named column exists.
+
+    ``row`` maps each named column to its field (``None`` when the row is too short), or is
+    the parser's error message for a row it cannot read (e.g. a field longer than
+    ``csv.field_size_limit()``); parsing goes on with the next line. ``line`` is the row's
+    first line in the file (the header is line 1). Blank lines are passed over.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"path: {str(path)!r} is not a file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter=separator)
-        header = reader.fieldnames
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        reader = csv.reader(handle, delimiter=separator)
+        try:
+            header = next(reader, None)
+        except csv.Error as exn:
+            raise ValueError(f"path: {str(path)!r} has an unreadable header row: {exn}") from None
         if not header:
             raise ValueError(f"path: {str(path)!r} has no header row")
+        index = {}
         for name, column in columns.items():
             if column not in header:
                 raise ValueError(
                     f"{name}: column {column!r} is not in {str(path)!r}; "
                     f"its columns are {header} (separator {separator!r})"
                 )
-        yield from reader
+            index[column] = header.index(column)
+        while True:
+            line = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exn:
+                yield line, f"line {line}: {exn}"
+                if reader.line_num < line:  # nothing consumed: the parser cannot go on
+                    return
+                continue
+            if fields:
+                yield line, {c: fields[i] if i < len(fields) else None for c, i in index.items()}
+
+
+def _not_utf8(text: str) -> str | None:
+    """Where ``text`` (decoded with ``surrogateescape``) held bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exn:
+        byte = ord(text[exn.start]) - 0xDC00
+        return f"byte 0x{byte:02x} at character {exn.start} is not UTF-8"
+    return None
 
 
 def read_captions(
@@ -69,7 +109,8 @@ def read_captions(
     """The non-empty captions of a table, stripped, without opening any image.
 
     Meant as a tokenizer corpus (:meth:`~manifold_align.data.tokenizer.Tokenizer.train`);
-    rows without a caption are not samples here, so they are passed over.
+    rows without a usable caption (none, empty, not UTF-8, or a row the parser cannot
+    read) are not samples here, so they are passed over.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -77,17 +118,20 @@ def read_captions(
             is not one character.
     """
     path = Path(path)
-    for row in _rows(path, _separator(path, separator), caption_column=caption_column):
+    for _, row in _rows(path, _separator(path, separator), caption_column=caption_column):
+        if isinstance(row, str):
+            continue  # an unreadable row: CaptionTable counts it when training reads it
         caption = (row[caption_column] or "").strip()
-        if caption:
+        if caption and _not_utf8(caption) is None:
             yield caption
 
 
 class CaptionTable(torch.utils.data.Dataset):
     """Image-path + caption table (CSV or TSV) as a dataset of ``(image, caption)``.
 
-    The table is read once into two lists of strings (path and caption per row); images
-    are opened when an item is asked for.
+    The table is read once into two lists of strings (path and caption per row), with the
+    file line of each row and the parser's error for rows it cannot read; images are opened
+    when an item is asked for.
 
     Args:
         path: the ``.csv`` / ``.tsv`` file.
@@ -96,6 +140,8 @@ class CaptionTable(torch.utils.data.Dataset):
         separator: field separator; ``None`` picks tab for ``.tsv``/``.tab``, else comma.
         image_root: folder that relative image paths are resolved against; defaults to the
             table's folder.
+        max_image_pixels: images whose header declares more pixels are skipped undecoded
+            (reason ``too_many_pixels``); ``None``: no limit of ours.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -111,18 +157,26 @@ class CaptionTable(torch.utils.data.Dataset):
         caption_column: str = "caption",
         separator: str | None = None,
         image_root: str | os.PathLike | None = None,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
         self.path = Path(path)
+        self.max_image_pixels = max_image_pixels
         self.separator = _separator(self.path, separator)
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
         self.image_column = image_column
         self.caption_column = caption_column
         self.paths: list[str] = []
         self.captions: list[str | None] = []
+        self.lines: list[int] = []
+        self.errors: dict[int, str] = {}
         rows = _rows(
             self.path, self.separator, image_column=image_column, caption_column=caption_column
         )
-        for row in rows:
+        for line, row in rows:
+            if isinstance(row, str):
+                self.errors[len(self.paths)] = row
+                row = {image_column: None, caption_column: None}
+            self.lines.append(line)
             self.paths.append(row[image_column] or "")
             self.captions.append(row[caption_column])
 
@@ -138,22 +192,31 @@ class CaptionTable(torch.utils.data.Dataset):
         """Row ``index`` as ``(RGB image, caption)``.
 
         Raises:
-            SampleError: ``missing_caption``, ``empty_caption``, ``missing_file`` or
-                ``corrupt_image`` (checked in that order).
+            SampleError: ``bad_row``, ``missing_caption``, ``empty_caption``,
+                ``bad_caption``, ``missing_file``, ``too_many_pixels`` or ``corrupt_image``
+                (checked in that order); the detail gives the row's line in the file.
         """
         key = f"{self.path.name}#row{index}"
+        line = f"line {self.lines[index]}"
+        if index in self.errors:
+            raise SampleError(BAD_ROW, key, self.errors[index])
         caption = self.captions[index]
         if caption is None:
-            raise SampleError(MISSING_CAPTION, key, f"row has no {self.caption_column!r} field")
+            raise SampleError(
+                MISSING_CAPTION, key, f"{line}: row has no {self.caption_column!r} field"
+            )
         caption = caption.strip()
         if not caption:
-            raise SampleError(EMPTY_CAPTION, key)
+            raise SampleError(EMPTY_CAPTION, key, line)
+        not_utf8 = _not_utf8(caption)
+        if not_utf8 is not None:
+            raise SampleError(BAD_CAPTION, key, f"{line}: caption {not_utf8}")
         file = self.resolve(index)
         try:
             data = file.read_bytes()
         except OSError as exn:
-            raise SampleError(MISSING_FILE, key, f"{file}: {type(exn).__name__}") from exn
-        return decode_image(data, f"{key} {file.name}"), caption
+            raise SampleError(MISSING_FILE, key, f"{line}: {file}: {type(exn).__name__}") from exn
+        return decode_image(data, f"{key} {file.name}", self.max_image_pixels), caption
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str] | SkippedSample:
         """``(image, caption)``, or a :class:`SkippedSample` if the row is unreadable."""

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from manifold_align.data.skipped import CORRUPT_IMAGE, SampleError
+from manifold_align.data.skipped import CORRUPT_IMAGE, TOO_MANY_PIXELS, SampleError
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "MAX_IMAGE_PIXELS",
     "ImageTransform",
     "center_crop",
     "decode_image",
@@ -40,6 +42,17 @@ CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 """Per-channel mean of OpenAI CLIP's preprocessing."""
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 """Per-channel standard deviation of OpenAI CLIP's preprocessing."""
+
+MAX_IMAGE_PIXELS = 64_000_000
+"""Default pixel limit of a decoded image (``data.max_image_pixels``).
+
+Decoded RGB costs 3 bytes a pixel, so 64 megapixels is at most 192 MB per image in each
+``DataLoader`` worker. It admits every common camera (a 50 MP phone sensor, 8160 x 6144;
+a 61 MP full-frame body, 9504 x 6336) and stays under Pillow's own warning threshold
+(``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 MP; Pillow refuses only above twice that), so a
+144 MP image of a few kilobytes (a decompression bomb, 430 MB or more decoded) is skipped
+rather than decoded. Training resizes every image to a few hundred pixels a side anyway.
+"""
 
 _DIRECT_MODES = {"1", "L", "RGB", "CMYK", "YCbCr", "LAB", "HSV"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -82,17 +95,43 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     raise ValueError(f"image.mode: got {mode!r}, expected a mode convertible to RGB")
 
 
-def decode_image(data: bytes, key: str = "") -> Image.Image:
-    """Fully decode image bytes to an RGB PIL image.
+def decode_image(data: bytes, key: str = "", max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Fully decode image bytes to an RGB PIL image, refusing huge ones before decoding.
 
-    Pillow decodes lazily, so ``load()`` is forced here: truncated bytes fail now, inside the
-    reader, and not later in a transform.
+    The size comes from the header (``Image.open`` is lazy), so an image with
+    ``width x height > max_pixels`` is refused without allocating its pixels. Pillow's own
+    decompression-bomb warning is silenced here (this limit replaces it); its error, for
+    images over twice ``PIL.Image.MAX_IMAGE_PIXELS``, counts as too many pixels too.
+    Otherwise ``load()`` is forced: truncated bytes fail now, inside the reader, and not
+    later in a transform.
+
+    Args:
+        data: the encoded image.
+        key: the sample's name for the error.
+        max_pixels: the largest ``width x height`` decoded; ``None``: no limit of ours.
 
     Raises:
-        SampleError: with reason ``corrupt_image`` if Pillow cannot decode ``data``.
+        SampleError: with reason ``too_many_pixels`` for an image over ``max_pixels``, or
+            ``corrupt_image`` if Pillow cannot decode ``data``.
     """
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exn:
+        raise SampleError(TOO_MANY_PIXELS, key, str(exn)[:200]) from exn
+    except UnidentifiedImageError as exn:  # its message names a BytesIO object's address
+        raise SampleError(CORRUPT_IMAGE, key, "not an image format Pillow knows") from exn
+    except Exception as exn:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad bytes
+        raise SampleError(CORRUPT_IMAGE, key, f"{type(exn).__name__}: {exn}"[:200]) from exn
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise SampleError(
+            TOO_MANY_PIXELS,
+            key,
+            f"{width} x {height} = {width * height:,} pixels > max_image_pixels {max_pixels:,}",
+        )
+    try:
         image.load()  # no context manager: closing may drop the pixels we return
         return to_rgb(image)
     except Exception as exn:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad bytes

@@ -24,6 +24,8 @@ import itertools
 import json
 import os
 import random
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,11 @@ from manifold_align.data.skipped import (
     SampleError,
     SkippedSample,
     SkippedSamples,
+    UnusableDataError,
 )
-from manifold_align.data.transforms import decode_image, to_rgb
+from manifold_align.data.transforms import MAX_IMAGE_PIXELS, decode_image, to_rgb
 
-__all__ = ["IMAGE_EXTENSIONS", "WebDatasetReader", "write_shards"]
+__all__ = ["IMAGE_EXTENSIONS", "WebDatasetReader", "check_shard_list", "write_shards"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 """Image member extensions looked for, in this order."""
@@ -108,6 +111,66 @@ def _expand(urls: str | list[str]) -> list[str]:
     if not shards:
         raise ValueError(f"urls: {urls!r} names no shard, expected at least one")
     return shards
+
+
+def _local_path(url: str) -> Path | None:
+    """The file a shard URL names on this machine (no scheme or ``file:``), else ``None``."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "" and url != "-":
+        return Path(url)
+    return None
+
+
+def _named(urls: list[str], limit: int = 3) -> str:
+    shown = ", ".join(urls[:limit])
+    return shown + (f", ... ({len(urls)} in all)" if len(urls) > limit else "")
+
+
+def check_shard_list(shards: Sequence[str], *, allow_pipe: bool = False, local: bool = True) -> None:
+    """Refuse a shard list that cannot be read as given, before anything is read.
+
+    * ``pipe:`` URLs run their text as a shell command (``webdataset.gopen``); a
+      configuration string must not run commands unless that was asked for explicitly.
+    * With ``local``, local shards (a path, or a ``file:`` URL) that do not exist or are
+      empty (0 bytes): usually a mistyped pattern or an unfinished download. The message names the first
+      few and the count. Remote shards are judged when read (an unreadable one is counted as
+      ``unreadable_shard``).
+
+    Raises:
+        ValueError: ``pipe:`` URLs without ``allow_pipe``, or empty local shards.
+        FileNotFoundError: local shards that do not exist (empty ones are named too).
+    """
+    pipes = [u for u in shards if urllib.parse.urlparse(u).scheme == "pipe"]
+    if pipes and not allow_pipe:
+        raise ValueError(
+            f"urls: {len(pipes)} shard URL(s) run a shell command ({_named(pipes, 1)}); a "
+            "'pipe:' URL runs only when allowed explicitly: allow_pipe=True "
+            "(data.webdataset.allow_pipe: true in a run config)"
+        )
+    missing, empty = [], []
+    for url in shards if local else ():
+        path = _local_path(url)
+        if path is None:
+            continue
+        try:
+            if path.stat().st_size == 0:
+                empty.append(url)
+        except OSError:
+            missing.append(url)
+    if not missing and not empty:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(shards)} shards do not exist: {_named(missing)}")
+    if empty:
+        parts.append(f"{len(empty)} of {len(shards)} shards are empty (0 bytes): {_named(empty)}")
+    message = (
+        "urls: " + "; ".join(parts) + ". Fix the pattern, or leave them out (a brace pattern "
+        "takes several parts joined by '::', e.g. 'a-{000..004}.tar::a-{006..009}.tar')"
+    )
+    raise (FileNotFoundError if missing else ValueError)(message)
 
 
 def _url_list(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> str | list[str]:
@@ -165,6 +228,12 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             ``torch.distributed`` or ``RANK``/``WORLD_SIZE``, see
             :func:`~manifold_align.data.sharding.discover_rank`) when the reader is built.
         world_size: number of ranks.
+        allow_pipe: accept ``pipe:`` URLs, which run their text as a shell command (off by
+            default: see :func:`check_shard_list`).
+        check_shards: refuse missing or empty local shards when built (see
+            :func:`check_shard_list`); ``False`` counts them as ``unreadable_shard`` when read.
+        max_image_pixels: images whose header declares more pixels are skipped undecoded
+            (reason ``too_many_pixels``); ``None``: no limit of ours.
 
     Attributes:
         skipped: :class:`SkippedSamples` of this process (see ``emit_skipped``).
@@ -172,15 +241,19 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         rank, world_size: as resolved when the reader was built.
 
     Raises:
-        ValueError: if ``urls`` is empty; ``shuffle`` is negative; only one of
+        FileNotFoundError: local shards that do not exist (with ``check_shards``).
+        ValueError: if ``urls`` is empty; a shard is a ``pipe:`` URL without
+            ``allow_pipe``; a local shard is empty (with ``check_shards``); ``shuffle`` is
+            negative; only one of
             ``samples_per_epoch``/``batch_size`` (or ``rank``/``world_size``) is given;
             ``batch_size < 1``; ``samples_per_epoch`` is below one global batch; a custom
             splitter is given with ``resampled``; or, without
             resampling on more than one rank, there are fewer shards than ranks or no
             ``samples_per_epoch`` (ranks would run different numbers of steps). When
             iterated: a worker that must make batches got no shard (fewer shards than
-            ranks x workers, message names the numbers), or every shard of a bounded epoch
-            was tried since the last readable sample without one.
+            ranks x workers, message names the numbers). ``UnusableDataError`` when
+            iterated: every shard of an endless or fixed epoch was tried since the last
+            readable sample without one (the message counts the skipped samples by reason).
     """
 
     def __init__(
@@ -200,10 +273,15 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         batch_size: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        allow_pipe: bool = False,
+        check_shards: bool = True,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
         self.urls = _url_list(urls)
         self.shards = _expand(self.urls)
+        self.allow_pipe = bool(allow_pipe)
+        self.max_image_pixels = max_image_pixels
         if shuffle < 0:
             raise ValueError(f"shuffle: got {shuffle}, expected >= 0 (buffer size in samples)")
         self.shuffle = int(shuffle)
@@ -247,6 +325,8 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
                     "resampling, else each rank's epoch ends with its own shards and a rank "
                     "with fewer samples leaves the others waiting in a collective"
                 )
+        # last: the arguments are checked before any file is looked at
+        check_shard_list(self.shards, allow_pipe=self.allow_pipe, local=check_shards)
         self.skipped = SkippedSamples()
         self.epoch = 0
 
@@ -266,7 +346,8 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
 
         Raises:
             SampleError: ``missing_image``, ``missing_caption``, ``bad_caption``,
-                ``empty_caption`` or ``corrupt_image`` (checked in that order).
+                ``empty_caption``, ``too_many_pixels`` or ``corrupt_image`` (checked in that
+                order).
         """
         key = f"{Path(str(sample.get('__url__', ''))).name}/{sample.get('__key__', '?')}"
         image_ext = next((e for e in self.image_extensions if e in sample), None)
@@ -282,7 +363,7 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         caption = caption.strip()
         if not caption:
             raise SampleError(EMPTY_CAPTION, key)
-        return decode_image(sample[image_ext], key), caption
+        return decode_image(sample[image_ext], key, self.max_image_pixels), caption
 
     def _shard_stream(self) -> tuple[Iterable[dict[str, Any]], list[str], int | None]:
         """This reader's shard source for the current epoch, in the calling worker.
@@ -340,6 +421,7 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
         endless = self.resampled or quota is not None
         all_shards = set(universe)
         tried: set[str] = set()  # shards opened since the last readable sample
+        since = SkippedSamples()  # what was skipped since the last readable sample
 
         def shard_failed(url: str, detail: str) -> None:
             pending.append(SkippedSample(UNREADABLE_SHARD, Path(url).name, detail[:200]))
@@ -348,11 +430,11 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             for item in source:
                 url = item["url"]
                 if endless and url in tried and tried >= all_shards:
-                    raise ValueError(
+                    raise UnusableDataError(
                         f"urls: rank {self.rank} of {self.world_size} (worker "
                         f"{worker_info()[0]}) tried each of its {len(all_shards)} shards since "
                         "its last readable sample and none gave one, so its epoch cannot be "
-                        "filled; the skipped-sample markers name the reasons"
+                        f"filled; {since.summary()}"
                     )
                 tried.add(url)
                 try:
@@ -386,18 +468,22 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
                 yield item
 
         def decode_stage(source: Iterable[dict[str, Any]]) -> Iterator[Any]:
+            nonlocal since
             iterator = iter(source)
             while True:
                 sample = next(iterator, None)
+                since.update(pending)
                 yield from self._drain(pending)
                 if sample is None:
                     return
                 try:
                     decoded = self.decode(sample)
                 except SampleError as exn:
+                    since.add(exn.marker())
                     yield from self._drain([exn.marker()])
                     continue
                 tried.clear()
+                since = SkippedSamples()
                 yield decoded
 
         stages: list[Any] = [

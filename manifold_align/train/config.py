@@ -99,12 +99,15 @@ class WebDatasetSource:
     ``samples_per_epoch // (W x data.batch_size)`` batches, so no rank runs out before the
     others (see :mod:`manifold_align.data.sharding`); ``None``: an epoch is one pass over a
     rank's shards (enough on one process; uneven shards can stall a multi-rank run).
+    ``allow_pipe``: accept ``pipe:`` URLs, which run their text as a shell command; off, so
+    a configuration string runs no command unless that was asked for explicitly.
     """
 
     urls: str = ""
     shuffle: int = 1000
     shardshuffle: bool = True
     samples_per_epoch: int | None = None
+    allow_pipe: bool = False
 
     def __post_init__(self) -> None:
         if self.samples_per_epoch is not None:
@@ -136,7 +139,13 @@ class DataConfig:
     its vocabulary as ``<run>/tokenizer.json``. ``augment`` uses random resized crops (then a
     resumed run matches an uninterrupted one only with ``num_workers = 0``).
     ``batch_size`` is per rank (per GPU): a run on ``W`` ranks trains on global batches of
-    ``W x batch_size`` (see docs/scaling.md).
+    ``W x batch_size`` (see docs/scaling.md), at least 2 (a contrastive batch needs a
+    negative). ``max_consecutive_skips``: training stops with a message counting the skipped
+    samples by reason once more than this many were skipped with no batch of two readable
+    samples between (it also stops after an epoch's worth of such batches).
+    ``max_image_pixels``: images whose header declares more pixels are skipped undecoded
+    (``too_many_pixels``; 64 MP by default, at most 192 MB decoded, see
+    ``manifold_align.data.transforms.MAX_IMAGE_PIXELS``).
     """
 
     source: Literal["synthetic", "webdataset", "csv"] = "synthetic"
@@ -148,9 +157,20 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0
     augment: bool = False
+    max_consecutive_skips: int = 100_000  # = train.batches.MAX_CONSECUTIVE_SKIPS
+    max_image_pixels: int = 64_000_000  # = data.transforms.MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
-        _positive("data", batch_size=self.batch_size, vocab_size=self.vocab_size)
+        _positive(
+            "data", batch_size=self.batch_size, vocab_size=self.vocab_size,
+            max_consecutive_skips=self.max_consecutive_skips,
+            max_image_pixels=self.max_image_pixels,
+        )
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"data.batch_size: expected >= 2 (a contrastive batch needs a negative; a "
+                f"batch of one is never trained on), got {self.batch_size}"
+            )
         _non_negative("data", num_workers=self.num_workers)
         if self.source == "webdataset" and not self.webdataset.urls:
             raise ConfigError("data.webdataset.urls: required when data.source is 'webdataset'")

@@ -181,6 +181,7 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
     global_batch = data.batch_size * world_size
     transform = ImageTransform(image_size, train=data.augment, seed=seed if data.augment else None)
     collate = Collate(tokenizer, transform)
+    guard = {"max_consecutive_skips": data.max_consecutive_skips}
     if data.source == "synthetic":
         syn = data.synthetic
         dataset = SyntheticCaptions(
@@ -199,7 +200,8 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
         try:
             dataset = CaptionTable(csv.path, image_column=csv.image_column,
                                    caption_column=csv.caption_column, separator=csv.separator,
-                                   image_root=csv.image_root)
+                                   image_root=csv.image_root,
+                                   max_image_pixels=data.max_image_pixels)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"data.csv: {exc}") from None
         if global_batch > len(dataset):
@@ -207,7 +209,8 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
                 f"data.batch_size: {data.batch_size} x {world_size} rank(s) exceeds the "
                 f"{len(dataset)} rows of {csv.path}"
             )
-        return MapBatches(dataset, global_batch, seed, collate, data.num_workers, rank, world_size)
+        return MapBatches(dataset, global_batch, seed, collate, data.num_workers, rank, world_size,
+                          source=f"data.csv.path {csv.path!r}", **guard)
     from manifold_align.data.webdataset import WebDatasetReader
 
     wds = data.webdataset
@@ -216,10 +219,12 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
     try:
         reader = WebDatasetReader(wds.urls, shuffle=wds.shuffle, seed=seed,
                                   shardshuffle=wds.shardshuffle, rank=rank, world_size=world_size,
-                                  **epoch)
-    except ValueError as exc:
+                                  allow_pipe=wds.allow_pipe,
+                                  max_image_pixels=data.max_image_pixels, **epoch)
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"data.webdataset: {exc}") from None
-    return StreamBatches(reader, data.batch_size, collate, data.num_workers)
+    return StreamBatches(reader, data.batch_size, collate, data.num_workers,
+                         source=f"data.webdataset.urls {wds.urls!r}", **guard)
 
 
 def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> Evaluate | None:
