@@ -65,7 +65,12 @@ def clip_clean(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"text: got {type(text).__name__}, expected str")
-    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    if not (text.isascii() and text.isprintable() and "&" not in text):
+        # ftfy leaves printable ASCII without "&" as it is (none of its fixes has anything to
+        # act on: no entity, control, escape, line break or non-ASCII character), so most
+        # captions skip its cost; tests/test_tokenizer.py checks the claim
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text))
     return " ".join(text.split()).lower()
 
 
