@@ -8,6 +8,10 @@ expression engine inside ``tokenizers`` does not (docs/data.md, "CLIP's tokenize
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import open_clip
 import pytest
 import torch
@@ -85,3 +89,15 @@ def test_a_literal_special_token_is_the_one_difference():
     assert torch.equal(OURS([text]), PEER(["a b"]))
     assert OURS.encode(text) == OURS.encode("a b") == [320, 321]
 
+
+
+def test_benchmark_quick_run_compares_equal_rows(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_tokenizer
+
+    out = bench_tokenizer.main(["--quick", "--json", str(tmp_path / "tokenizer.json")])
+    assert json.loads((tmp_path / "tokenizer.json").read_text()) == json.loads(json.dumps(out))
+    assert [r["corpus"] for r in out["results"]] == ["synthetic", "web-like"]
+    for r in out["results"]:
+        assert r["captions"] == 2000 and r["rows_differing"] == 0
+        assert r["ratio_time"] > 0 and r["ours"]["captions_per_s"] > 0
