@@ -5,7 +5,7 @@ Two sub-commands:
 * ``machine --out FILE``: record the machine and the software (CPU model, cores, torch,
   OpenCLIP and geoopt versions, threads, date, the command) at the start of a run;
 * ``page --results DIR --out FILE``: read ``machine.json``, ``losses.json``, ``radam.json``,
-  ``throughput.json``, ``scaling.json`` and ``durations.tsv`` from ``DIR`` (any of the
+  ``throughput.json``, ``scaling.json``, ``tokenizer.json`` and ``durations.tsv`` from ``DIR`` (any of the
   benchmark files may be missing: its section then says so) and write the markdown page:
   the ratios at a glance, one section per benchmark with its table and plot, and how to
   reproduce it.
@@ -149,6 +149,15 @@ def throughput_ratios(tp: dict) -> list[tuple[str, float | None, float | None]]:
          r.get("ratio_time"), r.get("ratio_cpu"))
         for r in tp["results"]
         if r["model"] != "OpenCLIP" and "ratio_time" in r
+    ]
+
+
+def tokenizer_ratios(tok: dict) -> list[tuple[str, float | None, float | None]]:
+    """``(comparison, wall ratio, CPU ratio)`` of our CLIP tokenizer against OpenCLIP's."""
+    return [
+        (f"CLIP tokenizer, {r['captions']:,} {r['corpus']} captions / OpenCLIP's",
+         r.get("ratio_time"), r.get("ratio_cpu"))
+        for r in tok["results"]
     ]
 
 
@@ -297,6 +306,35 @@ def _section_scaling(sc: dict | None) -> list[str]:
     return [*out, ""]
 
 
+def _section_tokenizer(tok: dict | None) -> list[str]:
+    out = ["## CLIP tokenizer against OpenCLIP's", ""]
+    if tok is None:
+        return [*out, "Not run (no `tokenizer.json`).", ""]
+    meta, load = tok["meta"], tok["load"]
+    out += [
+        "`benchmarks/bench_tokenizer.py`: `clip_tokenizer()` (OpenAI CLIP's BPE shipped with",
+        "the package, run through Hugging Face `tokenizers`) and",
+        f"`open_clip.get_tokenizer(\"ViT-B-32\")` (open_clip_torch {meta.get('open_clip_torch')},",
+        "pure Python) turn the same captions into `(N, 77)` rows, in one process, chunks of",
+        f"{meta.get('chunk')} captions taken in turn; the rows are compared as they go (column",
+        "*rows differing*). *synthetic*: the bundled captions (few distinct words, ASCII);",
+        "*web-like*: seeded captions over 20,000 words of CLIP's vocabulary with capitals,",
+        "punctuation, HTML entities, curly quotes, accents and emoji. Both clean with `ftfy`",
+        "as OpenCLIP does (ours skips it on printable ASCII without `&`, which it leaves",
+        f"unchanged). One thread each. Building the tokenizer: ours {load['ours_s']:.2f} s,",
+        f"OpenCLIP's {load['openclip_s']:.2f} s (best of several).",
+        "",
+        "| corpus | captions | mean chars | ours captions/s | OpenCLIP captions/s "
+        "| wall ours / OpenCLIP | CPU ours / OpenCLIP | rows differing |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    out += [f"| {r['corpus']} | {r['captions']:,} | {r['mean_chars']:.0f} | "
+            f"{r['ours']['captions_per_s']:,.0f} | {r['openclip']['captions_per_s']:,.0f} | "
+            f"{_fmt(r['ratio_time'])} | {_fmt(r['ratio_cpu'])} | {r['rows_differing']} |"
+            for r in tok["results"]]
+    return [*out, ""]
+
+
 def page(results: Path) -> str:
     """The markdown page of a results folder."""
     m = _load(results / "machine.json") or {}
@@ -304,6 +342,7 @@ def page(results: Path) -> str:
     radam = _load(results / "radam.json")
     tp = _load(results / "throughput.json")
     sc = _load(results / "scaling.json")
+    tok = _load(results / "tokenizer.json")
     durations = {}
     if (results / "durations.tsv").exists():
         for line in (results / "durations.tsv").read_text().splitlines():
@@ -375,9 +414,11 @@ def page(results: Path) -> str:
         out += [f"| {d} | {_fmt(v)} | | |" for d, v in radam_ratios(radam)]
     if tp:
         out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in throughput_ratios(tp)]
+    if tok:
+        out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in tokenizer_ratios(tok)]
     out.append("")
     for section in (_section_losses(losses), _section_radam(radam),
-                    _section_throughput(tp), _section_scaling(sc)):
+                    _section_throughput(tp), _section_scaling(sc), _section_tokenizer(tok)):
         out += section
     if gpu:
         return "\n".join(out)

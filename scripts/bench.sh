@@ -54,4 +54,6 @@ step throughput "$PY" benchmarks/bench_throughput.py "${QUICK[@]}" --threads "$T
   --json "$RES/throughput.json" --plot "$IMG/bench_throughput.png"
 step scaling "$PY" benchmarks/bench_scaling.py "${QUICK[@]}" --threads "$THREADS" \
   --json "$RES/scaling.json" --plots "$IMG"
+step tokenizer "$PY" benchmarks/bench_tokenizer.py "${QUICK[@]}" --threads "$THREADS" \
+  --json "$RES/tokenizer.json"
 "$PY" benchmarks/report.py page --results "$RES" --out "$PAGE"

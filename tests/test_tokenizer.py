@@ -1,10 +1,14 @@
-"""Byte-level BPE tokenizer: framing (SOT, text, EOT, pad), training, save/load, CLIP-style files."""
+"""Byte-level BPE tokenizer: framing (SOT, text, EOT, pad), training, save/load, CLIP's own."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+from importlib import resources
+from pathlib import Path
 
+import ftfy
 import pytest
 import torch
 from hypothesis import given
@@ -12,12 +16,21 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
+from manifold_align.data.clip_bpe import CLIP_VOCAB_FILE, byte_symbols, clip_clean
 from manifold_align.data.synthetic import (
     ZERO_SHOT_TASKS,
     SyntheticCaptions,
     train_synthetic_tokenizer,
 )
-from manifold_align.data.tokenizer import EOT, PAD, SOT, Tokenizer, basic_clean, default_tokenizer
+from manifold_align.data.tokenizer import (
+    EOT,
+    PAD,
+    SOT,
+    Tokenizer,
+    basic_clean,
+    clip_tokenizer,
+    default_tokenizer,
+)
 
 CORPUS = [
     "a small red triangle left of a large blue circle",
@@ -176,3 +189,111 @@ def test_bundled_tokenizer_is_the_trained_synthetic_vocabulary():
     # the asset is exactly what the code trains (not a hand-edited file)
     fresh = train_synthetic_tokenizer()
     assert fresh.backend.get_vocab() == bundled.backend.get_vocab()
+
+
+# -- OpenAI CLIP's tokenizer, shipped (tests/peers/test_clip_tokenizer.py compares it with OpenCLIP)
+
+
+@pytest.fixture(scope="module")
+def clip() -> Tokenizer:
+    return clip_tokenizer()
+
+
+# ids as open_clip.get_tokenizer("ViT-B-32") gives them (open_clip_torch 3.3.0)
+CLIP_KNOWN = [
+    ("a diagram", [320, 22697]),
+    ("a photo of a dog", [320, 1125, 539, 320, 1929]),
+    ("It’s a CAT &amp;amp; a dog!!", [585, 568, 320, 2368, 261, 320, 1929, 748]),  # ftfy, HTML
+    ("ﬁsh   and\tchips\n", [2759, 537, 8855]),  # ligature, whitespace runs
+    ("cafÃ© naïve 2024", [15304, 1097, 35689, 563, 273, 271, 273, 275]),  # mojibake, digits
+    ("", []),
+]
+
+
+@pytest.mark.parametrize(("text", "ids"), CLIP_KNOWN, ids=[t for t, _ in CLIP_KNOWN])
+def test_clip_tokenizer_gives_clips_ids(clip, text, ids):
+    assert clip.encode(text) == ids
+    row = clip([text])[0]
+    assert row.tolist() == [49406, *ids, 49407] + [0] * (77 - len(ids) - 2)
+
+
+def test_clip_tokenizer_special_ids_and_vocabulary(clip):
+    assert (clip.vocab_size, clip.sot_id, clip.eot_id, clip.pad_id) == (49408, 49406, 49407, 0)
+    assert clip.context_length == 77 and clip.clean == "clip"
+    assert clip.backend.id_to_token(49406) == "<start_of_text>"
+    assert clip.backend.id_to_token(49407) == "<end_of_text>"
+    assert clip.backend.id_to_token(0) == "!" and clip.backend.id_to_token(256) == "!</w>"
+    assert clip.decode(clip(["A photo of a DOG"])[0]) == "a photo of a dog"
+    assert clip_tokenizer(16)(["a dog"]).shape == (1, 16)
+
+
+def test_clip_truncation_keeps_the_end_token(clip):
+    long = " ".join(["a photo of a dog"] * 40)
+    ids = clip.encode(long)
+    assert len(ids) == 200
+    for length in (77, 10, 2):
+        row = clip([long], context_length=length)[0]
+        assert row.tolist() == [49406, *ids[: length - 2], 49407]
+
+
+def test_clip_literal_special_tokens_are_dropped(clip):
+    """OpenCLIP would emit 49407 mid-row here; ours keeps one end token, where the text ends."""
+    row = clip(["a <end_of_text> b <START_OF_TEXT>"])[0]
+    assert row[:4].tolist() == [49406, 320, 321, 49407]
+    assert (row == 49407).sum() == 1 and (row == 49406).sum() == 1
+
+
+def test_clip_context_length_errors():
+    with pytest.raises(ValueError, match="context_length"):
+        clip_tokenizer(1)
+    with pytest.raises(ValueError, match="context_length"):
+        clip_tokenizer()(["a"], context_length=1)
+    with pytest.raises(TypeError, match=r"texts\[0\]"):
+        clip_tokenizer()([None])
+
+
+def test_clip_tokenizer_saves_loads_and_pickles_unchanged(clip, tmp_path):
+    texts = ["It’s a CAT &amp; a dog", "ﬁsh and chips", "a photo of a dog"]
+    again = Tokenizer.load(clip.save(tmp_path / "tokenizer.json"))
+    assert again.clean == "clip" and (again.sot_id, again.eot_id) == (49406, 49407)
+    assert torch.equal(again(texts), clip(texts))
+    assert torch.equal(pickle.loads(pickle.dumps(clip))(texts), clip(texts))
+    # an explicit choice still wins over the names
+    assert Tokenizer.load(tmp_path / "tokenizer.json", clean="basic").clean == "basic"
+    with pytest.raises(ValueError, match="clean"):
+        Tokenizer(clip.backend, clean="nfkc")
+
+
+def test_clip_vocabulary_file_is_openais_unchanged_with_its_notice():
+    assets = resources.files("manifold_align.data").joinpath("assets")
+    digest = hashlib.sha256(assets.joinpath(CLIP_VOCAB_FILE).read_bytes()).hexdigest()
+    assert digest == "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+    notice = assets.joinpath("CLIP_BPE_LICENSE.txt").read_text()
+    assert "MIT License" in notice and "Copyright (c) 2021 OpenAI" in notice and digest in notice
+    assert len(byte_symbols()) == len(set(byte_symbols())) == 256
+    assert set(byte_symbols()) == set(pre_tokenizers.ByteLevel.alphabet())
+
+
+def test_clip_clean_is_openclips():
+    assert clip_clean("  It’s\u00a0a  CAT &amp;amp; ﬁne\x1c ") == "it's a cat & fine"
+    with pytest.raises(TypeError, match="text"):
+        clip_clean(b"bytes")
+
+
+def test_data_tokenizer_clip_selects_it_and_full_scale_configs_use_it():
+    from manifold_align.config import load_config
+    from manifold_align.train.config import RunConfig
+    from manifold_align.train.run import _load_tokenizer
+
+    root = Path(__file__).parents[1] / "configs" / "train"
+    for name in ("ViT-B-16-sphere", "ViT-B-16-oblique"):
+        assert load_config(RunConfig, root / f"{name}.yaml").data.tokenizer == "clip"
+    tok = _load_tokenizer(load_config(RunConfig, None, ["data.tokenizer=clip"]), 77)
+    assert (tok.vocab_size, tok.eot_id, tok.clean) == (49408, 49407, "clip")
+
+
+@given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="&")))
+def test_ftfy_leaves_printable_ascii_without_ampersand_alone(text):
+    """clip_clean skips ftfy on such text; this is the claim that makes the shortcut exact."""
+    assert ftfy.fix_text(text) == text
+    assert clip_clean(text) == " ".join(text.split()).lower()

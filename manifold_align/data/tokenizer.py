@@ -13,19 +13,27 @@ collapsed to one space, stripped, lower-cased) and truncated so that EOT is alwa
 :func:`default_tokenizer` loads the vocabulary bundled with the package, trained on the
 synthetic captions (:mod:`manifold_align.data.synthetic`).
 
+
+:func:`clip_tokenizer` is OpenAI CLIP's own byte-level BPE (49,408 ids, start 49406, end
+49407, zero padding, context 77), shipped with the package (:mod:`manifold_align.data.clip_bpe`)
+and cleaned as OpenCLIP cleans (``ftfy``, HTML, whitespace, lower case): its rows equal
+``open_clip.get_tokenizer("ViT-B-32")``'s, except that a literal ``<start_of_text>`` or
+``<end_of_text>`` inside a caption is dropped here (OpenCLIP keeps it as a special id).
+
 Bringing your own ``tokenizer.json`` (e.g. CLIP's from the Hugging Face hub) works when its
-vocabulary holds the start and end tokens (``<|startoftext|>``, ``<|endoftext|>`` unless
-named otherwise). Its own normaliser and pre-tokeniser are used as they are; its
-post-processor is bypassed (this class adds SOT/EOT itself); the pad id is the vocabulary's
-``<|pad|>`` if present, else ``0`` (OpenAI CLIP pads with 0; the text encoder never reads
-past EOT, so the pad value does not change its output).
+vocabulary holds the start and end tokens (``<|startoftext|>``, ``<|endoftext|>`` or
+OpenCLIP's ``<start_of_text>``, ``<end_of_text>``, unless named otherwise). Its own normaliser
+and pre-tokeniser are used as they are; its post-processor is bypassed (this class adds
+SOT/EOT itself); the pad id is the vocabulary's ``<|pad|>`` if present, else ``0`` (OpenAI
+CLIP pads with 0; the text encoder never reads past EOT, so the pad value does not change its
+output).
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -34,12 +42,14 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, tra
 from tokenizers import Tokenizer as HFTokenizer
 
 __all__ = [
+    "CLEANERS",
     "DEFAULT_TOKENIZER_FILE",
     "EOT",
     "PAD",
     "SOT",
     "Tokenizer",
     "basic_clean",
+    "clip_tokenizer",
     "default_tokenizer",
 ]
 
@@ -64,6 +74,21 @@ def basic_clean(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip().lower()
 
 
+def _clip_clean(text: str) -> str:
+    from manifold_align.data.clip_bpe import clip_clean  # needs ftfy, imported on first use
+
+    return clip_clean(text)
+
+
+CLEANERS: dict[str, Callable[[str], str]] = {"basic": basic_clean, "clip": _clip_clean}
+"""Text cleanings by name: ``basic`` (:func:`basic_clean`) and ``clip`` (OpenCLIP's, with
+``ftfy``: :func:`manifold_align.data.clip_bpe.clip_clean`)."""
+
+# OpenCLIP names CLIP's special tokens differently from OpenAI's/Hugging Face's files; a
+# vocabulary with OpenCLIP's names is CLIP's as shipped here, and is cleaned as OpenCLIP does.
+_CLIP_NAMES = ("<start_of_text>", "<end_of_text>")
+
+
 class Tokenizer:
     """A ``tokenizers.Tokenizer`` plus CLIP's framing: SOT, text, EOT, padding to ``L``.
 
@@ -73,6 +98,8 @@ class Tokenizer:
         sot: start-of-text token string.
         eot: end-of-text token string.
         pad: padding token string; if it is not in the vocabulary the pad id is ``0``.
+        clean: the cleaning applied before the tokenizer's own normaliser, a key of
+            :data:`CLEANERS` (``"basic"`` or ``"clip"``).
 
     Attributes:
         sot_id, eot_id, pad_id: ids of the special tokens.
@@ -80,7 +107,8 @@ class Tokenizer:
         context_length: ``L``.
 
     Raises:
-        ValueError: if ``context_length < 2`` or ``sot``/``eot`` is not in the vocabulary.
+        ValueError: if ``context_length < 2``, ``sot``/``eot`` is not in the vocabulary or
+            ``clean`` is not a known cleaning.
     """
 
     def __init__(
@@ -91,6 +119,7 @@ class Tokenizer:
         sot: str = SOT,
         eot: str = EOT,
         pad: str = PAD,
+        clean: str = "basic",
     ) -> None:
         if not isinstance(tokenizer, HFTokenizer):
             raise TypeError(
@@ -98,7 +127,10 @@ class Tokenizer:
             )
         if context_length < 2:
             raise ValueError(f"context_length: got {context_length}, expected >= 2 (SOT and EOT)")
+        if clean not in CLEANERS:
+            raise ValueError(f"clean: got {clean!r}, expected one of {sorted(CLEANERS)}")
         self._tok = tokenizer
+        self.clean = clean
         self.context_length = int(context_length)
         ids = {}
         for name, token in (("sot", sot), ("eot", eot)):
@@ -171,11 +203,17 @@ class Tokenizer:
         path: str | Path,
         context_length: int = 77,
         *,
-        sot: str = SOT,
-        eot: str = EOT,
+        sot: str | None = None,
+        eot: str | None = None,
         pad: str = PAD,
+        clean: str | None = None,
     ) -> Tokenizer:
         """Load a ``tokenizer.json`` (one written by :meth:`save`, or CLIP's).
+
+        ``sot``/``eot`` default to ``<|startoftext|>``/``<|endoftext|>``, or to OpenCLIP's
+        ``<start_of_text>``/``<end_of_text>`` when the vocabulary has those instead (the file
+        :func:`clip_tokenizer` saves); ``clean`` defaults to ``"clip"`` for OpenCLIP's names
+        and ``"basic"`` otherwise, so a saved :func:`clip_tokenizer` loads back unchanged.
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
@@ -188,7 +226,14 @@ class Tokenizer:
             tok = HFTokenizer.from_file(str(path))
         except Exception as exn:  # tokenizers raises a bare Exception on malformed JSON
             raise ValueError(f"path: {str(path)!r} is not a tokenizers JSON file ({exn})") from exn
-        return cls(tok, context_length, sot=sot, eot=eot, pad=pad)
+        openclip = sot is None and eot is None and tok.token_to_id(SOT) is None and all(
+            tok.token_to_id(name) is not None for name in _CLIP_NAMES
+        )
+        if openclip:
+            sot, eot = _CLIP_NAMES
+        if clean is None:
+            clean = "clip" if openclip else "basic"
+        return cls(tok, context_length, sot=sot or SOT, eot=eot or EOT, pad=pad, clean=clean)
 
     def save(self, path: str | Path) -> Path:
         """Write ``tokenizer.json`` to ``path`` (parent folders are created); returns the path."""
@@ -204,7 +249,7 @@ class Tokenizer:
         A literal ``<|endoftext|>`` (or SOT/PAD token string) inside ``text`` is dropped, so
         every encoded row holds exactly one EOT, where the text ends.
         """
-        ids = self._tok.encode(basic_clean(text), add_special_tokens=False).ids
+        ids = self._tok.encode(CLEANERS[self.clean](text), add_special_tokens=False).ids
         return [i for i in ids if i not in self._framing]
 
     def __call__(
@@ -231,15 +276,14 @@ class Tokenizer:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}]: got {type(t).__name__}, expected str")
-        out = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
-        out[:, 0] = self.sot_id
-        for i, text in enumerate(texts):
+        sot, eot, pad = [self.sot_id], [self.eot_id], self.pad_id
+        rows = []
+        for text in texts:
             ids = self.encode(text)[: length - 2]
-            n = len(ids)
-            if n:
-                out[i, 1 : n + 1] = torch.tensor(ids, dtype=torch.long)
-            out[i, n + 1] = self.eot_id
-        return out
+            rows.append(sot + ids + eot + [pad] * (length - 2 - len(ids)))
+        if not rows:
+            return torch.empty((0, length), dtype=torch.long)
+        return torch.tensor(rows, dtype=torch.long)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of one id row; SOT, EOT and everything after EOT are dropped."""
@@ -270,7 +314,8 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (
             f"Tokenizer(vocab_size={self.vocab_size}, context_length={self.context_length}, "
-            f"sot_id={self.sot_id}, eot_id={self.eot_id}, pad_id={self.pad_id})"
+            f"sot_id={self.sot_id}, eot_id={self.eot_id}, pad_id={self.pad_id}, "
+            f"clean={self.clean!r})"
         )
 
 
@@ -284,3 +329,24 @@ def default_tokenizer(context_length: int = 32) -> Tokenizer:
     path = resources.files("manifold_align.data").joinpath("assets", DEFAULT_TOKENIZER_FILE)
     with resources.as_file(path) as file:
         return Tokenizer.load(file, context_length)
+
+
+def clip_tokenizer(context_length: int = 77) -> Tokenizer:
+    """OpenAI CLIP's tokenizer, from the vocabulary shipped with the package (no download).
+
+    Rows equal ``open_clip.get_tokenizer("ViT-B-32")(texts, context_length)``: ``[49406,
+    t_1 .. t_n, 49407, 0 ...]`` with ``n <= L - 2`` (a longer caption is cut and still ends
+    with 49407), after OpenCLIP's cleaning (:func:`manifold_align.data.clip_bpe.clip_clean`).
+    One difference: a literal ``<start_of_text>``/``<end_of_text>`` in a caption is dropped
+    (OpenCLIP emits the special id), so every row has one end token, where the text ends.
+
+    Args:
+        context_length: ``L`` (CLIP's models use 77).
+
+    Raises:
+        ValueError: if ``context_length < 2``.
+        ImportError: if ``ftfy`` is not installed (the ``train`` extra).
+    """
+    from manifold_align.data.clip_bpe import CLIP_EOT, CLIP_SOT, clip_backend
+
+    return Tokenizer(clip_backend(), context_length, sot=CLIP_SOT, eot=CLIP_EOT, clean="clip")

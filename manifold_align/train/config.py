@@ -134,7 +134,8 @@ class DataConfig:
     """Where samples come from, how they are tokenized and batched.
 
     ``tokenizer``: ``"bundled"`` (the vocabulary shipped with the package, trained on the
-    synthetic captions), ``"train"`` (learn a ``vocab_size`` byte-level BPE on the training
+    synthetic captions), ``"clip"`` (OpenAI CLIP's BPE, also shipped: 49,408 ids, equal to
+    OpenCLIP's tokenizer), ``"train"`` (learn a ``vocab_size`` byte-level BPE on the training
     captions; CSV source only) or a path to a ``tokenizer.json`` (e.g. CLIP's). The run keeps
     its vocabulary as ``<run>/tokenizer.json``. ``augment`` uses random resized crops (then a
     resumed run matches an uninterrupted one only with ``num_workers = 0``).
@@ -179,10 +180,10 @@ class DataConfig:
         if self.tokenizer == "train" and self.source != "csv":
             raise ConfigError(
                 f"data.tokenizer: 'train' learns from a CSV's captions; with data.source "
-                f"{self.source!r} use 'bundled' or a tokenizer.json path"
+                f"{self.source!r} use 'bundled', 'clip' or a tokenizer.json path"
             )
         if not self.tokenizer:
-            raise ConfigError("data.tokenizer: expected 'bundled', 'train' or a path, got ''")
+            raise ConfigError("data.tokenizer: expected 'bundled', 'clip', 'train' or a path, got ''")
 
 
 @dataclass

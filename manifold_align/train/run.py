@@ -32,7 +32,7 @@ import yaml
 from manifold_align.config import ConfigError, dump_config, from_dict
 from manifold_align.data.collate import Collate
 from manifold_align.data.synthetic import SyntheticCaptions, SyntheticConfig
-from manifold_align.data.tokenizer import Tokenizer, default_tokenizer
+from manifold_align.data.tokenizer import Tokenizer, clip_tokenizer, default_tokenizer
 from manifold_align.data.transforms import ImageTransform
 from manifold_align.models.registry import ModelConfig, build_model, model_config
 from manifold_align.models.two_tower import TwoTower
@@ -117,6 +117,8 @@ def _load_tokenizer(config: RunConfig, context_length: int) -> Tokenizer:
     spec = config.data.tokenizer
     if spec == "bundled":
         return default_tokenizer(context_length)
+    if spec == "clip":
+        return clip_tokenizer(context_length)
     if spec == "train":
         from manifold_align.data.tabular import read_captions
 
