@@ -56,4 +56,5 @@ step throughput "$PY" benchmarks/bench_throughput.py "${QUICK[@]}" --threads "$T
   --json "$RES/throughput.json" --plot "$IMG/bench_throughput.png"
 step scaling "$PY" benchmarks/bench_scaling.py "${QUICK[@]}" --threads "$THREADS" \
   --json "$RES/scaling.json" --plots "$IMG"
+step eval "$PY" benchmarks/bench_eval.py "${QUICK[@]}" --threads "$THREADS" --json "$RES/eval.json"
 "$PY" benchmarks/report.py page --results "$RES" --out "$PAGE"

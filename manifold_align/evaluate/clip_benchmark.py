@@ -323,14 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             try:
                 rest += ["--load_clfs", _manifold_mean_file(rest, karcher, folder)]
-            except (ValueError, CheckpointError, FileNotFoundError) as exc:
+            except (ValueError, CheckpointError, OSError) as exc:
                 print(f"clip_benchmark adapter: error: {exc}", file=sys.stderr)
                 return 2
         old_argv = sys.argv
         sys.argv = ["clip_benchmark", "eval", *rest]
         try:
             cb_cli.main()
-        except (ValueError, CheckpointError) as exc:
+        except (ValueError, CheckpointError, OSError) as exc:
             print(f"clip_benchmark adapter: error: {exc}", file=sys.stderr)
             return 2
         finally:

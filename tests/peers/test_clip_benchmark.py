@@ -11,6 +11,7 @@ the same images and prompts; the numbers must agree to within one sample's worth
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -188,3 +189,23 @@ def test_bench_eval_quick_runs(tmp_path):
                                          "tiny-oblique, 4 templates, --manifold-mean"}
     for r in out["speed"]:
         assert r["zeroshot_ratio"] > 0 and r["retrieval_ratio"] > 0
+
+
+def test_command_line_missing_dataset_folder_is_a_one_line_error(sphere_run, tmp_path, capsys):
+    code = main(["eval", "--dataset", "wds/nothing", "--dataset_root", str(tmp_path / "none"),
+                 "--pretrained", str(sphere_run), "--num_workers", "0", "--quiet",
+                 "--output", str(tmp_path / "out.json")])
+    assert code == 2
+    assert "nshards.txt" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_the_core_does_not_import_the_adapter_or_clip_benchmark():
+    code = (
+        "import sys\n"
+        "import manifold_align, manifold_align.evaluate, manifold_align.evaluate.command\n"
+        "import manifold_align.train.run, manifold_align.cli\n"
+        "assert 'clip_benchmark' not in sys.modules\n"
+        "assert 'manifold_align.evaluate.clip_benchmark' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
