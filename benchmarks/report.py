@@ -337,7 +337,9 @@ def _section_eval(ev: dict | None) -> list[str]:
         "",
         "**Speed**: the same random-init model encodes the same images and prompts, both",
         "sides fed ready-made batches of the same size; median of "
-        f"{meta.get('rounds')} round-robin rounds, torch threads: {meta.get('threads')}.",
+        f"{meta.get('rounds')} round-robin rounds, torch threads: {meta.get('threads')};",
+        f"load average {_fmt(meta.get('load_average_at_start'), 1)} on {meta.get('cores')} "
+        "cores at the start, so the CPU-time ratio is the steadier one.",
         "",
         "| model | task | images | classes x templates | batch | ours (s) | clip_benchmark (s) "
         "| wall ratio | CPU ratio |",
