@@ -5,8 +5,9 @@ Two sub-commands:
 * ``machine --out FILE``: record the machine and the software (CPU model, cores, torch,
   OpenCLIP and geoopt versions, threads, date, the command) at the start of a run;
 * ``page --results DIR --out FILE``: read ``machine.json``, ``losses.json``, ``radam.json``,
-  ``throughput.json``, ``scaling.json``, ``tokenizer.json`` and ``durations.tsv`` from ``DIR`` (any of the
-  benchmark files may be missing: its section then says so) and write the markdown page:
+  ``throughput.json``, ``scaling.json``, ``tokenizer.json``, ``eval.json`` and
+  ``durations.tsv`` from ``DIR`` (any of the benchmark files may be missing: its section then
+  says so) and write the markdown page:
   the ratios at a glance, one section per benchmark with its table and plot, and how to
   reproduce it.
 
@@ -159,6 +160,17 @@ def tokenizer_ratios(tok: dict) -> list[tuple[str, float | None, float | None]]:
          r.get("ratio_time"), r.get("ratio_cpu"))
         for r in tok["results"]
     ]
+
+
+def eval_ratios(ev: dict) -> list[tuple[str, float | None, float | None]]:
+    """``(comparison, wall ratio, CPU ratio)``: our evaluation against clip_benchmark's."""
+    rows = []
+    for r in ev["speed"]:
+        for task, label in (("zeroshot", "zero-shot"), ("retrieval", "retrieval")):
+            rows.append((f"{label} evaluation, {r['model']} / clip_benchmark, "
+                         f"{r['images']} images, batch {r['batch']}",
+                         r.get(f"{task}_ratio"), r.get(f"{task}_ratio_cpu")))
+    return rows
 
 
 # --- page ---------------------------------------------------------------------------------
@@ -335,6 +347,52 @@ def _section_tokenizer(tok: dict | None) -> list[str]:
     return [*out, ""]
 
 
+def _section_eval(ev: dict | None) -> list[str]:
+    out = ["## Evaluation against CLIP_benchmark", ""]
+    if ev is None:
+        return [*out, "Not run (no `eval.json`).", ""]
+    meta, agree = ev["meta"], ev["agreement"]
+    out += [
+        "`benchmarks/bench_eval.py` (see [CLIP_benchmark as a client](clip-benchmark.md)).",
+        "**Agreement**: `tiny` and `tiny-oblique` fitted for "
+        f"{agree['fit_steps']} steps, {agree['n_classify']} zero-shot images "
+        f"({agree['classes']} colour classes, {agree['templates']} templates) and "
+        f"{agree['n_retrieval']} retrieval images ({agree['captions_per_image']} captions each)",
+        f"in CLIP_benchmark's webdataset layout, evaluated by clip_benchmark "
+        f"{meta.get('clip_benchmark')} (fp32) and by ours. In clip_benchmark's names",
+        "`image_retrieval` is text -> image, `text_retrieval` image -> text; *one sample* is",
+        "what one image or query changes in the metric.",
+        "",
+        "| case | metric | ours | clip_benchmark | one sample |",
+        "|---|---|---:|---:|---:|",
+    ]
+    out += [f"| {r['case']} | {r['metric']} | {r['ours']:.4f} | {r['clip_benchmark']:.4f} | "
+            f"{r['tolerance']:.4f} |" for r in agree["rows"]]
+    out += [
+        "",
+        "Oblique, 4 templates: clip_benchmark's flat prompt mean and our manifold mean pick a "
+        f"different top-1 class for {100 * agree['oblique_top1_disagreement']:.1f}% of the "
+        "images.",
+        "",
+        "**Speed**: the same random-init model encodes the same images and prompts, both",
+        "sides fed ready-made batches of the same size; median of "
+        f"{meta.get('rounds')} round-robin rounds, torch threads: {meta.get('threads')};",
+        f"load average {_fmt(meta.get('load_average_at_start'), 1)} on {meta.get('cores')} "
+        "cores at the start, so the CPU-time ratio is the steadier one.",
+        "",
+        "| model | task | images | classes x templates | batch | ours (s) | clip_benchmark (s) "
+        "| wall ratio | CPU ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in ev["speed"]:
+        for task in ("zeroshot", "retrieval"):
+            ct = f"{r['classes']} x {r['templates']}" if task == "zeroshot" else "-"
+            out.append(f"| {r['model']} | {task} | {r['images']} | {ct} | {r['batch']} | "
+                       f"{r[f'{task}_ours_s']:.3f} | {r[f'{task}_clip_benchmark_s']:.3f} | "
+                       f"{_fmt(r[f'{task}_ratio'])} | {_fmt(r[f'{task}_ratio_cpu'])} |")
+    return [*out, ""]
+
+
 def page(results: Path) -> str:
     """The markdown page of a results folder."""
     m = _load(results / "machine.json") or {}
@@ -343,6 +401,7 @@ def page(results: Path) -> str:
     tp = _load(results / "throughput.json")
     sc = _load(results / "scaling.json")
     tok = _load(results / "tokenizer.json")
+    ev = _load(results / "eval.json")
     durations = {}
     if (results / "durations.tsv").exists():
         for line in (results / "durations.tsv").read_text().splitlines():
@@ -416,9 +475,11 @@ def page(results: Path) -> str:
         out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in throughput_ratios(tp)]
     if tok:
         out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in tokenizer_ratios(tok)]
+    if ev:
+        out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in eval_ratios(ev)]
     out.append("")
-    for section in (_section_losses(losses), _section_radam(radam),
-                    _section_throughput(tp), _section_scaling(sc), _section_tokenizer(tok)):
+    for section in (_section_losses(losses), _section_radam(radam), _section_throughput(tp),
+                    _section_scaling(sc), _section_tokenizer(tok), _section_eval(ev)):
         out += section
     if gpu:
         return "\n".join(out)

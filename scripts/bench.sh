@@ -56,4 +56,5 @@ step scaling "$PY" benchmarks/bench_scaling.py "${QUICK[@]}" --threads "$THREADS
   --json "$RES/scaling.json" --plots "$IMG"
 step tokenizer "$PY" benchmarks/bench_tokenizer.py "${QUICK[@]}" --threads "$THREADS" \
   --json "$RES/tokenizer.json"
+step eval "$PY" benchmarks/bench_eval.py "${QUICK[@]}" --threads "$THREADS" --json "$RES/eval.json"
 "$PY" benchmarks/report.py page --results "$RES" --out "$PAGE"

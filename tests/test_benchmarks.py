@@ -135,3 +135,26 @@ def test_report_page_ratios_and_missing_sections(tmp_path):
     assert "bash scripts/bench.sh" in page and "benchmarks/gpu.sh" in page
     report.main(["page", "--results", str(tmp_path), "--out", str(tmp_path / "p.md")])
     assert (tmp_path / "p.md").read_text() == page
+
+
+def test_report_eval_section_from_eval_json(tmp_path):
+    report = _load("report")
+    assert "Not run (no `eval.json`)." in report.page(tmp_path)
+    speed = {"model": "tiny", "images": 512, "batch": 64, "classes": 42, "templates": 4,
+             "zeroshot_ours_s": 1.0, "zeroshot_clip_benchmark_s": 2.0, "zeroshot_ratio": 0.5,
+             "zeroshot_ratio_cpu": 0.6, "retrieval_ours_s": 3.0,
+             "retrieval_clip_benchmark_s": 3.0, "retrieval_ratio": 1.0,
+             "retrieval_ratio_cpu": 0.9}
+    _write(tmp_path / "eval.json", {
+        "meta": {"threads": 1, "rounds": 5, "clip_benchmark": "1.6.2"},
+        "agreement": {"rows": [{"case": "tiny", "metric": "acc1", "ours": 0.5,
+                                "clip_benchmark": 0.5, "tolerance": 0.01}],
+                      "oblique_top1_disagreement": 0.125, "fit_steps": 20, "n_classify": 140,
+                      "classes": 7, "templates": 4, "n_retrieval": 60, "captions_per_image": 2},
+        "speed": [speed],
+    })
+    page = report.page(tmp_path)
+    assert "| zero-shot evaluation, tiny / clip_benchmark, 512 images, batch 64 | 0.50 | 0.60 | |" in page
+    assert "| tiny | acc1 | 0.5000 | 0.5000 | 0.0100 |" in page
+    assert "different top-1 class for 12.5% of the images" in page
+    assert "| tiny | retrieval | 512 | - | 64 | 3.000 | 3.000 | 1.00 | 0.90 |" in page
