@@ -228,12 +228,28 @@ def test_huggingface_config_errors_name_the_field(tiny, tmp_path):
         (folder / "config.json").write_text(json.dumps(bad))
         with pytest.raises(PretrainedError, match=match):
             load_pretrained(folder)
+    square = json.loads(json.dumps(good))
+    square["vision_config"]["image_size"] = [64, 64]  # transformers also accepts (h, w) sizes
+    square["text_config"]["eos_token_id"] = [2]
+    (folder / "config.json").write_text(json.dumps(square))
+    assert load_pretrained(folder).config == tiny.config
+    square["vision_config"]["image_size"] = [64, 32]
+    (folder / "config.json").write_text(json.dumps(square))
+    with pytest.raises(PretrainedError, match=r"vision_config\.image_size: expected an integer, got \[64, 32\]"):
+        load_pretrained(folder)
     (folder / "config.json").write_text(json.dumps({**good, "model_type": "siglip"}))
     with pytest.raises(PretrainedError, match="model_type"):
         load_pretrained(folder)
     (folder / "config.json").write_text(json.dumps(good))
     with pytest.raises(PretrainedError, match="asks for QuickGELU"):
         load_pretrained(folder, "tiny-quickgelu")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_torchscript_archive_is_refused_not_executed(tmp_path):
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "jit.pt"))  # OpenAI's format
+    with pytest.raises(PretrainedError, match="never a full pickle or a TorchScript archive"):
+        load_pretrained(tmp_path / "jit.pt")
 
 
 def test_unreadable_and_foreign_files_are_refused(tiny, tmp_path):
@@ -254,6 +270,9 @@ def test_unreadable_and_foreign_files_are_refused(tiny, tmp_path):
     folder = export_huggingface(tiny, tmp_path / "hf")
     with pytest.raises(PretrainedError, match="pass the folder"):
         load_pretrained(folder / "model.safetensors")
+    (folder / "model.safetensors").rename(folder / "weights.safetensors")
+    with pytest.raises(PretrainedError, match="no weights found"):
+        load_pretrained(folder)
     (folder / "config.json").unlink()
     with pytest.raises(PretrainedError, match=re.escape("config.json is missing")):
         load_pretrained(folder)

@@ -114,6 +114,24 @@ def _unwrap(data: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _shards(folder: Path) -> list[Path]:
+    """The weight files a ``*.index.json`` of ``folder`` names.
+
+    Raises:
+        PretrainedError: no index (and no weights file), or an index without a ``weight_map``.
+    """
+    for index in HF_INDEXES:
+        if (folder / index).is_file():
+            try:
+                weight_map = json.loads((folder / index).read_text())["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise PretrainedError(f"{folder / index}: no readable weight_map ({exc})") from None
+            return [folder / name for name in sorted(set(weight_map.values()))]
+    raise PretrainedError(
+        f"{folder}: no weights found; expected one of {', '.join(HF_WEIGHTS + HF_INDEXES)}"
+    )
+
+
 def _read_folder(folder: Path) -> Checkpoint:
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -127,22 +145,12 @@ def _read_folder(folder: Path) -> Checkpoint:
         raise PretrainedError(f"{config_file}: not readable JSON ({exc})") from None
     if not isinstance(config, dict):
         raise PretrainedError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
-    files = [folder / name for name in HF_WEIGHTS if (folder / name).is_file()]
+    # One weights file (model.safetensors preferred), else the shards an index names.
+    files = [folder / name for name in HF_WEIGHTS if (folder / name).is_file()][:1]
     if not files:
-        for index in HF_INDEXES:
-            if (folder / index).is_file():
-                try:
-                    weight_map = json.loads((folder / index).read_text())["weight_map"]
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    raise PretrainedError(f"{folder / index}: no readable weight_map ({exc})") from None
-                files = [folder / name for name in sorted(set(weight_map.values()))]
-                break
-    if not files:
-        raise PretrainedError(
-            f"{folder}: no weights found; expected one of {', '.join(HF_WEIGHTS + HF_INDEXES)}"
-        )
+        files = _shards(folder)
     tensors: dict[str, torch.Tensor] = {}
-    for file in files[:1] if files[0].name in HF_WEIGHTS else files:
+    for file in files:
         tensors.update(_unwrap(read_tensors(file), file))
     return Checkpoint("huggingface", tensors, folder, config)
 

@@ -108,7 +108,14 @@ def huggingface_rules(config: ModelConfig) -> list[Rule]:
 
 
 def _int(section: Mapping[str, Any], key: str, where: str) -> int:
+    """``section[key]`` as an int; a square ``[n, n]`` (image and patch sizes) counts as ``n``.
+
+    Raises:
+        PretrainedError: naming ``where.key`` for anything else.
+    """
     value = section[key]
+    if isinstance(value, (list, tuple)) and len(value) in (1, 2) and len(set(value)) == 1:
+        value = value[0]
     if isinstance(value, bool) or not isinstance(value, int):
         raise PretrainedError(f"{where}.{key}: expected an integer, got {value!r}")
     return value
@@ -156,7 +163,7 @@ def config_from_huggingface(cfg: Mapping[str, Any], source: str = "config.json")
         )
     if _int(vision, "num_channels", f"{source} vision_config") != 3:
         raise PretrainedError(f"{source} vision_config.num_channels: expected 3, got {vision['num_channels']}")
-    eos = text["eos_token_id"]
+    eos = _int(text, "eos_token_id", f"{source} text_config")
     return {
         "vision_width": vision["hidden_size"],
         "vision_layers": _int(vision, "num_hidden_layers", f"{source} vision_config"),
