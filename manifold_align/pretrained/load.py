@@ -15,6 +15,7 @@ import torch
 
 from manifold_align.models import ModelConfig, TwoTower, build_model, model_config
 from manifold_align.pretrained.architecture import (
+    QUICKGELU_SUFFIX,
     expected_shapes,
     infer_name,
     resolve_name,
@@ -44,7 +45,7 @@ def _openclip_config(ckpt: Checkpoint, name: str | None) -> tuple[str, ModelConf
 
 def _huggingface_config(ckpt: Checkpoint, name: str | None) -> tuple[str, ModelConfig]:
     fields = config_from_huggingface(ckpt.config or {}, str(ckpt.path / "config.json"))
-    tokenizer_fields = {"activation": fields.pop("activation"), "eot_id": fields.pop("eot_id")}
+    behaviour = {"activation": fields.pop("activation"), "eot_id": fields.pop("eot_id")}
     if name is None:
         matches = [
             n for n in sphere_names()
@@ -66,12 +67,12 @@ def _huggingface_config(ckpt: Checkpoint, name: str | None) -> tuple[str, ModelC
     ]
     if differ:
         raise PretrainedError(f"{ckpt.path}: not a {base} checkpoint; " + "; ".join(differ))
-    if name.endswith("-quickgelu") and tokenizer_fields["activation"] != "quick_gelu":
+    if name.endswith(QUICKGELU_SUFFIX) and behaviour["activation"] != "quick_gelu":
         raise PretrainedError(
             f"{ckpt.path}: name {name!r} asks for QuickGELU but config.json's hidden_act is "
-            f"{tokenizer_fields['activation']!r}"
+            f"{behaviour['activation']!r}"
         )
-    return base, dataclasses.replace(config, **tokenizer_fields)
+    return base, dataclasses.replace(config, **behaviour)
 
 
 def _drop_position_ids(ckpt: Checkpoint) -> None:
