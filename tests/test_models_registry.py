@@ -144,7 +144,7 @@ def test_temperature_and_loss_choices():
         ({"manifold": "hyperbolic"}, "manifold: expected 'sphere' or 'oblique'"),
         ({"loss": "triplet"}, "loss: expected 'infonce' or 'sigmoid'"),
         ({"loss": "sigmoid", "loss_tile_size": 8}, "loss_tile_size: only the 'infonce'"),
-        ({"colour": "red"}, "unknown model override 'colour'; valid keys: context_length"),
+        ({"colour": "red"}, "unknown model override 'colour'; valid keys: activation, context_length"),
     ],
 )
 def test_bad_configs_name_the_field(overrides, match):

@@ -79,6 +79,19 @@ def test_resize_shorter_and_center_crop():
         center_crop(wide, 0)
 
 
+def test_resize_and_crop_round_like_torchvision():
+    # torchvision (OpenCLIP's preprocessing): long side floor(224 * 300 / 225) = 298, and a
+    # centre offset round((7 - 4) / 2) = 2 (half to even), not floor = 1.
+    assert resize_shorter(Image.new("RGB", (300, 225)), 224).size == (298, 224)
+    assert resize_shorter(Image.new("RGB", (225, 300)), 224).size == (224, 298)
+    row = Image.fromarray(np.arange(7, dtype=np.uint8)[None].repeat(7, 0))
+    assert np.asarray(center_crop(row, 4))[0].tolist() == [2, 3, 4, 5]
+    assert np.asarray(center_crop(row, 2))[0].tolist() == [2, 3]  # round(2.5) = 2
+    padded = np.asarray(center_crop(row, 10))  # 3 columns of padding: 1 before, 2 after
+    assert padded[1].tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 0, 0]
+    assert padded[:1].sum() == 0 and padded[-2:].sum() == 0
+
+
 def test_eval_transform_is_clip_preprocessing():
     colour = (200, 100, 50)
     out = ImageTransform(24)(Image.new("RGB", (40, 30), colour))

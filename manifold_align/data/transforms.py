@@ -141,6 +141,9 @@ def decode_image(data: bytes, key: str = "", max_pixels: int | None = MAX_IMAGE_
 def resize_shorter(image: Image.Image, size: int) -> Image.Image:
     """Resize (bicubic) so the shorter side is ``size``, keeping the aspect ratio.
 
+    The longer side becomes ``floor(size * long / short)``, as in torchvision's ``Resize``
+    (so OpenCLIP's preprocessing gives the same pixels).
+
     Raises:
         ValueError: if ``size < 1``.
     """
@@ -149,13 +152,17 @@ def resize_shorter(image: Image.Image, size: int) -> Image.Image:
     w, h = image.size
     if min(w, h) == size:
         return image
-    scale = size / min(w, h)
-    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    long = int(size * max(w, h) / min(w, h))
+    new = (size, long) if w <= h else (long, size)
     return image.resize(new, Image.Resampling.BICUBIC)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     """Crop the centre ``size x size`` (padding with black if the image is smaller).
+
+    The offset is ``round((w - size) / 2)`` (Python's round-half-to-even) on a larger side and
+    a padding of ``floor((size - w) / 2)`` before a smaller one, as torchvision's
+    ``CenterCrop`` (so OpenCLIP's preprocessing gives the same pixels).
 
     Raises:
         ValueError: if ``size < 1``.
@@ -163,8 +170,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     if size < 1:
         raise ValueError(f"size: got {size}, expected >= 1")
     w, h = image.size
-    left = (w - size) // 2
-    top = (h - size) // 2
+    left = round((w - size) / 2.0) if w >= size else -((size - w) // 2)
+    top = round((h - size) / 2.0) if h >= size else -((size - h) // 2)
     return image.crop((left, top, left + size, top + size))
 
 

@@ -23,6 +23,7 @@ import torch
 from manifold_align.losses import InfoNCE, SigmoidLoss, Temperature
 from manifold_align.manifolds import ContrastiveManifold, Oblique, Sphere
 from manifold_align.models.text import TextTransformer
+from manifold_align.models.transformer import ACTIVATIONS
 from manifold_align.models.two_tower import TwoTower
 from manifold_align.models.vision import VisionTransformer
 
@@ -51,11 +52,14 @@ class ModelConfig:
         sigmoid_bias_init: initial logit bias of the sigmoid loss.
         loss_tile_size: ``None`` for the dense InfoNCE, else rows per tile.
         grad_checkpointing: per-block activation checkpointing in both towers.
+        activation: the MLP activation of both towers, ``"gelu"`` (OpenCLIP's default) or
+            ``"quick_gelu"`` (OpenAI's released CLIP weights, OpenCLIP's ``-quickgelu`` names).
 
     Raises:
         ValueError: naming the field, for a non-positive size, a head count that does not
             divide its width, a patch size that does not divide the image size, a sphere with
-            ``tokens != 1``, or a temperature outside ``0 < init <= max``.
+            ``tokens != 1``, a temperature outside ``0 < init <= max``, or an unknown
+            activation.
     """
 
     vision_width: int = 768
@@ -79,6 +83,7 @@ class ModelConfig:
     sigmoid_bias_init: float = -10.0
     loss_tile_size: int | None = None
     grad_checkpointing: bool = False
+    activation: Literal["gelu", "quick_gelu"] = "gelu"
 
     def __post_init__(self) -> None:
         for name in (
@@ -136,6 +141,8 @@ class ModelConfig:
             raise ValueError(f"loss_tile_size: expected None or > 0, got {self.loss_tile_size}")
         if self.loss_tile_size is not None and self.loss != "infonce":
             raise ValueError("loss_tile_size: only the 'infonce' loss has a tiled form")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
 
     @property
     def embed_dim(self) -> int:
@@ -279,6 +286,7 @@ def build_model(
             heads=config.vision_heads,
             tokens=config.tokens,
             grad_checkpointing=config.grad_checkpointing,
+            activation=config.activation,
         )
         text = TextTransformer(
             vocab_size=config.vocab_size,
@@ -289,6 +297,7 @@ def build_model(
             tokens=config.tokens,
             eot_id=config.eot_id,
             grad_checkpointing=config.grad_checkpointing,
+            activation=config.activation,
         )
         manifold = config.build_manifold()
         temperature = config.build_temperature()

@@ -53,6 +53,7 @@ class TextTransformer(nn.Module):
         heads: attention heads; must divide ``width``.
         tokens: number of output tokens ``k``.
         eot_id: id of the end-of-text token; ``None`` takes the argmax of the ids (CLIP).
+        activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"`` (OpenAI's weights).
         grad_checkpointing: per-block activation checkpointing.
 
     Parameters: ``V W_t + (L + k - 1) W_t + L_layers (12 W_t^2 + 13 W_t) + 2 W_t``.
@@ -72,6 +73,7 @@ class TextTransformer(nn.Module):
         tokens: int = 1,
         eot_id: int | None = None,
         grad_checkpointing: bool = False,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -92,7 +94,7 @@ class TextTransformer(nn.Module):
 
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length + tokens - 1, width))
-        self.transformer = Transformer(width, layers, heads, grad_checkpointing)
+        self.transformer = Transformer(width, layers, heads, grad_checkpointing, activation)
         self.ln_final = nn.LayerNorm(width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)

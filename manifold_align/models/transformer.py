@@ -6,7 +6,9 @@ $$x \\leftarrow x + \\mathrm{Attn}(\\mathrm{LN}_1(x)), \\qquad
 x \\leftarrow x + \\mathrm{MLP}(\\mathrm{LN}_2(x)),$$
 
 with multi-head self-attention ``softmax(q k^T / sqrt(width / heads) + mask) v`` and a
-``width -> 4 width -> width`` GELU MLP. Both the vision and the text tower use the same
+``width -> 4 width -> width`` MLP whose activation is GELU (``"gelu"``, exact erf form) or
+OpenAI CLIP's QuickGELU (``"quick_gelu"``, $x \\sigma(1.702 x)$), which OpenAI's released
+weights were trained with (OpenCLIP's ``-quickgelu`` names, Hugging Face's ``hidden_act``). Both the vision and the text tower use the same
 :class:`Transformer`; only their masks differ (none for images, causal or a per-row mask
 for text).
 
@@ -22,7 +24,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["MLP", "ResidualBlock", "SelfAttention", "Transformer"]
+__all__ = ["ACTIVATIONS", "MLP", "QuickGELU", "ResidualBlock", "SelfAttention", "Transformer"]
+
+ACTIVATIONS = ("gelu", "quick_gelu")
+"""The MLP activations a :class:`Transformer` accepts."""
+
+
+class QuickGELU(nn.Module):
+    """OpenAI CLIP's sigmoid approximation of GELU: ``x * sigmoid(1.702 x)``, any shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Elementwise ``x sigma(1.702 x)``."""
+        return x * torch.sigmoid(1.702 * x)
+
+
+def _activation(name: str) -> nn.Module:
+    """The module for an activation name in :data:`ACTIVATIONS`.
+
+    Raises:
+        ValueError: for another name, listing the valid ones.
+    """
+    if name == "gelu":
+        return nn.GELU()
+    if name == "quick_gelu":
+        return QuickGELU()
+    raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")
 
 
 class SelfAttention(nn.Module):
@@ -68,12 +94,16 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """``x -> c_proj(GELU(c_fc(x)))`` with hidden width ``4 width``."""
+    """``x -> c_proj(act(c_fc(x)))`` with hidden width ``4 width``; ``act`` from :data:`ACTIVATIONS`.
 
-    def __init__(self, width: int) -> None:
+    Raises:
+        ValueError: for an unknown ``activation``.
+    """
+
+    def __init__(self, width: int, activation: str = "gelu") -> None:
         super().__init__()
         self.c_fc = nn.Linear(width, 4 * width)
-        self.act = nn.GELU()
+        self.act = _activation(activation)
         self.c_proj = nn.Linear(4 * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,12 +118,12 @@ class ResidualBlock(nn.Module):
     two layer norms ``4 W``).
     """
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, activation: str = "gelu") -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
         self.attn = SelfAttention(width, heads)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = MLP(width)
+        self.mlp = MLP(width, activation)
 
     def forward(
         self,
@@ -117,13 +147,20 @@ class Transformer(nn.Module):
             (``torch.utils.checkpoint``, ``use_reentrant=False``) instead of storing them.
             The gradients are the same; memory drops to one block's activations, at the cost
             of a second forward per block. Toggle later with :attr:`grad_checkpointing`.
+        activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"``.
 
     Raises:
-        ValueError: if a size is not positive or ``heads`` does not divide ``width``.
+        ValueError: if a size is not positive, ``heads`` does not divide ``width`` or the
+            activation is unknown.
     """
 
     def __init__(
-        self, width: int, layers: int, heads: int, grad_checkpointing: bool = False
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        grad_checkpointing: bool = False,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         if layers <= 0:
@@ -131,7 +168,10 @@ class Transformer(nn.Module):
         self.width = width
         self.layers = layers
         self.grad_checkpointing = grad_checkpointing
-        self.blocks = nn.ModuleList(ResidualBlock(width, heads) for _ in range(layers))
+        self.activation = activation
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, heads, activation) for _ in range(layers)
+        )
         self.init_weights()
 
     @torch.no_grad()

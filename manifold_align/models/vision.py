@@ -34,6 +34,7 @@ class VisionTransformer(nn.Module):
         heads: attention heads; must divide ``width``.
         tokens: number of class tokens ``k`` (CLIP: 1; the paper's oblique model: 16).
         in_channels: image channels ``C``.
+        activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"`` (OpenAI's weights).
         grad_checkpointing: per-block activation checkpointing (see
             :class:`~manifold_align.models.transformer.Transformer`).
 
@@ -54,6 +55,7 @@ class VisionTransformer(nn.Module):
         tokens: int = 1,
         in_channels: int = 3,
         grad_checkpointing: bool = False,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -84,7 +86,7 @@ class VisionTransformer(nn.Module):
             scale * torch.randn(tokens + self.num_patches, width)
         )
         self.ln_pre = nn.LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads, grad_checkpointing)
+        self.transformer = Transformer(width, layers, heads, grad_checkpointing, activation)
         self.ln_post = nn.LayerNorm(width)
 
     def _check_images(self, images: torch.Tensor) -> None:
