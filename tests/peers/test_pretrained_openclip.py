@@ -22,6 +22,7 @@ from manifold_align.pretrained import (
     CheckpointMismatchError,
     create_model_and_transforms,
     export_openclip,
+    get_tokenizer,
     load_pretrained,
 )
 from manifold_align.pretrained.architecture import infer_name
@@ -77,6 +78,8 @@ def test_vit_b_32_from_openclip_embeds_like_openclip(vit_b_32):
     images = torch.stack([preprocess(p) for p in pictures])
     assert torch.equal(images, torch.stack([peer_preprocess(p) for p in pictures]))
     tokens = open_clip.get_tokenizer("ViT-B-32")(CAPTIONS)
+    # the switch is one import line: our get_tokenizer gives OpenCLIP's ids, row for row
+    assert torch.equal(get_tokenizer("ViT-B-32")(CAPTIONS), tokens)
     image, text = max_diff(peer, ours, images, tokens)
     assert image <= TOL and text <= TOL, (image, text)
     # ours -> OpenCLIP (strict) -> ours is bit-identical.
