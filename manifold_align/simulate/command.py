@@ -2,8 +2,10 @@
 
 ``manifold-align simulate --config FILE [--set key=value ...] --out DIR`` writes to ``DIR``:
 ``config.yaml`` (the resolved settings), ``results.json`` (one record per run),
-``trajectories.npz``, PNG plots and ``summary.md``. See ``configs/simulate/`` for the
-standard sweeps and :class:`manifold_align.simulate.config.SweepConfig` for every key.
+``trajectories.npz``, PNG plots and ``summary.md``, holding the folder's lock meanwhile; a
+folder of another kind (a training run, other files) is refused unless ``--overwrite``. See
+``configs/simulate/`` for the standard sweeps and
+:class:`manifold_align.simulate.config.SweepConfig` for every key.
 """
 
 from __future__ import annotations
