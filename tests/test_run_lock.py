@@ -141,3 +141,18 @@ def test_without_flock_the_recorded_pid_decides(tmp_path, monkeypatch):
     with RunLock(tmp_path) as lock:
         assert lock.stale["pid"] == dead
     assert not lock_file.exists()
+
+
+def test_a_sweep_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    proc, line = _holder(out, "hold")
+    try:
+        assert line == "held"
+        rc = main(["simulate", "--out", str(out), "--set", "steps=5", "--quiet"])
+        assert rc == 2
+        assert f"in use by pid {proc.pid}" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p.name for p in out.iterdir()] == [".lock"]  # nothing written by the refused sweep

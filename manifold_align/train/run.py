@@ -311,6 +311,8 @@ def _locked(run_dir: Path, main: bool, overwrite: bool) -> Iterator[RunFolder | 
                 folder = stack.enter_context(open_run_folder(run_dir, "train", overwrite))
             except RunFolderError as exc:
                 error = str(exc)
+            except OSError as exc:  # unreadable folder: every rank must hear of it
+                error = f"cannot use the run folder {run_dir}: {exc}"
         if world()[1] > 1:
             box = [error]
             torch.distributed.broadcast_object_list(box, src=0)
