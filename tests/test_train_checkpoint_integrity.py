@@ -179,3 +179,16 @@ def test_eval_and_load_trained_name_a_damaged_file(tmp_path, capsys):
     (step / "tokenizer.json").write_text('{"model": 3}')
     with pytest.raises(CheckpointError, match=r"tokenizer\.json: not a readable tokenizer"):
         load_trained(run)
+
+
+def test_a_full_disk_at_the_pointer_keeps_latest_on_the_previous_checkpoint(saved, monkeypatch):
+    path, model, opts = saved
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt, "write_atomic", full)
+    with pytest.raises(CheckpointError, match=r"step_00000004 is complete, but .*latest could not"):
+        save_checkpoint(path.parent, 4, model, opts, {}, CONFIG)
+    monkeypatch.undo()
+    assert find_checkpoint("latest", path.parent) == path

@@ -381,7 +381,13 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(root)
-    write_atomic(root / LATEST, name + "\n", durable=True)
+    try:
+        write_atomic(root / LATEST, name + "\n", durable=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"checkpoint {final} is complete, but {root / LATEST} could not be updated "
+            f"({exc.strerror or exc}); it still names the previous checkpoint"
+        ) from None
 
     if keep:
         _rotate(root, keep, [final, *protect])
