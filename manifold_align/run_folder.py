@@ -137,9 +137,13 @@ def open_run_folder(
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    try:
+        created = not path.exists()
+        is_file = not created and not path.is_dir()
+    except OSError as exc:  # a name too long, a folder we may not look into
+        raise RunFolderError(f"cannot use the output folder {path}: {exc.strerror}") from None
+    if is_file:
         raise RunFolderError(f"{path} is a file, not a folder; choose a folder for the output")
-    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         if created:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,20 @@ def test_resume_refuses_a_damaged_checkpoint_without_changing_the_folder(tmp_pat
     with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         train(micro("train.steps=3"), run, resume="latest")
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", ["train", "simulate"])
+@pytest.mark.parametrize(("case", "message"), [
+    ("a file", "is a file, not a folder"),
+    ("under a file", "cannot create the output folder .*: Not a directory"),
+    ("too long", "cannot (create|use) the output folder .*: File name too long"),
+])
+def test_unusable_out_is_a_one_line_error(tmp_path, capsys, config_file, command, case, message):
+    (tmp_path / "file").write_text("x")
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "run",
+           "too long": tmp_path / ("x" * 300)}[case]
+    args = ["--config", config_file] if command == "train" else ["--set", "steps=5", "--quiet"]
+    rc, err = _cli(capsys, command, *args, "--out", str(out))
+    assert rc == 2
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "x"
