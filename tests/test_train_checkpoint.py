@@ -181,7 +181,8 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     model, opts = _trained()
     path = save_checkpoint(tmp_path, 3, model, opts, {}, CONFIG)
     assert sorted(p.name for p in path.iterdir()) == [
-        "config.yaml", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json",
+        "config.yaml", "manifest.json", "model.safetensors", "optimizer.safetensors",
+        "rng.safetensors", "state.json",
     ]
 
     def forbidden(*args, **kwargs):

@@ -169,6 +169,10 @@ def test_rank_zero_alone_writes_and_evaluates(runs):
         assert ddp_eval[0][key] == pytest.approx(value, abs=1e-4), key
     assert sorted(p.name for p in (runs / "ddp" / "checkpoints").iterdir()) == [
         "latest", "step_00000002", "step_00000004"]
+    # rank 0 alone took the folder's lock (a second rank taking it would have been refused)
+    # and released it at the end
+    assert not (runs / "ddp" / ".lock").exists()
+    assert (runs / "ddp" / ".manifold-align.json").is_file()
 
 
 def test_checkpoint_of_two_ranks_resumes_on_one_identically(runs, tmp_path):

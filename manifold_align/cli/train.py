@@ -39,11 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from this run's latest checkpoint, or from a checkpoint/run folder",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="write into a non-empty --out that is not this run (its other files are kept; "
+        "an earlier run's checkpoints move to checkpoints/superseded-<time>/)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``manifold-align train``; returns the exit status."""
     from manifold_align.config import ConfigError, load_config
+    from manifold_align.run_folder import RunFolderError
     from manifold_align.train.checkpoint import CheckpointError
     from manifold_align.train.config import RunConfig
     from manifold_align.train.guard import NonFiniteError
@@ -64,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("train.progress=false")
     try:
         config = load_config(RunConfig, config_path, overrides)
-        result = train(config, out, resume=args.resume)
-    except (ConfigError, CheckpointError, FileExistsError) as exc:
+        result = train(config, out, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, CheckpointError, FileExistsError, RunFolderError) as exc:
         return _fail(str(exc))
     except NonFiniteError as exc:
         print(f"manifold-align train: stopped: {exc}", file=sys.stderr)

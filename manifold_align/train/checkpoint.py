@@ -8,31 +8,39 @@ A checkpoint is a directory ``<root>/step_000123/`` holding
 * ``rng.safetensors``: torch's CPU (and CUDA) generator states;
 * ``state.json``: everything else: the step, the data position, the optimizers' non-tensor
   state and hyperparameters, numpy's and Python's generator states, and the resolved config;
-* ``config.yaml``: the same config, for people.
+* ``config.yaml``: the same config, for people;
+* ``manifest.json``: size and sha256 of every other file, written last.
 
 It is written into a temporary directory beside its final place and renamed into place with
 one ``os.replace``, then ``<root>/latest`` (a one-line pointer file, itself replaced
 atomically) is updated. A process killed at any moment leaves either the previous or the new
 checkpoint as ``latest``, never a half-written one. Loading reads only safetensors and JSON:
-nothing is unpickled.
+nothing is unpickled. Every file a load reads is first checked against the manifest, and a
+damaged file (truncated, empty, pickled, of another checksum, unreadable JSON) is named in a
+:class:`CheckpointError`; checkpoints written before manifests existed load without the
+checksum check. Files and folders get the umask's modes (``0644``/``0755`` under ``022``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from manifold_align.files import apply_umask, fsync_dir, fsync_file, write_atomic
 
 __all__ = [
     "CheckpointError",
@@ -43,10 +51,12 @@ __all__ = [
     "read_state",
     "restore_rng",
     "save_checkpoint",
+    "verify_checkpoint",
 ]
 
 FORMAT_VERSION = 1
 LATEST = "latest"
+MANIFEST = "manifest.json"
 _PREFIX = "step_"
 _TMP_PREFIX = ".tmp-"
 
@@ -197,23 +207,114 @@ def config_mismatches(
     return lines
 
 
+# ---------------------------------------------------------------------------- integrity
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    """``manifest.json``: size and sha256 of every other file of ``folder`` (written last)."""
+    files = {
+        f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        for f in sorted(folder.iterdir()) if f.name != MANIFEST
+    }
+    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT_VERSION, "files": files}, indent=1))
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest's ``files`` table, or ``None`` for a checkpoint written before manifests."""
+    file = folder / MANIFEST
+    if not file.exists():
+        return None
+    try:
+        files = json.loads(file.read_bytes().decode())["files"]
+        if not all(isinstance(v, dict) and isinstance(v["sha256"], str) and isinstance(v["bytes"], int)
+                   for v in files.values()):
+            raise TypeError("an entry lacks 'bytes' or 'sha256'")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{file}: damaged checksum manifest ({exc})") from None
+    return files
+
+
+def verify_checkpoint(path: str | Path, names: Iterable[str] | None = None) -> bool:
+    """Check files of checkpoint ``path`` against the sha256 sums of its ``manifest.json``.
+
+    Args:
+        path: a checkpoint directory.
+        names: the files to check (default: every file the manifest lists).
+
+    Returns:
+        ``True`` if verified; ``False`` for a checkpoint written before manifests existed
+        (nothing to verify against: it still loads, with the format checks only).
+
+    Raises:
+        CheckpointError: a file is missing, of another size (truncated) or of another
+            checksum than at save (changed or damaged since), or the manifest is damaged;
+            the file is named.
+    """
+    path = Path(path)
+    files = _manifest(path)
+    if files is None:
+        return False
+    for name in files if names is None else names:
+        file = path / name
+        if name not in files:
+            raise CheckpointError(f"{file}: not listed in the checkpoint's {MANIFEST}")
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing from the checkpoint ({MANIFEST} lists it)")
+        size, want = file.stat().st_size, files[name]["bytes"]
+        if size != want:
+            raise CheckpointError(
+                f"{file}: {size} bytes, but {want} when the checkpoint was written (truncated "
+                f"or replaced); use an earlier checkpoint"
+            )
+        if _sha256(file) != files[name]["sha256"]:
+            raise CheckpointError(
+                f"{file}: sha256 checksum differs from the one recorded at save (the file "
+                f"was damaged or changed since); use an earlier checkpoint"
+            )
+    return True
+
+
+def _safetensors(file: Path, read: Callable[[str], Any]) -> Any:
+    """``read(str(file))`` with a safetensors file's failures as one named CheckpointError."""
+    try:
+        head = file.open("rb").read(8)
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise CheckpointError(f"{file}: empty (0 bytes), not a safetensors file")
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{file}: a torch.save/pickle file, not safetensors; checkpoints never unpickle "
+            f"(convert it with safetensors.torch.save_file)"
+        )
+    try:
+        return read(str(file))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{file}: not a readable safetensors file, truncated or damaged ({exc})") from None
+
+
 # ---------------------------------------------------------------------------- save / find / load
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+def _rotate(root: Path, keep: int, protect: Iterable[Path]) -> None:
+    """Delete all but the newest ``keep`` ``step_*`` checkpoints of ``root``; never one of
+    ``protect`` nor the one ``latest`` points to."""
+    spared = {Path(p).resolve() for p in protect}
+    pointer = root / LATEST
+    if pointer.is_file():
+        spared.add((root / pointer.read_text().strip()).resolve())
+    done = sorted(p for p in root.glob(_PREFIX + "*") if (p / "state.json").is_file())
+    for old in done[:-keep]:
+        if old.resolve() not in spared:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -225,8 +326,13 @@ def save_checkpoint(
     config: Mapping[str, Any],
     keep: int = 0,
     files: Mapping[str, str | Path] | None = None,
+    protect: Iterable[str | Path] = (),
 ) -> Path:
     """Write the checkpoint for ``step`` under ``root`` atomically and point ``latest`` at it.
+
+    Every file is flushed to disk, its size and sha256 go to ``manifest.json`` (written
+    last), the folder gets the umask's modes, and only then is it renamed into place and
+    ``latest`` moved to it.
 
     Args:
         root: the run's checkpoint directory (created if absent).
@@ -235,16 +341,20 @@ def save_checkpoint(
         optimizers: named optimizers (``{"adamw": ..., "riemannian": ...}``).
         extra: JSON-serialisable training state (data position, counters).
         config: the resolved config tree (plain dicts), stored to be checked on resume.
-        keep: keep only the newest ``keep`` checkpoints (``0`` keeps all).
+        keep: keep only the newest ``keep`` checkpoints of ``root`` (``0`` keeps all); the
+            ones in ``protect`` and the one ``latest`` points to are never deleted.
         files: extra files copied in, ``{name in the checkpoint: source path}`` (e.g. the
             run's ``tokenizer.json``, so that a checkpoint alone rebuilds the model).
+        protect: checkpoint directories rotation must keep (the one a run resumed from).
 
     Returns:
         The final checkpoint directory.
 
     Raises:
         ValueError: for a negative ``step`` or ``keep``.
-        CheckpointError: if optimizer state holds an object that cannot be stored without pickle.
+        CheckpointError: optimizer state holds an object that cannot be stored without
+            pickle; the write failed (a full disk: the previous checkpoint and ``latest``
+            are left as they were, the partial one is removed).
     """
     if step < 0:
         raise ValueError(f"step: expected >= 0, got {step}")
@@ -256,7 +366,43 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     name = f"{_PREFIX}{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
+    try:
+        _write_files(tmp, model, optimizers, extra, config, step, files)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {root / name}: {exc.strerror or exc}; the previous "
+            f"checkpoint ({(root / LATEST).read_text().strip() if (root / LATEST).is_file() else 'none'})"
+            f" is intact"
+        ) from None
 
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(root)
+    try:
+        write_atomic(root / LATEST, name + "\n", durable=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"checkpoint {final} is complete, but {root / LATEST} could not be updated "
+            f"({exc.strerror or exc}); it still names the previous checkpoint"
+        ) from None
+
+    if keep:
+        _rotate(root, keep, [final, *protect])
+    return final
+
+
+def _write_files(
+    tmp: Path,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    extra: Mapping[str, Any],
+    config: Mapping[str, Any],
+    step: int,
+    files: Mapping[str, str | Path] | None,
+) -> None:
     save_model(model, str(tmp / "model.safetensors"))
     opt_json, opt_tensors = {}, {}
     for opt_name, optimizer in optimizers.items():
@@ -278,24 +424,10 @@ def save_checkpoint(
     for name_in_ckpt, source in (files or {}).items():
         shutil.copyfile(source, tmp / name_in_ckpt)
     for f in tmp.iterdir():
-        _fsync_file(f)
-
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    pointer = root / f"{_TMP_PREFIX}{LATEST}"
-    pointer.write_text(name + "\n")
-    _fsync_file(pointer)
-    os.replace(pointer, root / LATEST)
-    _fsync_dir(root)
-
-    if keep:
-        done = sorted(p for p in root.glob(_PREFIX + "*") if (p / "state.json").is_file())
-        for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+        fsync_file(f)
+    _write_manifest(tmp)
+    fsync_file(tmp / MANIFEST)
+    apply_umask(tmp)
 
 
 def find_checkpoint(spec: str | Path, root: str | Path) -> Path:
@@ -305,7 +437,8 @@ def find_checkpoint(spec: str | Path, root: str | Path) -> Path:
     directory holding a ``latest`` pointer (or a ``checkpoints/latest``) is resolved through it.
 
     Raises:
-        CheckpointError: naming the path when nothing complete is found.
+        CheckpointError: naming the path when nothing complete is found, or when the
+            ``latest`` pointer does not hold a ``step_XXXXXXXX`` name.
     """
     if str(spec) == LATEST:
         base = Path(root)
@@ -318,29 +451,55 @@ def find_checkpoint(spec: str | Path, root: str | Path) -> Path:
     pointer = base / LATEST
     if not pointer.is_file():
         raise CheckpointError(f"no checkpoint to resume: {pointer} does not exist")
-    target = base / pointer.read_text().strip()
+    try:
+        name = pointer.read_bytes().decode().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{pointer}: unreadable pointer ({exc})") from None
+    if not re.fullmatch(_PREFIX + r"\d{8}", name):
+        raise CheckpointError(
+            f"{pointer}: expected the name of a checkpoint (step_XXXXXXXX), found {name[:40]!r}"
+        )
+    target = base / name
     if not (target / "state.json").is_file():
         raise CheckpointError(f"{pointer} points to {target}, which is not a complete checkpoint")
     return target
 
 
+_STATE_KEYS = {"step": int, "extra": dict, "optimizers": dict, "rng": dict, "config": dict}
+
+
 def read_state(path: str | Path) -> dict[str, Any]:
-    """The JSON part of checkpoint ``path`` (step, extra, config, ...)."""
-    file = Path(path) / "state.json"
+    """The JSON part of checkpoint ``path`` (step, extra, config, ...), verified against the
+    checkpoint's checksum manifest.
+
+    Raises:
+        CheckpointError: ``state.json`` missing, damaged (checksum, JSON, UTF-8) or lacking a
+            key of the expected type (named), or of another format version.
+    """
+    path = Path(path)
+    file = path / "state.json"
+    verify_checkpoint(path, ["state.json"])
     try:
-        state = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        state = json.loads(file.read_bytes().decode())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read checkpoint state {file}: {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, found {type(state).__name__}")
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(
             f"{file}: checkpoint format {state.get('format')!r}, this version reads {FORMAT_VERSION}"
         )
+    for key, kind in _STATE_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(
+                f"{file}: key {key!r} should be a {kind.__name__}, found {state.get(key)!r:.60}"
+            )
     return state
 
 
 def _check_model(path: Path, model: torch.nn.Module) -> None:
     expected = model.state_dict()
-    with safe_open(str(path), framework="pt") as f:
+    with _safetensors(path, lambda p: safe_open(p, framework="pt")) as f:
         for key in f.keys():
             if key not in expected:
                 raise CheckpointError(f"{path}: tensor {key!r} has no counterpart in the model")
@@ -363,14 +522,18 @@ def load_checkpoint(
     """Load checkpoint ``path`` into ``model`` and ``optimizers`` in place; return its state.
 
     Weights are copied into the existing parameters (so a ``geoopt.ManifoldParameter`` keeps
-    its manifold). ``optimizers=None`` loads the weights only (for evaluation). With ``config`` given, the checkpoint's config must agree on every key not
-    in ``ignore``. ``restore_random`` also resets numpy's, Python's and torch's generators.
+    its manifold). ``optimizers=None`` loads the weights only (for evaluation). With ``config``
+    given, the checkpoint's config must agree on every key not in ``ignore``.
+    ``restore_random`` also resets numpy's, Python's and torch's generators. Every file read
+    is first checked against the checkpoint's sha256 manifest (a checkpoint written before
+    manifests existed loads without that check).
 
     Returns:
         ``{"step": int, "extra": dict, "config": dict}``.
 
     Raises:
-        CheckpointError: incomplete checkpoint; a config that differs (each differing key with
+        CheckpointError: incomplete or damaged checkpoint (the file and what is wrong: a
+            checksum, size or format error); a config that differs (each differing key with
             both values); a model tensor missing, extra or of another shape (named); an
             optimizer of another name or parameter layout.
     """
@@ -382,10 +545,17 @@ def load_checkpoint(
             raise CheckpointError(
                 f"checkpoint {path} was written by another configuration:\n  " + "\n  ".join(diff)
             )
+    used = ["model.safetensors"]
+    if optimizers is not None:
+        used.append("optimizer.safetensors")
+    if restore_random:
+        used.append("rng.safetensors")
+    verify_checkpoint(path, used)
     model_file = path / "model.safetensors"
     _check_model(model_file, model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    missing, unexpected = load_model(model, str(model_file), strict=False, device=str(device))
+    missing, unexpected = _safetensors(
+        model_file, lambda p: load_model(model, p, strict=False, device=str(device)))
     if missing or unexpected:
         raise CheckpointError(
             f"{model_file}: model tensors missing from the checkpoint: {sorted(missing)}; "
@@ -398,9 +568,24 @@ def load_checkpoint(
                 f"{path}: checkpoint has optimizers {sorted(names_then)}, "
                 f"the run has {sorted(names_now)}"
             )
-        tensors = load_file(str(path / "optimizer.safetensors"))
+        opt_file = path / "optimizer.safetensors"
+        tensors = _safetensors(opt_file, load_file)
         for name, optimizer in optimizers.items():
-            _restore_optimizer(name, optimizer, state["optimizers"][name], tensors)
+            try:
+                _restore_optimizer(name, optimizer, state["optimizers"][name], tensors)
+            except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(
+                    f"{opt_file} / state.json: optimizer {name!r} state does not fit ({exc!r})"
+                ) from None
     if restore_random:
-        restore_rng(state["rng"], load_file(str(path / "rng.safetensors")))
+        rng_file = path / "rng.safetensors"
+        tensors = _safetensors(rng_file, load_file)
+        try:
+            restore_rng(state["rng"], tensors)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(
+                f"{rng_file} / state.json 'rng': random generator state is damaged ({exc!r})"
+            ) from None
     return {"step": state["step"], "extra": state["extra"], "config": state["config"]}

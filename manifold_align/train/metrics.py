@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from manifold_align.files import write_atomic
+
 __all__ = ["MetricsWriter", "plot_metrics", "read_metrics"]
 
 
@@ -42,11 +44,10 @@ class MetricsWriter:
     def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self.path.write_text("")
-        else:
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        kept = [] if resume_step is None else [
+            r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        # replaced, not rewritten in place: a link planted at the path is never written through
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._fh = open(self.path, "a")
 
     def write(self, kind: str, step: int, values: Mapping[str, Any]) -> dict[str, Any]:

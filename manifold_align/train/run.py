@@ -19,8 +19,11 @@ checkpoint directory alone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +32,25 @@ import numpy as np
 import torch
 import yaml
 
-from manifold_align.config import ConfigError, dump_config, from_dict
+from manifold_align.config import ConfigError, from_dict, to_dict
 from manifold_align.data.collate import Collate
 from manifold_align.data.synthetic import SyntheticCaptions, SyntheticConfig
 from manifold_align.data.tokenizer import Tokenizer, clip_tokenizer, default_tokenizer
 from manifold_align.data.transforms import ImageTransform
+from manifold_align.files import apply_umask, write_atomic
 from manifold_align.models.registry import ModelConfig, build_model, model_config
 from manifold_align.models.two_tower import TwoTower
+from manifold_align.run_folder import RunFolder, RunFolderError, open_run_folder
 from manifold_align.train.batches import MapBatches, StreamBatches
-from manifold_align.train.checkpoint import find_checkpoint, load_checkpoint, read_state
+from manifold_align.train.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    read_state,
+    verify_checkpoint,
+)
 from manifold_align.train.config import RunConfig
-from manifold_align.train.distributed import barrier, close_distributed, init_distributed, world
+from manifold_align.train.distributed import close_distributed, init_distributed, world
 from manifold_align.train.metrics import plot_metrics
 from manifold_align.train.optimizers import build_optimizers
 from manifold_align.train.trainer import Evaluate, fit
@@ -245,47 +256,110 @@ def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) ->
     )
 
 
-def train(config: RunConfig, run_dir: str | Path, resume: str | Path | None = None) -> RunResult:
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+) -> RunResult:
     """Train the run ``config`` describes into ``run_dir``; see the module docstring.
+
+    Rank 0 holds ``run_dir``'s lock for the whole run (see
+    :func:`~manifold_align.run_folder.open_run_folder`); nothing in ``run_dir`` changes
+    before the resume (if any) is accepted.
 
     Args:
         config: the resolved run configuration.
         run_dir: the run folder; a fresh run refuses one that already holds checkpoints.
-        resume: ``"latest"`` (this run's newest checkpoint) or a checkpoint/run directory.
+        resume: ``"latest"`` (this run's newest checkpoint) or a checkpoint/run directory;
+            checkpoints of ``run_dir`` newer than it are moved into
+            ``checkpoints/superseded-<time>/``.
+        overwrite: write into a non-empty folder of another kind, or start a fresh run in a
+            folder holding one (its checkpoints are moved aside, not deleted).
 
     Raises:
         ConfigError: a bad config discovered while building (model name or override,
             tokenizer file, batch size).
+        RunFolderError: ``run_dir`` is in use by another process (named), holds someone
+            else's files, or holds a link out of it.
         FileExistsError: a fresh run into a folder that already holds a run.
-        CheckpointError: ``resume`` not found or from another configuration.
+        CheckpointError: ``resume`` not found, damaged, or from another configuration.
         NonFiniteError: training diverged (the step and the quantity are named).
     """
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
-    checkpoint = None
-    if resume is not None:
-        checkpoint = find_checkpoint(resume, ckpt_root)
-    elif (ckpt_root / "latest").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run; continue it with --resume latest or choose another --out"
-        )
     device = resolve_device(config.train.device)
     env = init_distributed(device)
     try:
         if env.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", env.local_rank)
-        return _train(config, run_dir, checkpoint, device, env.rank == 0)
+        with _locked(run_dir, env.rank == 0, overwrite) as folder:
+            checkpoint = None
+            if resume is not None:
+                checkpoint = find_checkpoint(resume, ckpt_root)
+            elif (ckpt_root / "latest").exists() and not overwrite:
+                raise FileExistsError(
+                    f"{run_dir} already holds a run; continue it with --resume latest, choose "
+                    f"another --out, or pass --overwrite to start afresh (its checkpoints are "
+                    f"moved into checkpoints/superseded-<time>/)"
+                )
+            return _train(config, run_dir, checkpoint, device, folder)
     finally:
         close_distributed(env)
 
 
+@contextlib.contextmanager
+def _locked(run_dir: Path, main: bool, overwrite: bool) -> Iterator[RunFolder | None]:
+    """Rank 0 claims ``run_dir``; every rank learns whether it succeeded."""
+    with contextlib.ExitStack() as stack:
+        folder, error = None, None
+        if main:
+            try:
+                folder = stack.enter_context(open_run_folder(run_dir, "train", overwrite))
+            except RunFolderError as exc:
+                error = str(exc)
+            except OSError as exc:  # unreadable folder: every rank must hear of it
+                error = f"cannot use the run folder {run_dir}: {exc}"
+        if world()[1] > 1:
+            box = [error]
+            torch.distributed.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise RunFolderError(error)
+        yield folder
+
+
+def _write_run_files(folder: RunFolder, config: RunConfig, model: TwoTower, tokenizer: Tokenizer) -> None:
+    """The run's own files, written (atomically, never through a link) once a resume is accepted."""
+    run_dir = folder.path
+    folder.claim()
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_atomic(run_dir / "model.yaml", yaml.safe_dump(dataclasses.asdict(model.config), sort_keys=False))
+    tmp = run_dir / f".tmp-{TOKENIZER_FILE}"
+    tokenizer.save(tmp)
+    apply_umask(tmp)
+    os.replace(tmp, run_dir / TOKENIZER_FILE)
+
+
+def _checkpoint_tokenizer(checkpoint: Path, context_length: int) -> Tokenizer:
+    """The tokenizer stored in ``checkpoint``, verified against its checksum manifest."""
+    file = checkpoint / TOKENIZER_FILE
+    verify_checkpoint(checkpoint, [TOKENIZER_FILE])
+    try:
+        return Tokenizer.load(file, context_length)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: not a readable tokenizer ({exc})") from None
+
+
 def _train(
-    config: RunConfig, run_dir: Path, checkpoint: Path | None, device: torch.device, main: bool
+    config: RunConfig, run_dir: Path, checkpoint: Path | None, device: torch.device,
+    folder: RunFolder | None,
 ) -> RunResult:
+    main = folder is not None
     seed_everything(config.train.seed)
     context_length = _context_length(config)
     if checkpoint is not None and (checkpoint / TOKENIZER_FILE).is_file():
-        tokenizer = Tokenizer.load(checkpoint / TOKENIZER_FILE, context_length)
+        tokenizer = _checkpoint_tokenizer(checkpoint, context_length)
     else:
         tokenizer = _load_tokenizer(config, context_length)
     model = build_run_model(config, tokenizer).to(device)
@@ -302,17 +376,13 @@ def _train(
         optim.riemannian_lr, optim.riemannian_betas,
     )
 
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, run_dir / "config.yaml")
-        (run_dir / "model.yaml").write_text(
-            yaml.safe_dump(dataclasses.asdict(model.config), sort_keys=False)
-        )
-        tokenizer.save(run_dir / TOKENIZER_FILE)
-    barrier()
+    def accepted() -> None:
+        assert folder is not None
+        _write_run_files(folder, config, model, tokenizer)
 
     last = fit(model, optimizers, batches, config, run_dir, evaluate=evaluate,
-               resume=checkpoint, checkpoint_files={TOKENIZER_FILE: run_dir / TOKENIZER_FILE})
+               resume=checkpoint, checkpoint_files={TOKENIZER_FILE: run_dir / TOKENIZER_FILE},
+               on_accept=accepted)
     plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if main else []
     model.eval()
     result = RunResult(run_dir, last["step"], last["train"], last["eval"], model, tokenizer, plots)
@@ -344,9 +414,7 @@ def write_summary(result: RunResult, config: RunConfig) -> Path:
                 lines.append(f"| {key} | {value:.4f} |")
         lines.append("")
     lines += [f"![{p.stem}](plots/{p.name})" for p in result.plots]
-    path = result.run_dir / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_atomic(result.run_dir / "summary.md", "\n".join(lines) + "\n")
 
 
 def load_trained(
@@ -361,11 +429,12 @@ def load_trained(
         ``(model in eval mode, tokenizer, run config)``.
 
     Raises:
-        CheckpointError: nothing complete at ``path``, or weights that do not fit the model.
+        CheckpointError: nothing complete at ``path``, a damaged file (named), or weights
+            that do not fit the model.
     """
     ckpt = find_checkpoint(path, Path(path) / "checkpoints")
     config = from_dict(RunConfig, read_state(ckpt)["config"])
-    tokenizer = Tokenizer.load(ckpt / TOKENIZER_FILE, _context_length(config))
+    tokenizer = _checkpoint_tokenizer(ckpt, _context_length(config))
     model = build_run_model(config, tokenizer)
     if device is not None:
         model = model.to(device)

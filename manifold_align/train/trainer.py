@@ -51,7 +51,8 @@ from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import barrier, world
 from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.guard import check_scalar, check_tensors
-from manifold_align.train.metrics import MetricsWriter
+from manifold_align.train.lineage import supersede
+from manifold_align.train.metrics import MetricsWriter, read_metrics
 from manifold_align.train.schedule import lr_factor
 
 __all__ = ["RESUMABLE_KEYS", "BatchSource", "fit"]
@@ -104,6 +105,7 @@ def fit(
     evaluate: Evaluate | None = None,
     resume: str | Path | None = None,
     checkpoint_files: Mapping[str, str | Path] | None = None,
+    on_accept: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``config.train.steps`` optimizer steps; return the last records.
 
@@ -127,9 +129,17 @@ def fit(
         resume: a checkpoint directory to continue from (see
             :func:`~manifold_align.train.checkpoint.find_checkpoint`).
         checkpoint_files: files copied into every checkpoint (``{name: path}``).
+        on_accept: called on rank 0 once ``resume`` (if any) is loaded and accepted, before
+            anything is written into ``run_dir`` (a refused resume changes nothing there).
+
+    Checkpoints of ``run_dir`` newer than the one resumed from (all of them for a fresh
+    run) are moved aside first (:func:`~manifold_align.train.lineage.supersede`);
+    rotation never deletes the checkpoint resumed from.
 
     Returns:
-        ``{"train": last train record, "eval": last eval record or None, "step": int}``.
+        ``{"train": last train record, "eval": last eval record or None, "step": int}``;
+        after a resume, records not written again come from ``metrics.jsonl`` (a run killed
+        between its last checkpoint and its summary still reports them).
 
     Raises:
         NonFiniteError: the step and the non-finite quantity.
@@ -169,10 +179,19 @@ def fit(
         engine = ddp
     if tc.compile:
         engine = torch.compile(engine)
+    if main:
+        if on_accept is not None:
+            on_accept()
+        supersede(run_dir / "checkpoints", step if resume is not None else -1,
+                  metrics=run_dir / "metrics.jsonl")
     metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None) if main else None
     params = [p for p in model.parameters() if p.requires_grad]
     temperature = getattr(model, "temperature", None)
     last: dict[str, Any] = {"train": None, "eval": None, "step": step}
+    if main and resume is not None:  # a run killed after its last checkpoint has these only
+        for r in read_metrics(run_dir / "metrics.jsonl"):
+            if r.get("kind") in ("train", "eval"):
+                last[r["kind"]] = r
 
     def record(kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
         if metrics is None:
@@ -185,7 +204,8 @@ def fit(
             extra = {"batches": consumed, "skipped": skipped.to_dict(), "global_batch": global_batch,
                      "world_size": world_size}
             save_checkpoint(run_dir / "checkpoints", step, model, optimizers, extra, config_tree,
-                            keep=tc.keep_checkpoints, files=checkpoint_files)
+                            keep=tc.keep_checkpoints, files=checkpoint_files,
+                            protect=[resume] if resume is not None else [])
         barrier()
 
     def run_eval() -> None:
