@@ -168,11 +168,15 @@ def test_command_line_rejects_a_checkpoint_of_another_model(sphere_run, data, ca
     assert "is a 'tiny' model" in capsys.readouterr().err
 
 
-def test_command_line_manifold_mean_needs_one_dataset_and_one_checkpoint(sphere_run, capsys):
+def test_command_line_manifold_mean_needs_one_dataset_checkpoint_and_language(tmp_path, capsys):
     code = main(["eval", "--manifold-mean", "--dataset", "wds/a", "wds/b", "--pretrained",
-                 str(sphere_run)])
+                 str(tmp_path / "run")])
     assert code == 2
-    assert "exactly one --pretrained and one --dataset" in capsys.readouterr().err
+    assert "exactly one --pretrained, one --dataset" in capsys.readouterr().err
+    code = main(["eval", "--manifold-mean", "--dataset", "wds/a", "--pretrained",
+                 str(tmp_path / "run"), "--language", "en", "fr"])
+    assert code == 2
+    assert "at most one --language" in capsys.readouterr().err
 
 
 def test_command_line_without_eval_prints_usage(capsys):
