@@ -285,8 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Registers our loader and runs ``clip_benchmark eval ARGS`` with ``--model_type
     manifold_align`` (and ``--model auto`` unless ``--model`` or ``--pretrained_model`` is
-    given). ``--manifold-mean`` (one checkpoint, one dataset) first writes our manifold-mean
-    classifier and passes it as ``--load_clfs``; ``--karcher`` makes it the Karcher mean.
+    given). ``--manifold-mean`` (one checkpoint, one dataset, one language) first writes our
+    manifold-mean classifier and passes it as ``--load_clfs``; ``--karcher`` makes it the
+    Karcher mean.
 
     Returns:
         0 on success; 2 (with a one-line message on stderr) for bad arguments or a checkpoint
