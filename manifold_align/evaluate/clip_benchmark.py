@@ -247,15 +247,17 @@ def _manifold_mean_file(argv: Sequence[str], karcher: bool, folder: str) -> str:
     """Write our classifier for the one dataset and checkpoint named in ``argv``; its path."""
     pretrained = _option(argv, "--pretrained") or []
     datasets = _option(argv, "--dataset") or []
-    if len(pretrained) != 1 or len(datasets) != 1:
+    languages = _option(argv, "--language") or ["en"]
+    if len(pretrained) != 1 or len(datasets) != 1 or len(languages) != 1:
         raise ValueError(
-            "--manifold-mean: needs exactly one --pretrained and one --dataset, got "
-            f"{len(pretrained)} and {len(datasets)}"
+            "--manifold-mean: needs exactly one --pretrained, one --dataset and at most one "
+            f"--language (the classifier is for one of each), got {len(pretrained)}, "
+            f"{len(datasets)} and {len(languages)}"
         )
     model_name = (_option(argv, "--model") or [AUTO])[0]
     root = (_option(argv, "--dataset_root") or ["root"])[0]
     split = (_option(argv, "--split") or _option(argv, "--test_split") or ["test"])[0]
-    language = (_option(argv, "--language") or ["en"])[0]
+    language = languages[0]
     name = datasets[0].replace("wds/", "", 1)
     dataset = build_dataset(
         dataset_name=datasets[0],
@@ -283,8 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Registers our loader and runs ``clip_benchmark eval ARGS`` with ``--model_type
     manifold_align`` (and ``--model auto`` unless ``--model`` or ``--pretrained_model`` is
-    given). ``--manifold-mean`` (one checkpoint, one dataset) first writes our manifold-mean
-    classifier and passes it as ``--load_clfs``; ``--karcher`` makes it the Karcher mean.
+    given). ``--manifold-mean`` (one checkpoint, one dataset, one language) first writes our
+    manifold-mean classifier and passes it as ``--load_clfs``; ``--karcher`` makes it the
+    Karcher mean.
 
     Returns:
         0 on success; 2 (with a one-line message on stderr) for bad arguments or a checkpoint

@@ -168,11 +168,15 @@ def test_command_line_rejects_a_checkpoint_of_another_model(sphere_run, data, ca
     assert "is a 'tiny' model" in capsys.readouterr().err
 
 
-def test_command_line_manifold_mean_needs_one_dataset_and_one_checkpoint(sphere_run, capsys):
+def test_command_line_manifold_mean_needs_one_dataset_checkpoint_and_language(tmp_path, capsys):
     code = main(["eval", "--manifold-mean", "--dataset", "wds/a", "wds/b", "--pretrained",
-                 str(sphere_run)])
+                 str(tmp_path / "run")])
     assert code == 2
-    assert "exactly one --pretrained and one --dataset" in capsys.readouterr().err
+    assert "exactly one --pretrained, one --dataset" in capsys.readouterr().err
+    code = main(["eval", "--manifold-mean", "--dataset", "wds/a", "--pretrained",
+                 str(tmp_path / "run"), "--language", "en", "fr"])
+    assert code == 2
+    assert "at most one --language" in capsys.readouterr().err
 
 
 def test_command_line_without_eval_prints_usage(capsys):
@@ -209,3 +213,20 @@ def test_the_core_does_not_import_the_adapter_or_clip_benchmark():
         "assert 'manifold_align.evaluate.clip_benchmark' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_command_line_karcher_needs_manifold_mean(capsys):
+    assert main(["eval", "--karcher", "--dataset", "cifar10"]) == 2
+    assert "--karcher needs --manifold-mean" in capsys.readouterr().err
+
+
+def test_karcher_classifier_is_on_the_manifold_and_close_to_the_projected_mean(oblique_run, data):
+    flat, _, tokenizer = load_for_clip_benchmark("auto", str(oblique_run))
+    names, k = data["classnames"], flat.manifold.tokens
+    projected = manifold_classifier(flat, tokenizer, names, be.TEMPLATES)
+    karcher = manifold_classifier(flat, tokenizer, names, be.TEMPLATES, karcher=True)
+    assert karcher.shape == (k * 16, len(names))
+    torch.testing.assert_close(karcher.T.reshape(len(names), k, -1).norm(dim=-1),
+                               torch.ones(len(names), k))
+    # both are means of the same prompts: the same point up to the spread of the prompts
+    assert (karcher * projected).sum(0).min() > 0.9 * k
