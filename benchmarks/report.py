@@ -336,14 +336,19 @@ def _section_tokenizer(tok: dict | None) -> list[str]:
         f"unchanged). One thread each. Building the tokenizer: ours {load['ours_s']:.2f} s,",
         f"OpenCLIP's {load['openclip_s']:.2f} s (best of several).",
         "",
-        "| corpus | captions | mean chars | ours captions/s | OpenCLIP captions/s "
-        "| wall ours / OpenCLIP | CPU ours / OpenCLIP | rows differing |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| corpus | captions | mean chars | ours wall (s) | OpenCLIP wall (s) | ours CPU (s) "
+        "| OpenCLIP CPU (s) | wall ours / OpenCLIP | CPU ours / OpenCLIP | rows differing |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     out += [f"| {r['corpus']} | {r['captions']:,} | {r['mean_chars']:.0f} | "
-            f"{r['ours']['captions_per_s']:,.0f} | {r['openclip']['captions_per_s']:,.0f} | "
+            f"{r['ours']['wall_s']:.1f} | {r['openclip']['wall_s']:.1f} | "
+            f"{r['ours']['cpu_s']:.1f} | {r['openclip']['cpu_s']:.1f} | "
             f"{_fmt(r['ratio_time'])} | {_fmt(r['ratio_cpu'])} | {r['rows_differing']} |"
             for r in tok["results"]]
+    load_after = (meta.get("load_average_after") or [None])[0]
+    if load_after is not None:
+        out += ["", f"Load average {load_after:.1f} on {meta.get('cpu_count')} cores at the end "
+                "of the run: wall times include waiting for a core, CPU times do not."]
     return [*out, ""]
 
 

@@ -120,14 +120,14 @@ def test_report_page_ratios_and_missing_sections(tmp_path):
         "meta": {"open_clip_torch": "3.3.0", "chunk": 10},
         "load": {"ours_s": 0.5, "openclip_s": 0.25, "ratio": 2.0},
         "results": [{"corpus": "web-like", "captions": 20, "mean_chars": 80.0,
-                     "rows_differing": 0, "ours": {"captions_per_s": 4000.0},
-                     "openclip": {"captions_per_s": 1000.0}, "ratio_time": 0.25,
+                     "rows_differing": 0, "ours": {"wall_s": 1.0, "cpu_s": 0.3},
+                     "openclip": {"wall_s": 4.0, "cpu_s": 1.0}, "ratio_time": 0.25,
                      "ratio_cpu": 0.3}],
     })
     (tmp_path / "durations.tsv").write_text("losses\t7\nthroughput\t5\n")
     page = report.page(tmp_path)
     assert "| CLIP tokenizer, 20 web-like captions / OpenCLIP's | 0.25 | 0.30 | |" in page
-    assert "| web-like | 20 | 80 | 4,000 | 1,000 | 0.25 | 0.30 | 0 |" in page
+    assert "| web-like | 20 | 80 | 1.0 | 4.0 | 0.3 | 1.0 | 0.25 | 0.30 | 0 |" in page
     assert "| InfoNCE dense, Sphere(512) / OpenCLIP ClipLoss, B=1024 | 0.50 | 0.75 | 0.25 |" in page
     assert "| training step, tiny / OpenCLIP tiny, batch 8 | 1.50 | 1.25 | |" in page
     assert "Not run (no `radam.json`)." in page and "Not run (no `scaling.json`)." in page

@@ -297,3 +297,26 @@ def test_ftfy_leaves_printable_ascii_without_ampersand_alone(text):
     """clip_clean skips ftfy on such text; this is the claim that makes the shortcut exact."""
     assert ftfy.fix_text(text) == text
     assert clip_clean(text) == " ".join(text.split()).lower()
+
+
+def test_a_run_with_the_clip_tokenizer_reloads_it(tmp_path):
+    """The run keeps CLIP's tokenizer.json; load_trained rebuilds the same tokenizer and model."""
+    from manifold_align.config import load_config
+    from manifold_align.train.config import RunConfig
+    from manifold_align.train.run import load_trained, train
+
+    config = load_config(RunConfig, None, [
+        "model.overrides={vision_width: 32, vision_layers: 1, vision_heads: 2, patch_size: 8,"
+        " image_size: 16, text_width: 32, text_layers: 1, text_heads: 2, token_dim: 16,"
+        " context_length: 16}",
+        "data.tokenizer=clip", "data.synthetic.size=32", "data.batch_size=8", "train.steps=2",
+        "train.progress=false", "train.ckpt_every=2", "eval.zeroshot_samples=0",
+        "eval.retrieval_samples=0",
+    ])
+    result = train(config, tmp_path / "run")
+    assert result.model.config.vocab_size == 49408 and result.model.config.eot_id == 49407
+    model, tok, _ = load_trained(tmp_path / "run")
+    assert (tok.clean, tok.sot_id, tok.eot_id, tok.context_length) == ("clip", 49406, 49407, 16)
+    texts = ["It’s a photo of a DOG &amp; a cat", "a small red triangle"]
+    assert torch.equal(tok(texts), clip_tokenizer(16)(texts))
+    assert model.config == result.model.config

@@ -5,7 +5,9 @@
   split.
 * :mod:`~manifold_align.data.webdataset`: img2dataset-style tar shards (read and write).
 * :mod:`~manifold_align.data.tabular`: a CSV/TSV of image path and caption.
-* :mod:`~manifold_align.data.tokenizer`: byte-level BPE (Hugging Face ``tokenizers``).
+* :mod:`~manifold_align.data.tokenizer`: byte-level BPE (Hugging Face ``tokenizers``), the
+  bundled vocabulary and OpenAI CLIP's (:func:`clip_tokenizer`).
+* :mod:`~manifold_align.data.clip_bpe`: CLIP's shipped merges, split pattern and cleaning.
 * :mod:`~manifold_align.data.transforms`: Pillow + torch image transforms.
 * :mod:`~manifold_align.data.collate`: samples -> ``Batch(images, tokens, skipped)``.
 * :mod:`~manifold_align.data.skipped`: the count of unreadable samples, and the error for
@@ -31,7 +33,12 @@ from manifold_align.data.synthetic import (
     train_synthetic_tokenizer,
 )
 from manifold_align.data.tabular import CaptionTable, read_captions
-from manifold_align.data.tokenizer import Tokenizer, basic_clean, default_tokenizer
+from manifold_align.data.tokenizer import (
+    Tokenizer,
+    basic_clean,
+    clip_tokenizer,
+    default_tokenizer,
+)
 from manifold_align.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform, to_rgb
 from manifold_align.data.webdataset import WebDatasetReader, write_shards
 
@@ -56,6 +63,7 @@ __all__ = [
     "WebDatasetReader",
     "ZeroShotTask",
     "basic_clean",
+    "clip_tokenizer",
     "default_tokenizer",
     "read_captions",
     "synthetic_corpus",

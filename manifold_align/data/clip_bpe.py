@@ -13,7 +13,8 @@ pattern, each piece mapped to byte symbols and merged by BPE with the ``</w>`` e
 suffix (:func:`clip_backend`). :func:`manifold_align.data.tokenizer.clip_tokenizer` frames the
 result (start, text, end, zero padding).
 
-This module needs ``ftfy`` (the ``train`` extra), as OpenCLIP does.
+:func:`clip_clean` needs ``ftfy`` (the ``train`` extra), as OpenCLIP does; it is imported on
+first use.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import gzip
 import html
 from importlib import resources
 
-import ftfy
 from tokenizers import Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -62,10 +62,18 @@ def clip_clean(text: str) -> str:
 
     Raises:
         TypeError: if ``text`` is not a string.
+        ImportError: if ``ftfy`` is not installed.
     """
     if not isinstance(text, str):
         raise TypeError(f"text: got {type(text).__name__}, expected str")
     if not (text.isascii() and text.isprintable() and "&" not in text):
+        try:
+            import ftfy
+        except ImportError as exc:
+            raise ImportError(
+                "clip_clean needs ftfy, as OpenCLIP does: pip install 'manifold-align[train]'"
+            ) from exc
+
         # ftfy leaves printable ASCII without "&" as it is (none of its fixes has anything to
         # act on: no entity, control, escape, line break or non-ASCII character), so most
         # captions skip its cost; tests/test_tokenizer.py checks the claim

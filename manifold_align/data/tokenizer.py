@@ -13,7 +13,6 @@ collapsed to one space, stripped, lower-cased) and truncated so that EOT is alwa
 :func:`default_tokenizer` loads the vocabulary bundled with the package, trained on the
 synthetic captions (:mod:`manifold_align.data.synthetic`).
 
-
 :func:`clip_tokenizer` is OpenAI CLIP's own byte-level BPE (49,408 ids, start 49406, end
 49407, zero padding, context 77), shipped with the package (:mod:`manifold_align.data.clip_bpe`)
 and cleaned as OpenCLIP cleans (``ftfy``, HTML, whitespace, lower case): its rows equal
@@ -40,6 +39,8 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
+
+from manifold_align.data.clip_bpe import CLIP_EOT, CLIP_SOT, clip_backend, clip_clean
 
 __all__ = [
     "CLEANERS",
@@ -74,19 +75,9 @@ def basic_clean(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip().lower()
 
 
-def _clip_clean(text: str) -> str:
-    from manifold_align.data.clip_bpe import clip_clean  # needs ftfy, imported on first use
-
-    return clip_clean(text)
-
-
-CLEANERS: dict[str, Callable[[str], str]] = {"basic": basic_clean, "clip": _clip_clean}
+CLEANERS: dict[str, Callable[[str], str]] = {"basic": basic_clean, "clip": clip_clean}
 """Text cleanings by name: ``basic`` (:func:`basic_clean`) and ``clip`` (OpenCLIP's, with
 ``ftfy``: :func:`manifold_align.data.clip_bpe.clip_clean`)."""
-
-# OpenCLIP names CLIP's special tokens differently from OpenAI's/Hugging Face's files; a
-# vocabulary with OpenCLIP's names is CLIP's as shipped here, and is cleaned as OpenCLIP does.
-_CLIP_NAMES = ("<start_of_text>", "<end_of_text>")
 
 
 class Tokenizer:
@@ -226,11 +217,13 @@ class Tokenizer:
             tok = HFTokenizer.from_file(str(path))
         except Exception as exn:  # tokenizers raises a bare Exception on malformed JSON
             raise ValueError(f"path: {str(path)!r} is not a tokenizers JSON file ({exn})") from exn
+        # OpenCLIP names CLIP's special tokens unlike OpenAI's and Hugging Face's files do: a
+        # vocabulary with its names is CLIP's as shipped here, cleaned as OpenCLIP cleans
         openclip = sot is None and eot is None and tok.token_to_id(SOT) is None and all(
-            tok.token_to_id(name) is not None for name in _CLIP_NAMES
+            tok.token_to_id(name) is not None for name in (CLIP_SOT, CLIP_EOT)
         )
         if openclip:
-            sot, eot = _CLIP_NAMES
+            sot, eot = CLIP_SOT, CLIP_EOT
         if clean is None:
             clean = "clip" if openclip else "basic"
         return cls(tok, context_length, sot=sot or SOT, eot=eot or EOT, pad=pad, clean=clean)
@@ -345,8 +338,5 @@ def clip_tokenizer(context_length: int = 77) -> Tokenizer:
 
     Raises:
         ValueError: if ``context_length < 2``.
-        ImportError: if ``ftfy`` is not installed (the ``train`` extra).
     """
-    from manifold_align.data.clip_bpe import CLIP_EOT, CLIP_SOT, clip_backend
-
     return Tokenizer(clip_backend(), context_length, sot=CLIP_SOT, eot=CLIP_EOT, clean="clip")
