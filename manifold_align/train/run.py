@@ -85,13 +85,20 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA if available, else CPU; anything else as ``torch.device``.
 
     Raises:
-        ConfigError: ``train.device`` names CUDA on a machine without it.
+        ConfigError: ``train.device`` names a device this machine lacks (CUDA or MPS
+            unavailable, or a CUDA index past the last GPU).
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(f"train.device: {name!r} asked for, but this machine has {count} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but MPS is not available")
     return device
 
 
