@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 __all__ = [
@@ -216,6 +216,40 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _write_checkpoint_files(
+    tmp: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    extra: Mapping[str, Any],
+    config: Mapping[str, Any],
+    files: Mapping[str, str | Path] | None,
+) -> None:
+    """Write every file of one checkpoint into the folder ``tmp`` and flush them to disk."""
+    save_model(model, str(tmp / "model.safetensors"))
+    opt_json, opt_tensors = {}, {}
+    for opt_name, optimizer in optimizers.items():
+        opt_json[opt_name], tensors = _split_optimizer(opt_name, optimizer)
+        opt_tensors.update(tensors)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    rng_json, rng_tensors = capture_rng()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    state = {
+        "format": FORMAT_VERSION,
+        "step": int(step),
+        "extra": dict(extra),
+        "optimizers": opt_json,
+        "rng": rng_json,
+        "config": dict(config),
+    }
+    (tmp / "state.json").write_text(json.dumps(state))
+    (tmp / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    for name_in_ckpt, source in (files or {}).items():
+        shutil.copyfile(source, tmp / name_in_ckpt)
+    for f in tmp.iterdir():
+        _fsync_file(f)
+
+
 def save_checkpoint(
     root: str | Path,
     step: int,
@@ -244,7 +278,9 @@ def save_checkpoint(
 
     Raises:
         ValueError: for a negative ``step`` or ``keep``.
-        CheckpointError: if optimizer state holds an object that cannot be stored without pickle.
+        CheckpointError: if optimizer state holds an object that cannot be stored without
+            pickle, or a file cannot be written (a full disk): the partial checkpoint is
+            removed and ``latest`` still names the last complete one.
     """
     if step < 0:
         raise ValueError(f"step: expected >= 0, got {step}")
@@ -256,29 +292,14 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     name = f"{_PREFIX}{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
-
-    save_model(model, str(tmp / "model.safetensors"))
-    opt_json, opt_tensors = {}, {}
-    for opt_name, optimizer in optimizers.items():
-        opt_json[opt_name], tensors = _split_optimizer(opt_name, optimizer)
-        opt_tensors.update(tensors)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    rng_json, rng_tensors = capture_rng()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    state = {
-        "format": FORMAT_VERSION,
-        "step": int(step),
-        "extra": dict(extra),
-        "optimizers": opt_json,
-        "rng": rng_json,
-        "config": dict(config),
-    }
-    (tmp / "state.json").write_text(json.dumps(state))
-    (tmp / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    for name_in_ckpt, source in (files or {}).items():
-        shutil.copyfile(source, tmp / name_in_ckpt)
-    for f in tmp.iterdir():
-        _fsync_file(f)
+    try:
+        _write_checkpoint_files(tmp, step, model, optimizers, extra, config, files)
+    except (OSError, SafetensorError) as exc:  # e.g. a full disk: keep the last checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"{root / name}: cannot write the checkpoint ({exc}); {root / LATEST} still "
+            f"names the last complete one"
+        ) from exc
 
     final = root / name
     if final.exists():

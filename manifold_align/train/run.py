@@ -350,12 +350,16 @@ def write_summary(result: RunResult, config: RunConfig) -> Path:
 
 
 def load_trained(
-    path: str | Path, device: str | torch.device | None = None
+    path: str | Path,
+    device: str | torch.device | None = None,
+    *,
+    config: RunConfig | None = None,
 ) -> tuple[TwoTower, Tokenizer, RunConfig]:
     """Rebuild a trained model from a run folder (its ``latest`` checkpoint) or a checkpoint.
 
     Reads only the checkpoint's ``state.json`` (config), ``tokenizer.json`` and
-    ``model.safetensors``; nothing is unpickled.
+    ``model.safetensors``; nothing is unpickled. ``config``: the run config already read from
+    that ``state.json`` (with evaluation settings changed), so that it is read once.
 
     Returns:
         ``(model in eval mode, tokenizer, run config)``.
@@ -364,7 +368,8 @@ def load_trained(
         CheckpointError: nothing complete at ``path``, or weights that do not fit the model.
     """
     ckpt = find_checkpoint(path, Path(path) / "checkpoints")
-    config = from_dict(RunConfig, read_state(ckpt)["config"])
+    if config is None:
+        config = from_dict(RunConfig, read_state(ckpt)["config"])
     tokenizer = Tokenizer.load(ckpt / TOKENIZER_FILE, _context_length(config))
     model = build_run_model(config, tokenizer)
     if device is not None:
