@@ -245,6 +245,8 @@ class TrainSettings:
     makes the loss reject non-finite features; ``compile`` runs the model through
     ``torch.compile`` (off by default). ``seed`` is in ``[0, 2**32 - 1]`` (numpy's range).
     ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``.
+    ``collective_timeout_s``: how long a rank waits at a collective (all-reduce, barrier)
+    for the others before the job fails, instead of torch's 30 minutes (docs/scaling.md).
     """
 
     steps: int = 1000
@@ -260,6 +262,7 @@ class TrainSettings:
     progress: bool = True
     debug: bool = False
     compile: bool = False
+    collective_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         _positive("train", steps=self.steps, grad_accum=self.grad_accum, log_every=self.log_every)
@@ -275,6 +278,12 @@ class TrainSettings:
                 f"got {self.device!r}"
             )
         check_seed("train.seed", self.seed)
+        _positive("train", collective_timeout_s=self.collective_timeout_s)
+        if not math.isfinite(self.collective_timeout_s):
+            raise ConfigError(
+                f"train.collective_timeout_s: expected a finite number of seconds, "
+                f"got {self.collective_timeout_s}"
+            )
 
 
 @dataclass

@@ -270,7 +270,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: str | Path | None = No
             f"{run_dir} already holds a run; continue it with --resume latest or choose another --out"
         )
     device = resolve_device(config.train.device)
-    env = init_distributed(device)
+    env = init_distributed(device, timeout_s=config.train.collective_timeout_s)
     try:
         if env.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", env.local_rank)
