@@ -6,6 +6,10 @@ overrides written as dotted paths (``--set optim.lr=3e-4``), and rejects unknown
 values of the wrong type with a :class:`ConfigError` that names the offending key.
 :func:`dump_config` writes the resolved tree back as YAML so every run keeps the exact
 settings it ran with.
+
+Files and ``--set`` values are read with a YAML loader that refuses a key given twice in one
+mapping (plain PyYAML keeps the last one silently), and every error is one line: the file or
+``--set`` key, the line and column, and what is wrong.
 """
 
 from __future__ import annotations
@@ -21,11 +25,78 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "dump_config", "from_dict", "load_config", "parse_overrides", "to_dict"]
+__all__ = [
+    "SEED_MAX",
+    "ConfigError",
+    "check_fields",
+    "check_seed",
+    "dump_config",
+    "from_dict",
+    "load_config",
+    "merge_overrides",
+    "parse_overrides",
+    "read_yaml",
+    "to_dict",
+]
+
+#: Largest accepted seed: numpy's global generator (seeded by every run) takes ``[0, 2**32)``.
+SEED_MAX = 2**32 - 1
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key; the constructor below names it
+            continue
+        if seen is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {seen + 1})",
+                key_node.start_mark,
+            )
+        first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: ``line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` (from ``source``, named in errors), refusing duplicate keys.
+
+    Raises:
+        ConfigError: ``"<source>: not valid YAML: line L, column C: <problem>"``.
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def check_seed(key: str, value: int) -> None:
+    """Raise ``ConfigError`` naming ``key`` unless ``0 <= value <= SEED_MAX``."""
+    if not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key}: expected a seed in [0, {SEED_MAX}], got {value}")
 
 
 def _type_name(tp: Any) -> str:
@@ -137,6 +208,30 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     return obj
 
 
+def check_fields(cls: type, data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Check a partial mapping of dataclass ``cls``'s fields (e.g. overrides of some of them).
+
+    Each key must be a field of ``cls`` and each value of its annotated type (converted
+    where lossless, as in :func:`from_dict`); range checks stay with ``cls`` itself.
+
+    Returns:
+        The checked mapping, values converted.
+
+    Raises:
+        ConfigError: naming ``<prefix>.<key>`` for an unknown key or a value of a wrong type.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}: got {data!r}, expected a mapping of {cls.__name__} fields")
+    hints = typing.get_type_hints(cls)
+    fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    out = {}
+    for name, value in data.items():
+        if name not in fields:
+            raise ConfigError(f"unknown key {prefix}.{name}; valid keys here: {', '.join(fields)}")
+        out[name] = _coerce(value, hints[name], f"{prefix}.{name}")
+    return out
+
+
 def to_dict(obj: Any) -> Any:
     """Plain-Python (YAML-safe) form of a dataclass tree."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -152,7 +247,8 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML.
 
     Raises:
-        ConfigError: for an override without ``=`` or with an empty key.
+        ConfigError: for an override without ``=``, with an empty key, or whose value is not
+            valid YAML (naming ``--set <key>``).
     """
     tree: dict[str, Any] = {}
     for item in overrides:
@@ -162,7 +258,7 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} has an empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw, f"--set {key}: value {raw!r}") if raw.strip() else ""
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:
@@ -183,6 +279,15 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """The plain tree ``data`` with the ``key=value`` ``overrides`` applied (they win).
+
+    Raises:
+        ConfigError: for a malformed override (see :func:`parse_overrides`).
+    """
+    return _merge(to_dict(dict(data)), parse_overrides(overrides))
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> T:
@@ -191,25 +296,29 @@ def load_config(
     Defaults come from the dataclass; the file overrides them; ``overrides`` win last.
 
     Raises:
-        ConfigError: unknown key, wrong type, or an unreadable file (naming the path).
+        ConfigError: unknown key, wrong type, or a file that cannot be read, is not UTF-8 or
+            not valid YAML, or gives a key twice (naming the path and line).
     """
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            raw = Path(path).read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError(
+                f"config file {path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line}"
+            ) from None
+        loaded = read_yaml(text, f"config file {path}")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"config file {path}: top level must be a mapping")
         data = dict(loaded)
-    data = _merge(to_dict(data), parse_overrides(overrides))
-    return from_dict(cls, data)
+    return from_dict(cls, merge_overrides(data, overrides))
 
 
 def dump_config(obj: Any, path: str | Path) -> None:

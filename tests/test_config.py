@@ -7,7 +7,13 @@ from typing import Literal
 
 import pytest
 
-from manifold_align.config import ConfigError, dump_config, load_config, parse_overrides
+from manifold_align.config import (
+    ConfigError,
+    dump_config,
+    load_config,
+    parse_overrides,
+    read_yaml,
+)
 
 
 @dataclasses.dataclass
@@ -82,3 +88,14 @@ def test_parse_overrides_nests_and_parses_yaml():
         "d": [1, 2],
         "e": True,
     }
+
+
+def test_yaml_refuses_duplicate_keys_but_allows_merge_overrides():
+    first = r"f: not valid YAML: line 2, column 1: duplicate key 'a' \(first given on line 1\)"
+    with pytest.raises(ConfigError, match=first):
+        read_yaml("a: 1\na: 2\n", "f")
+    with pytest.raises(ConfigError, match=r"duplicate key 'b'"):
+        read_yaml("x: {b: 1, c: 2, b: 3}\n", "f")
+    # a merge key ("<<: *base") may be overridden by an explicit key: not a duplicate
+    assert read_yaml("base: &b {a: 1, c: 2}\nrun:\n  <<: *b\n  a: 5\n", "f")["run"] == {"a": 5, "c": 2}
+    assert read_yaml("- {a: 1}\n- {a: 2}\n", "f") == [{"a": 1}, {"a": 2}]

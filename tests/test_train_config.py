@@ -30,7 +30,7 @@ def test_overrides_reach_nested_sections():
     cfg = load_config(
         RunConfig, None,
         ["optim.betas=[0.8, 0.9]", "train.precision=bf16", "data.synthetic.caption_noise=0.5",
-         "model.overrides.tokens=4"],
+         "model.name=tiny-oblique", "model.overrides.tokens=4"],
     )
     assert cfg.optim.betas == (0.8, 0.9)
     assert cfg.train.precision == "bf16"
@@ -103,9 +103,10 @@ def test_command_reports_config_errors_by_key(tmp_path, capsys):
     [
         ("model.overrides.depthh=3", "unknown key model.overrides.depthh; valid keys here:"),
         ("model.name=ViT-Z-99", "model.name: unknown model 'ViT-Z-99'"),
-        ("model.overrides.vision_heads=5", "model: vision_heads: 5 does not divide vision_width 128"),
+        ("model.overrides.vision_heads=5",
+         "model.overrides.vision_heads: 5 does not divide vision_width 128"),
         ("model.overrides.vocab_size=10", "model.overrides.vocab_size: 10 is smaller than the tokenizer"),
-        ("data.synthetic.appearance.glow=1", "data.synthetic.appearance: "),
+        ("data.synthetic.appearance.glow=1", "unknown key data.synthetic.appearance.glow"),
         ("data.tokenizer=/nonexistent/tokenizer.json", "data.tokenizer: path:"),
     ],
 )

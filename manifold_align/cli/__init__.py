@@ -1,8 +1,12 @@
-"""The ``manifold-align`` command: one sub-command per job, each defined next to its code.
+"""The ``manifold-align`` command line: the one layer that parses arguments, prints and exits.
 
-``manifold-align simulate``, ``train`` and ``eval`` are thin dispatchers; each sub-command
-module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when
-chosen, so ``manifold-align simulate`` never imports the trainer.
+``manifold-align simulate``, ``train`` and ``eval`` each live in a module of this package
+(:mod:`.simulate`, :mod:`.train`, :mod:`.eval`) exposing ``add_arguments(parser)`` and
+``run(args) -> int``; a module is imported only when its command is chosen, so
+``manifold-align simulate`` never imports the trainer. The options they share (``--config``,
+``--set``, checks of ``--out``) are in :mod:`.options`; library code raises, and
+:mod:`.errors` answers bad input with exit status 2 and one line on stderr naming the key or
+file (and the install command for a missing optional package).
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from manifold_align.cli.errors import run_command
+
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,10 +43,11 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``manifold-align ARGV``; return the exit status (0 ok, 2 bad input, 3 diverged)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(chosen).parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    return run_command(args.command, args._module, args)
 
 
 if __name__ == "__main__":

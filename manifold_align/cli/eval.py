@@ -2,8 +2,8 @@
 
 1. Resolve ``DIR`` (a run folder, its ``checkpoints/`` folder, or one ``step_*`` checkpoint)
    to a complete checkpoint.
-2. Read the resolved run config that checkpoint was written with and apply the ``--set``
-   overrides; only evaluation settings may change (``eval.*``, ``train.device``,
+2. Read the resolved run config that checkpoint was written with (its ``state.json``, the
+   one file the model is rebuilt from) and apply the ``--set`` overrides; only evaluation settings may change (``eval.*``, ``train.device``,
    ``train.precision``): anything else would describe another model.
 3. Rebuild the tokenizer and the model from that config and load the weights (safetensors,
    nothing unpickled).
@@ -13,7 +13,8 @@
    (:func:`manifold_align.evaluate.suite.table_retrieval`).
 5. Print a markdown table and write ``eval.json`` (default: into the run folder).
 
-Exit status 0 on success, 2 for a bad checkpoint, override or table (the message names it).
+Exit status 0 on success, 2 for a bad checkpoint, override, table or ``--out`` (one line on
+stderr names it).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from manifold_align.config import ConfigError, load_config, parse_overrides, to_dict
+from manifold_align.cli.errors import fail
+from manifold_align.cli.options import add_set_option, check_out_file
+from manifold_align.config import ConfigError, from_dict, merge_overrides, parse_overrides, to_dict
 
 __all__ = ["add_arguments", "format_table", "run"]
 
@@ -42,13 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a run folder, its checkpoints/ folder, or one step_* checkpoint",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an evaluation setting: eval.zeroshot_samples, eval.retrieval_samples, "
+    add_set_option(
+        parser,
+        "override an evaluation setting: eval.zeroshot_samples, eval.retrieval_samples, "
         "eval.batch_size, train.device, train.precision (repeatable)",
     )
     parser.add_argument(
@@ -171,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate the checkpoint ``args.checkpoint``; print a table, write ``eval.json``.
 
     Returns:
-        0 on success; 2 (with a message on stderr) for a missing or unloadable checkpoint or a
-        bad override.
+        0 on success; 2 (with a message on stderr) for a missing or unloadable checkpoint, a
+        bad override or table, or an unusable ``--out``.
     """
     from manifold_align.data.synthetic import SyntheticConfig
     from manifold_align.data.tabular import CaptionTable
@@ -186,13 +184,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--chunk-size: expected a positive integer, got {args.chunk_size}")
         ckpt = find_checkpoint(args.checkpoint, Path(args.checkpoint) / "checkpoints")
         run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        out = Path(args.out) if args.out else run_dir / "eval.json"
+        check_out_file(out)
         _check_override_keys(args.overrides)
-        config = load_config(RunConfig, ckpt / "config.yaml", args.overrides)
-        try:
-            appearance = SyntheticConfig(**config.data.synthetic.appearance)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"data.synthetic.appearance: {exc}") from None
-        step = read_state(ckpt)["step"]
+        state = read_state(ckpt)  # the one file the configuration is read from
+        config = from_dict(RunConfig, merge_overrides(state["config"], args.overrides))
+        appearance = SyntheticConfig(**config.data.synthetic.appearance)  # checked at load
+        step = state["step"]
         synthetic = config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0
         if not synthetic and not args.table:
             raise ConfigError(
@@ -210,10 +208,9 @@ def run(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"--table {args.table}: {exc}") from None
         device = resolve_device(config.train.device)
-        model, tokenizer, _ = load_trained(ckpt, device=device)
+        model, tokenizer, _ = load_trained(ckpt, device=device, config=config)
     except (ConfigError, CheckpointError) as exc:
-        print(f"manifold-align eval: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("eval", str(exc))
 
     options = {
         "batch_size": config.eval.batch_size,
@@ -236,8 +233,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             results["table"] = table_retrieval(model, tokenizer, table, **options)
         except ValueError as exc:
-            print(f"manifold-align eval: error: --table {args.table}: {exc}", file=sys.stderr)
-            return 2
+            return fail("eval", f"--table {args.table}: {exc}")
         results["table"]["path"] = str(args.table)
     results = {
         "checkpoint": str(ckpt),
@@ -247,7 +243,6 @@ def run(args: argparse.Namespace) -> int:
         "karcher": bool(args.karcher),
         "config": to_dict(config),
     }
-    out = Path(args.out) if args.out else run_dir / "eval.json"
     _write_json(out, results)
     print(f"{config.model.name} at step {step} on {results['manifold']} ({ckpt})")
     print(format_table(results))

@@ -5,8 +5,9 @@ manifold-align train --config configs/train/tiny-oblique.yaml --set train.steps=
 manifold-align train --out runs/ob --resume latest      # after a kill: continue exactly
 ```
 
-Exit status: 0 on success; 2 for a bad config, a bad override or an unusable run folder /
-checkpoint (the message names the key or the mismatch); 3 when training stops on a
+Exit status: 0 on success; 2 for a bad config, a bad override, an unusable run folder or
+checkpoint, or a write that fails (a full disk: the last complete checkpoint stays as it was),
+with one line naming the key, the file or the mismatch; 3 when training stops on a
 non-finite loss, gradient or parameter (the message names the step and the quantity).
 Under ``torchrun`` every rank runs this command and rank 0 alone prints the result:
 
@@ -20,18 +21,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
+
+from manifold_align.cli.errors import UsageError, fail
+from manifold_align.cli.options import add_config_option, add_set_option, check_out_folder
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``train``'s options to ``parser``."""
-    parser.add_argument("--config", type=Path, help="YAML run config (default when resuming: <out>/config.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value by dotted key, e.g. --set optim.lr=3e-4 (repeatable)",
+    add_config_option(parser, "YAML run config (default when resuming: <out>/config.yaml)")
+    add_set_option(
+        parser, "override a config value by dotted key, e.g. --set optim.lr=3e-4 (repeatable)"
     )
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
     parser.add_argument(
@@ -47,10 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``manifold-align train``; returns the exit status."""
-    from manifold_align.config import ConfigError, load_config
-    from manifold_align.run_folder import RunFolderError
-    from manifold_align.train.checkpoint import CheckpointError
+    """Run ``manifold-align train``; returns the exit status (0, or 3 on divergence).
+
+    Raises:
+        ConfigError, UsageError, CheckpointError, RunFolderError, OSError: bad input or a
+            failed write, answered by :mod:`manifold_align.cli.errors` (status 2, one line).
+    """
+    from manifold_align.config import load_config
     from manifold_align.train.config import RunConfig
     from manifold_align.train.guard import NonFiniteError
     from manifold_align.train.run import train
@@ -59,23 +64,25 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         if config_path is None:
-            return _fail("give --config FILE (and --out DIR to choose the run folder)")
+            raise UsageError("give --config FILE (and --out DIR to choose the run folder)")
         out = Path("runs") / config_path.stem
     if config_path is None:
         if args.resume is None:
-            return _fail("give --config FILE, or --resume with an existing run folder")
+            raise UsageError("give --config FILE, or --resume with an existing run folder")
         config_path = out / "config.yaml"
     overrides = list(args.overrides)
     if args.no_progress:
         overrides.append("train.progress=false")
+    config = load_config(RunConfig, config_path, overrides)
+    check_out_folder(out)
     try:
-        config = load_config(RunConfig, config_path, overrides)
         result = train(config, out, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, CheckpointError, FileExistsError, RunFolderError) as exc:
-        return _fail(str(exc))
     except NonFiniteError as exc:
-        print(f"manifold-align train: stopped: {exc}", file=sys.stderr)
-        return 3
+        return fail("train", str(exc), status=3, label="stopped")
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a write without a name: say where
+            exc.filename = str(out)
+        raise
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for the run
         return 0
     print(f"trained {result.step} steps; run folder {result.run_dir} (summary.md, plots/)")
@@ -88,7 +95,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"retrieval image->text R@1 {r1:.3f}")
     return 0
 
-
-def _fail(message: str) -> int:
-    print(f"manifold-align train: error: {message}", file=sys.stderr)
-    return 2

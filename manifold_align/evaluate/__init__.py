@@ -3,7 +3,7 @@
 Every metric takes plain tensors of manifold points and the manifold, so it can be used (and
 tested) without a model; :mod:`manifold_align.evaluate.encode` turns a model and data into
 such points, :mod:`manifold_align.evaluate.suite` runs everything on held-out data, and
-:mod:`manifold_align.evaluate.command` is ``manifold-align eval``.
+:mod:`manifold_align.cli.eval` is ``manifold-align eval``.
 """
 
 from manifold_align.evaluate.encode import (

@@ -7,7 +7,7 @@
 * :mod:`~manifold_align.simulate.config`: :class:`SweepConfig`, the sweep's settings.
 * :mod:`~manifold_align.simulate.sweep`: expand a sweep into batched groups and run it.
 * :mod:`~manifold_align.simulate.report`: ``results.json``, plots and ``summary.md``.
-* :mod:`~manifold_align.simulate.command`: ``manifold-align simulate``.
+* :mod:`~manifold_align.cli.simulate`: ``manifold-align simulate``.
 
 Only the theory is imported eagerly; it needs neither torch nor the manifolds.
 """

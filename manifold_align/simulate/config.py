@@ -15,6 +15,7 @@ import dataclasses
 import math
 from typing import Literal
 
+from manifold_align.config import check_seed
 from manifold_align.manifolds import ContrastiveManifold, Oblique, Product, Sphere
 
 __all__ = [
@@ -207,5 +208,6 @@ class SweepConfig:
         for name in ("replicates", "steps", "log_every", "final_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        check_seed("seed", self.seed)
         if self.threads < 0:
             raise ValueError(f"threads: expected an integer >= 0, got {self.threads}")

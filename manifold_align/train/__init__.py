@@ -9,7 +9,7 @@
 * :func:`~manifold_align.train.schedule.cosine_lr`: warmup then cosine, stateless.
 * :func:`~manifold_align.train.checkpoint.save_checkpoint` /
   :func:`~manifold_align.train.checkpoint.load_checkpoint`: atomic, pickle-free, resumable.
-* ``manifold-align train``: :mod:`manifold_align.train.command`.
+* ``manifold-align train``: :mod:`manifold_align.cli.train`.
 """
 
 from manifold_align.train.checkpoint import (

@@ -368,10 +368,10 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
     try:
         _write_files(tmp, model, optimizers, extra, config, step, files)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # e.g. a full disk: keep the last checkpoint
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
-            f"cannot write checkpoint {root / name}: {exc.strerror or exc}; the previous "
+            f"cannot write checkpoint {root / name}: {getattr(exc, 'strerror', None) or exc}; the previous "
             f"checkpoint ({(root / LATEST).read_text().strip() if (root / LATEST).is_file() else 'none'})"
             f" is intact"
         ) from None

@@ -13,15 +13,24 @@ Load it with ``load_config(RunConfig, path, ["optim.lr=3e-4", ...])`` from
 :mod:`manifold_align.config`: unknown keys and bad values raise ``ConfigError`` naming the
 dotted key (``train.precision: got 'fp16', expected one of ['fp32', 'bf16']``). The
 range checks in ``__post_init__`` raise ``ConfigError`` (a ``ValueError``) the same way.
+The two open mappings, ``model.overrides`` (fields of
+:class:`~manifold_align.models.registry.ModelConfig`) and ``data.synthetic.appearance``
+(fields of :class:`~manifold_align.data.synthetic.SyntheticConfig`), are checked at load time
+too: each key, its type and the resulting model or appearance
+(``model.overrides.grad_checkpointing: got 'maybe', expected true or false``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from manifold_align.config import ConfigError
+from manifold_align.config import ConfigError, check_fields, check_seed
+from manifold_align.data.synthetic import SyntheticConfig
+from manifold_align.models.registry import ModelConfig, model_config
 
 __all__ = [
     "CsvSource",
@@ -58,8 +67,10 @@ def _betas(key: str, betas: tuple[float, float] | None) -> None:
 class ModelSection:
     """Which model: a registered name and field overrides of its ``ModelConfig``.
 
-    ``overrides`` keys are checked against the model registry when the model is built
-    (``manifold_align.models.build_model(name, **overrides)``), which names an unknown one.
+    ``overrides`` are checked at load time: each key must be a ``ModelConfig`` field and each
+    value of its type, and the named model with them must be valid (naming
+    ``model.overrides.<field>``). ``vocab_size`` and ``eot_id`` default to the tokenizer's
+    when the model is built.
     """
 
     name: str = "tiny"
@@ -68,6 +79,18 @@ class ModelSection:
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("model.name: expected a registered model name, got ''")
+        try:
+            base = model_config(self.name)
+        except ValueError as exc:
+            raise ConfigError(f"model.{exc}") from None
+        self.overrides = check_fields(ModelConfig, self.overrides, "model.overrides")
+        # eot_id alone is checked against the tokenizer's vocabulary when the model is built
+        fields = {k: v for k, v in self.overrides.items()
+                  if k != "eot_id" or "vocab_size" in self.overrides}
+        try:
+            dataclasses.replace(base, **fields)
+        except ValueError as exc:  # the registry's message starts with the field's name
+            raise ConfigError(f"model.overrides.{exc}") from None
 
 
 @dataclass
@@ -81,10 +104,16 @@ class SyntheticSource:
     size: int = 20000
     seed: int = 0
     caption_noise: float = 0.2
-    appearance: dict[str, float] = field(default_factory=dict)
+    appearance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _positive("data.synthetic", size=self.size)
+        check_seed("data.synthetic.seed", self.seed)
+        self.appearance = check_fields(SyntheticConfig, self.appearance, "data.synthetic.appearance")
+        try:
+            SyntheticConfig(**self.appearance)
+        except ValueError as exc:  # SyntheticConfig's message starts with the field's name
+            raise ConfigError(f"data.synthetic.appearance.{exc}") from None
         if not 0.0 <= self.caption_noise <= 1.0:
             raise ConfigError(
                 f"data.synthetic.caption_noise: expected in [0, 1], got {self.caption_noise}"
@@ -224,6 +253,9 @@ class ScheduleConfig:
         )
 
 
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 @dataclass
 class TrainSettings:
     """The loop: length, accumulation, clipping, precision, seed and cadences.
@@ -232,7 +264,10 @@ class TrainSettings:
     ``ckpt_every = 0`` checkpoints only at the end; ``keep_checkpoints = 0`` keeps all;
     ``debug`` scans every gradient and parameter for NaN/Inf at every step (slower) and
     makes the loss reject non-finite features; ``compile`` runs the model through
-    ``torch.compile`` (off by default).
+    ``torch.compile`` (off by default). ``seed`` is in ``[0, 2**32 - 1]`` (numpy's range).
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``.
+    ``collective_timeout_s``: how long a rank waits at a collective (all-reduce, barrier)
+    for the others before the job fails, instead of torch's 30 minutes (docs/scaling.md).
     """
 
     steps: int = 1000
@@ -248,6 +283,7 @@ class TrainSettings:
     progress: bool = True
     debug: bool = False
     compile: bool = False
+    collective_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         _positive("train", steps=self.steps, grad_accum=self.grad_accum, log_every=self.log_every)
@@ -257,8 +293,18 @@ class TrainSettings:
         )
         if not math.isfinite(self.clip_grad_norm):
             raise ConfigError(f"train.clip_grad_norm: expected a finite number, got {self.clip_grad_norm}")
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"train.device: expected 'auto', 'cpu', 'cuda[:i]' or 'mps', got {self.device!r}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(
+                f"train.device: expected 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', "
+                f"got {self.device!r}"
+            )
+        check_seed("train.seed", self.seed)
+        _positive("train", collective_timeout_s=self.collective_timeout_s)
+        if not math.isfinite(self.collective_timeout_s):
+            raise ConfigError(
+                f"train.collective_timeout_s: expected a finite number of seconds, "
+                f"got {self.collective_timeout_s}"
+            )
 
 
 @dataclass

@@ -50,7 +50,7 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def init_distributed(
-    device: torch.device, env: Mapping[str, str] | None = None, timeout_s: float = 1800.0
+    device: torch.device, env: Mapping[str, str] | None = None, timeout_s: float = 600.0
 ) -> DistEnv:
     """Join the default process group that ``torchrun``'s environment describes.
 
@@ -61,7 +61,9 @@ def init_distributed(
     Args:
         device: the device the run asked for (``train.device`` resolved).
         env: the environment (default ``os.environ``).
-        timeout_s: collective timeout in seconds.
+        timeout_s: how long a collective (all-reduce, barrier) waits for every rank before
+            it fails: a stalled rank then stops the job instead of holding every GPU for
+            torch's default 30 minutes (``train.collective_timeout_s``; docs/scaling.md).
 
     Returns:
         The :class:`DistEnv`; ``world_size = 1`` when no group is needed.

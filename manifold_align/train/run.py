@@ -96,13 +96,20 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA if available, else CPU; anything else as ``torch.device``.
 
     Raises:
-        ConfigError: ``train.device`` names CUDA on a machine without it.
+        ConfigError: ``train.device`` names a device this machine lacks (CUDA or MPS
+            unavailable, or a CUDA index past the last GPU).
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(f"train.device: {name!r} asked for, but this machine has {count} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but MPS is not available")
     return device
 
 
@@ -289,7 +296,7 @@ def train(
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     device = resolve_device(config.train.device)
-    env = init_distributed(device)
+    env = init_distributed(device, timeout_s=config.train.collective_timeout_s)
     try:
         if env.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", env.local_rank)
@@ -418,12 +425,16 @@ def write_summary(result: RunResult, config: RunConfig) -> Path:
 
 
 def load_trained(
-    path: str | Path, device: str | torch.device | None = None
+    path: str | Path,
+    device: str | torch.device | None = None,
+    *,
+    config: RunConfig | None = None,
 ) -> tuple[TwoTower, Tokenizer, RunConfig]:
     """Rebuild a trained model from a run folder (its ``latest`` checkpoint) or a checkpoint.
 
     Reads only the checkpoint's ``state.json`` (config), ``tokenizer.json`` and
-    ``model.safetensors``; nothing is unpickled.
+    ``model.safetensors``; nothing is unpickled. ``config``: the run config already read from
+    that ``state.json`` (with evaluation settings changed), so that it is read once.
 
     Returns:
         ``(model in eval mode, tokenizer, run config)``.
@@ -433,7 +444,8 @@ def load_trained(
             that do not fit the model.
     """
     ckpt = find_checkpoint(path, Path(path) / "checkpoints")
-    config = from_dict(RunConfig, read_state(ckpt)["config"])
+    if config is None:
+        config = from_dict(RunConfig, read_state(ckpt)["config"])
     tokenizer = _checkpoint_tokenizer(ckpt, _context_length(config))
     model = build_run_model(config, tokenizer)
     if device is not None:

@@ -68,6 +68,7 @@ RESUMABLE_KEYS = (
     "train.device",
     "train.debug",
     "train.compile",
+    "train.collective_timeout_s",
     "data.num_workers",
     "data.batch_size",  # per rank; the global batch (checked separately) must not change
     "data.max_consecutive_skips",  # only when to give up: raise it and resume
