@@ -13,6 +13,7 @@ from test_train_loop import _one_thread, micro  # noqa: F401 - the autouse fixtu
 
 from manifold_align.cli import main
 from manifold_align.config import dump_config
+from manifold_align.run_folder import RunFolderError, open_run_folder
 from manifold_align.train.checkpoint import CheckpointError, find_checkpoint
 from manifold_align.train.metrics import read_metrics
 from manifold_align.train.run import train
@@ -229,9 +230,9 @@ def test_resume_refuses_a_damaged_checkpoint_without_changing_the_folder(tmp_pat
 
 @pytest.mark.parametrize("command", ["train", "simulate"])
 @pytest.mark.parametrize(("case", "message"), [
-    ("a file", "is a file, not a folder"),
-    ("under a file", "cannot create the output folder .*: Not a directory"),
-    ("too long", "cannot (create|use) the output folder .*: File name too long"),
+    ("a file", "--out .*file: .*file exists and is not a folder"),
+    ("under a file", "--out .*run: .*file exists and is not a folder"),
+    ("too long", "--out .*: name too long"),
 ])
 def test_unusable_out_is_a_one_line_error(tmp_path, capsys, config_file, command, case, message):
     (tmp_path / "file").write_text("x")
@@ -241,4 +242,20 @@ def test_unusable_out_is_a_one_line_error(tmp_path, capsys, config_file, command
     rc, err = _cli(capsys, command, *args, "--out", str(out))
     assert rc == 2
     assert re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("a file", "is a file, not a folder"),
+    ("under a file", "cannot create the output folder .*: Not a directory"),
+    ("too long", "cannot (create|use) the output folder .*: File name too long"),
+])
+def test_the_library_refuses_an_unusable_out_too(tmp_path, case, message):
+    # the CLI refuses these before any work (cli.options); a library caller gets the same refusal
+    (tmp_path / "file").write_text("x")
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "run",
+           "too long": tmp_path / ("x" * 300)}[case]
+    with pytest.raises(RunFolderError, match=message):
+        with open_run_folder(out, "simulate", overwrite=False):
+            pass
     assert (tmp_path / "file").read_text() == "x"
