@@ -108,3 +108,29 @@ def test_resume_with_another_config_is_refused_naming_the_key(config_file, tmp_p
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert "--resume latest" in proc.stderr
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_at_that_keys_default(tmp_path):
+    # Checkpoints written before a release added config keys (data.max_image_pixels,
+    # train.collective_timeout_s, ...) hold no value for them; they must resume when the run
+    # keeps the default, and be refused when it asks for something else.
+    import json
+
+    from test_train_loop import micro
+
+    from manifold_align.train.checkpoint import CheckpointError
+    from manifold_align.train.run import train
+
+    run = tmp_path / "run"
+    train(micro("train.steps=2", "train.ckpt_every=1"), run)
+    ckpt = run / "checkpoints" / "step_00000002"
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["config"]["data"]["max_image_pixels"]
+    del state["config"]["train"]["collective_timeout_s"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    (ckpt / "manifest.json").unlink()  # an old checkpoint: no checksums either
+    result = train(micro("train.steps=3"), run, resume="latest")
+    assert result.step == 3
+    with pytest.raises(CheckpointError, match="data.max_image_pixels"):
+        train(micro("train.steps=4", "data.max_image_pixels=1000"), run,
+              resume=str(ckpt))

@@ -184,12 +184,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_mismatches(
-    saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ()
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    ignore: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Dotted keys on which two config trees differ, as ``"key: saved -> current"`` lines.
 
     Keys equal to an entry of ``ignore`` or below it (``"train.steps"``, ``"data.num_workers"``)
-    are not compared: they may change between a run and its resumption.
+    are not compared: they may change between a run and its resumption. A key the saved tree
+    lacks but ``defaults`` (the config class's default tree) has was added to the library after
+    the checkpoint was written: the checkpoint ran with its default, so that is compared.
     """
     skip = tuple(ignore)
 
@@ -197,6 +202,9 @@ def config_mismatches(
         return any(key == s or key.startswith(s + ".") for s in skip)
 
     a, b = _flatten(saved), _flatten(current)
+    for key, value in _flatten(defaults or {}).items():
+        if key in b:  # a key of today's tree; an older checkpoint ran at its default
+            a.setdefault(key, value)
     lines = []
     for key in sorted(set(a) | set(b)):
         if ignored(key):
@@ -518,12 +526,14 @@ def load_checkpoint(
     config: Mapping[str, Any] | None = None,
     ignore: Iterable[str] = (),
     restore_random: bool = True,
+    defaults: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load checkpoint ``path`` into ``model`` and ``optimizers`` in place; return its state.
 
     Weights are copied into the existing parameters (so a ``geoopt.ManifoldParameter`` keeps
     its manifold). ``optimizers=None`` loads the weights only (for evaluation). With ``config``
-    given, the checkpoint's config must agree on every key not in ``ignore``.
+    given, the checkpoint's config must agree on every key not in ``ignore`` (a key the
+    checkpoint predates counts as its value in ``defaults``, see :func:`config_mismatches`).
     ``restore_random`` also resets numpy's, Python's and torch's generators. Every file read
     is first checked against the checkpoint's sha256 manifest (a checkpoint written before
     manifests existed loads without that check).
@@ -540,7 +550,7 @@ def load_checkpoint(
     path = Path(path)
     state = read_state(path)
     if config is not None:
-        diff = config_mismatches(state["config"], config, ignore)
+        diff = config_mismatches(state["config"], config, ignore, defaults)
         if diff:
             raise CheckpointError(
                 f"checkpoint {path} was written by another configuration:\n  " + "\n  ".join(diff)

@@ -160,7 +160,8 @@ def fit(
 
     step, consumed, skipped = 0, 0, SkippedSamples()
     if resume is not None:
-        state = load_checkpoint(resume, model, optimizers, config_tree, RESUMABLE_KEYS)
+        state = load_checkpoint(resume, model, optimizers, config_tree, RESUMABLE_KEYS,
+                                defaults=to_dict(type(config)()))
         then = state["extra"].get("global_batch", state["config"]["data"]["batch_size"])
         if then != global_batch:
             raise CheckpointError(
