@@ -131,6 +131,6 @@ def test_a_checkpoint_from_before_a_config_key_existed_resumes_at_that_keys_defa
     (ckpt / "manifest.json").unlink()  # an old checkpoint: no checksums either
     result = train(micro("train.steps=3"), run, resume="latest")
     assert result.step == 3
-    with pytest.raises(CheckpointError, match="data.max_image_pixels"):
+    with pytest.raises(CheckpointError, match=r"data\.max_image_pixels"):
         train(micro("train.steps=4", "data.max_image_pixels=1000"), run,
               resume=str(ckpt))
