@@ -6,7 +6,7 @@ Two parts, both on the bundled synthetic images, in one process, with the same t
   fitted for a few steps (:func:`fit_few_steps`); zero-shot colour classification (7 classes,
   4 templates) and two-caption retrieval written in CLIP_benchmark's webdataset layout
   (:func:`write_synthetic_wds`); each evaluated by ``clip_benchmark`` 1.6.2 (its Python API,
-  through our loader ``manifold_align.evaluate.clip_benchmark``, fp32: ``amp=False``) and by
+  through our loader ``manifold_align.cli.clip_benchmark``, fp32: ``amp=False``) and by
   ``manifold_align.evaluate`` on the same images and prompts. For the oblique model also
   with one template, and with our manifold-mean classifier handed to clip_benchmark
   (``--load_clfs``, what ``eval --manifold-mean`` does). The test
@@ -46,6 +46,14 @@ from clip_benchmark.metrics import zeroshot_classification as cb_zs
 from clip_benchmark.metrics import zeroshot_retrieval as cb_rt
 from clip_benchmark.models import load_clip
 
+from manifold_align.cli.clip_benchmark import (
+    MODEL_TYPE,
+    FlatPoints,
+    class_prompts,
+    load_for_clip_benchmark,
+    manifold_classifier,
+    register,
+)
 from manifold_align.config import load_config, to_dict
 from manifold_align.data.synthetic import COLOURS, SHAPES, ZERO_SHOT_TASKS, SyntheticCaptions
 from manifold_align.data.tokenizer import default_tokenizer
@@ -56,14 +64,6 @@ from manifold_align.evaluate import (
     encode_captions,
     encode_images,
     retrieval_recall,
-)
-from manifold_align.evaluate.clip_benchmark import (
-    MODEL_TYPE,
-    FlatPoints,
-    class_prompts,
-    load_for_clip_benchmark,
-    manifold_classifier,
-    register,
 )
 from manifold_align.models import build_model, model_config
 from manifold_align.train.checkpoint import save_checkpoint

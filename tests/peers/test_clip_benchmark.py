@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from clip_benchmark.metrics import zeroshot_classification as cb_zs
 
-from manifold_align.evaluate.clip_benchmark import (
+from manifold_align.cli.clip_benchmark import (
     load_for_clip_benchmark,
     main,
     manifold_classifier,
@@ -207,10 +207,10 @@ def test_command_line_missing_dataset_folder_is_a_one_line_error(sphere_run, tmp
 def test_the_core_does_not_import_the_adapter_or_clip_benchmark():
     code = (
         "import sys\n"
-        "import manifold_align, manifold_align.evaluate, manifold_align.evaluate.command\n"
+        "import manifold_align, manifold_align.evaluate, manifold_align.cli.eval\n"
         "import manifold_align.train.run, manifold_align.cli\n"
         "assert 'clip_benchmark' not in sys.modules\n"
-        "assert 'manifold_align.evaluate.clip_benchmark' not in sys.modules\n"
+        "assert 'manifold_align.cli.clip_benchmark' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

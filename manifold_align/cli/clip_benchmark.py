@@ -5,7 +5,7 @@
 which looks the loader up in the table ``TYPE2FUNC[model_type]``; its command line accepts
 ``--model_type`` from the list ``MODEL_TYPES``. That table is its route for third-party
 models: :func:`register` adds :data:`MODEL_TYPE` (``"manifold_align"``) to both, in this
-process, and ``python -m manifold_align.evaluate.clip_benchmark eval ARGS...`` then runs
+process, and ``python -m manifold_align.cli.clip_benchmark eval ARGS...`` then runs
 ``clip_benchmark``'s own command line (``ARGS`` are its ``eval`` arguments) with
 ``--model_type manifold_align``. The installed package is never changed.
 
@@ -50,7 +50,7 @@ try:
     from clip_benchmark.datasets.builder import build_dataset
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "manifold_align.evaluate.clip_benchmark needs the clip_benchmark package: "
+        "manifold_align.cli.clip_benchmark needs the clip_benchmark package: "
         "pip install 'manifold-align[peers]'"
     ) from exc
 
@@ -129,7 +129,7 @@ def load_for_clip_benchmark(
         CheckpointError: nothing complete at ``pretrained`` or weights that do not fit.
         ValueError: ``model_name`` is neither ``"auto"`` nor the checkpoint's model.
     """
-    from manifold_align.train.run import load_trained  # evaluate never imports train eagerly
+    from manifold_align.train.run import load_trained  # the trainer only when a run is loaded
 
     model, tokenizer, config = load_trained(pretrained, device=device)
     if model_name not in (AUTO, config.model.name):
@@ -281,7 +281,7 @@ def _manifold_mean_file(argv: Sequence[str], karcher: bool, folder: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m manifold_align.evaluate.clip_benchmark eval [--manifold-mean] ARGS...``.
+    """``python -m manifold_align.cli.clip_benchmark eval [--manifold-mean] ARGS...``.
 
     Registers our loader and runs ``clip_benchmark eval ARGS`` with ``--model_type
     manifold_align`` (and ``--model auto`` unless ``--model`` or ``--pretrained_model`` is
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "eval":
         print(
-            "usage: python -m manifold_align.evaluate.clip_benchmark eval [--manifold-mean] "
+            "usage: python -m manifold_align.cli.clip_benchmark eval [--manifold-mean] "
             "[--karcher] CLIP_BENCHMARK_EVAL_ARGS...",
             file=sys.stderr,
         )
