@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import yaml
 
-from manifold_align.config import ConfigError, dump_config, from_dict
+from manifold_align.config import ConfigError, dump_config, from_dict, to_dict
 from manifold_align.data.collate import Collate
 from manifold_align.data.synthetic import SyntheticCaptions, SyntheticConfig
 from manifold_align.data.tokenizer import Tokenizer, default_tokenizer
@@ -40,6 +40,7 @@ from manifold_align.train.batches import MapBatches, StreamBatches
 from manifold_align.train.checkpoint import find_checkpoint, load_checkpoint, read_state
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import barrier, close_distributed, init_distributed, world
+from manifold_align.train.init_from import initialize_from, load_source, save_initial_checkpoint
 from manifold_align.train.metrics import plot_metrics
 from manifold_align.train.optimizers import build_optimizers
 from manifold_align.train.trainer import Evaluate, fit
@@ -277,11 +278,19 @@ def _train(
 ) -> RunResult:
     seed_everything(config.train.seed)
     context_length = _context_length(config)
+    source = None
+    if checkpoint is None and config.model.init_from is not None:
+        source = load_source(config.model.init_from)
     if checkpoint is not None and (checkpoint / TOKENIZER_FILE).is_file():
         tokenizer = Tokenizer.load(checkpoint / TOKENIZER_FILE, context_length)
+    elif source is not None and source.tokenizer is not None:
+        tokenizer = source.tokenizer
     else:
         tokenizer = _load_tokenizer(config, context_length)
-    model = build_run_model(config, tokenizer).to(device)
+    model = build_run_model(config, tokenizer)
+    if source is not None:
+        initialize_from(model, source.model, tokenizer.sot_id)
+    model = model.to(device)
     if world()[1] > 1:
         from manifold_align.losses.distributed import to_distributed
 
@@ -292,7 +301,7 @@ def _train(
     optim = config.optim
     optimizers = build_optimizers(
         model, optim.lr, optim.betas, optim.eps, optim.weight_decay,
-        optim.riemannian_lr, optim.riemannian_betas,
+        optim.riemannian_lr, optim.riemannian_betas, optim.lr_scale,
     )
 
     if main:
@@ -302,6 +311,10 @@ def _train(
             yaml.safe_dump(dataclasses.asdict(model.config), sort_keys=False)
         )
         tokenizer.save(run_dir / TOKENIZER_FILE)
+        if source is not None:
+            save_initial_checkpoint(run_dir, model, optimizers, to_dict(config),
+                                    config.data.batch_size * world()[1], world()[1],
+                                    {TOKENIZER_FILE: run_dir / TOKENIZER_FILE})
     barrier()
 
     last = fit(model, optimizers, batches, config, run_dir, evaluate=evaluate,
