@@ -8,14 +8,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _example(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``examples/<name>`` with ``args`` in a fresh interpreter; capture its output."""
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def test_oblique_packing_fast(tmp_path):
     out = tmp_path / "packing"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "oblique_packing.py"), "--fast", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _example("oblique_packing.py", "--fast", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (out / "packing.png").stat().st_size > 1000
     results = json.loads((out / "packing.json").read_text())
@@ -29,12 +30,23 @@ def test_oblique_packing_fast(tmp_path):
 
 
 def test_oblique_packing_rejects_indivisible_dim(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "oblique_packing.py"), "--dim", "10", "--tokens", "4",
-         "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _example("oblique_packing.py", "--dim", "10", "--tokens", "4", "--out", str(tmp_path),
+                    timeout=120)
     assert proc.returncode == 2
     assert "--dim 10 must be divisible by --tokens 4" in proc.stderr
+
+
+def test_finetune_pretrained_fast(tmp_path):
+    out = tmp_path / "finetune"
+    proc = _example("finetune_pretrained.py", "--fast", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "results.json").read_text())
+    assert list(rows) == ["sphere (source)", "oblique, step 0 (converted)", "oblique, step 3 (fine-tuned)"]
+    for metrics in rows.values():
+        assert 0.0 <= metrics["zeroshot/mean_top1"] <= 1.0
+        assert 0.0 <= metrics["retrieval/image_to_text@1"] <= metrics["retrieval/image_to_text@10"]
+    assert (out / "finetune" / "checkpoints" / "step_00000000" / "model.safetensors").is_file()
+    assert "| oblique, step 0 (converted) |" in (out / "report.md").read_text()
+    # a second run refuses the same folder (exit 2, nothing overwritten)
+    again = _example("finetune_pretrained.py", "--fast", "--out", str(out), timeout=120)
+    assert again.returncode == 2 and "exists; choose another --out" in again.stderr

@@ -71,10 +71,17 @@ class ModelSection:
     value of its type, and the named model with them must be valid (naming
     ``model.overrides.<field>``). ``vocab_size`` and ``eot_id`` default to the tokenizer's
     when the model is built.
+
+    ``init_from``: start a fresh run from trained weights instead of a random init: a run
+    folder or checkpoint of ours (its tokenizer replaces ``data.tokenizer``) or an
+    OpenCLIP / Hugging Face checkpoint file or folder (``manifold_align.pretrained``). A sphere
+    source and an oblique ``name`` are converted by
+    :func:`manifold_align.models.convert.sphere_to_oblique`. Ignored on resume.
     """
 
     name: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -91,6 +98,9 @@ class ModelSection:
             dataclasses.replace(base, **fields)
         except ValueError as exc:  # the registry's message starts with the field's name
             raise ConfigError(f"model.overrides.{exc}") from None
+        if self.init_from == "":
+            raise ConfigError("model.init_from: expected a path to a run, checkpoint or "
+                              "pretrained file, got ''")
 
 
 @dataclass
@@ -217,7 +227,13 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW for Euclidean weights; Riemannian Adam (``riemannian_*``) for manifold parameters."""
+    """AdamW for Euclidean weights; Riemannian Adam (``riemannian_*``) for manifold parameters.
+
+    ``lr_scale``: ``{glob: factor}`` over parameter names (``fnmatch``, e.g.
+    ``"vision.transformer.*": 0.1``); a parameter's rate is ``factor x`` its base rate for the
+    first glob that matches it (``0`` freezes it), ``1`` where none does. A glob that matches
+    no parameter is an error when the optimizers are built.
+    """
 
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.98)
@@ -225,8 +241,13 @@ class OptimConfig:
     weight_decay: float = 0.2
     riemannian_lr: float | None = None
     riemannian_betas: tuple[float, float] | None = None
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for pattern, factor in self.lr_scale.items():
+            if not (isinstance(factor, (int, float)) and not isinstance(factor, bool)
+                    and math.isfinite(factor) and factor >= 0):
+                raise ConfigError(f"optim.lr_scale.{pattern}: expected a number >= 0, got {factor!r}")
         _non_negative("optim", lr=self.lr, weight_decay=self.weight_decay)
         _positive("optim", eps=self.eps)
         if self.riemannian_lr is not None:

@@ -10,11 +10,19 @@ Every parameter lands in exactly one group:
 * ``manifold``: every ``geoopt.ManifoldParameter``, updated by
   :class:`manifold_align.optim.RiemannianAdam` with its manifold carried by the parameter
   group (so it survives a reload that drops the tensor's tag).
+
+``lr_scale`` (``{glob: factor}``, ``fnmatch`` over parameter names) splits each group further
+by rate: a parameter's base rate is ``factor x lr`` for the first glob that matches its name
+(fine-tuning: e.g. ``{"vision.transformer.*": 0.1, "text.transformer.*": 0.1}`` lets new
+tokens and heads move faster than pretrained blocks).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import geoopt
 import torch
@@ -82,6 +90,7 @@ def build_optimizers(
     weight_decay: float = 0.2,
     riemannian_lr: float | None = None,
     riemannian_betas: tuple[float, float] | None = None,
+    lr_scale: Mapping[str, float] | None = None,
 ) -> dict[str, torch.optim.Optimizer]:
     """The run's optimizers, by name: ``"adamw"`` and, if the model has any, ``"riemannian"``.
 
@@ -96,10 +105,13 @@ def build_optimizers(
         weight_decay: decoupled weight decay of the ``decay`` group (the others get none).
         riemannian_lr: Riemannian Adam's base rate; ``None`` takes ``lr``.
         riemannian_betas: Riemannian Adam's moment decay rates; ``None`` takes ``betas``.
+        lr_scale: ``{glob: factor}``; a parameter whose name the first matching glob names
+            gets ``factor x`` its optimizer's base rate (``0``: no update); others ``1 x``.
 
     Raises:
-        ValueError: for a negative rate or weight decay, betas outside ``[0, 1)``, or a model
-            without trainable parameters.
+        ValueError: for a negative rate, factor or weight decay, betas outside ``[0, 1)``, a
+            model without trainable parameters, or an ``lr_scale`` glob that matches no
+            trainable parameter (named).
     """
     if lr < 0:
         raise ValueError(f"lr: expected >= 0, got {lr}")
@@ -111,12 +123,15 @@ def build_optimizers(
     split = split_parameters(model)
     if not (split.decay or split.no_decay or split.manifold):
         raise ValueError("model: has no trainable parameters")
+    factor = _lr_factors(split, lr_scale or {})
     optimizers: dict[str, torch.optim.Optimizer] = {}
-    groups = [
-        {"params": [p for _, p in split.decay], "weight_decay": weight_decay, "initial_lr": lr},
-        {"params": [p for _, p in split.no_decay], "weight_decay": 0.0, "initial_lr": lr},
-    ]
-    groups = [g for g in groups if g["params"]]
+    groups = []
+    for members, decay in ((split.decay, weight_decay), (split.no_decay, 0.0)):
+        by_factor: dict[float, list[nn.Parameter]] = {}
+        for name, p in members:
+            by_factor.setdefault(factor[name], []).append(p)
+        groups += [{"params": ps, "weight_decay": decay, "initial_lr": lr * f}
+                   for f, ps in by_factor.items()]
     if groups:
         optimizers["adamw"] = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
     if split.manifold:
@@ -126,13 +141,36 @@ def build_optimizers(
         if r_lr < 0:
             raise ValueError(f"riemannian_lr: expected >= 0, got {r_lr}")
         r_betas = tuple(betas if riemannian_betas is None else riemannian_betas)
-        by_manifold: dict[int, dict] = {}
-        for _, p in split.manifold:
+        by_manifold: dict[tuple[int, float], dict] = {}
+        for name, p in split.manifold:
             group = by_manifold.setdefault(
-                id(p.manifold), {"params": [], "manifold": p.manifold, "initial_lr": r_lr}
+                (id(p.manifold), factor[name]),
+                {"params": [], "manifold": p.manifold, "initial_lr": r_lr * factor[name]},
             )
             group["params"].append(p)
         optimizers["riemannian"] = RiemannianAdam(
             list(by_manifold.values()), lr=r_lr, betas=r_betas, eps=eps, weight_decay=0.0
         )
     return optimizers
+
+
+def _lr_factors(split: ParamSplit, lr_scale: Mapping[str, float]) -> dict[str, float]:
+    """``{parameter name: factor}``: the first glob of ``lr_scale`` matching it, else ``1``."""
+    for pattern, f in lr_scale.items():
+        if not (math.isfinite(f) and f >= 0):
+            raise ValueError(f"lr_scale[{pattern!r}]: expected a factor >= 0, got {f}")
+    names = [n for n, _ in split.decay + split.no_decay + split.manifold]
+    used: set[str] = set()
+    factors = {}
+    for name in names:
+        pattern = next((g for g in lr_scale if fnmatchcase(name, g)), None)
+        factors[name] = 1.0 if pattern is None else float(lr_scale[pattern])
+        if pattern is not None:
+            used.add(pattern)
+    unused = [g for g in lr_scale if g not in used]
+    if unused:
+        raise ValueError(
+            f"lr_scale: {unused[0]!r} matches no trainable parameter (names look like "
+            f"{names[0]!r}; a glob that an earlier one covers also counts as unused)"
+        )
+    return factors

@@ -51,6 +51,7 @@ from manifold_align.train.checkpoint import (
 )
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import close_distributed, init_distributed, world
+from manifold_align.train.init_from import initialize_from, load_source, save_initial_checkpoint
 from manifold_align.train.metrics import plot_metrics
 from manifold_align.train.optimizers import build_optimizers
 from manifold_align.train.trainer import Evaluate, fit
@@ -365,11 +366,19 @@ def _train(
     main = folder is not None
     seed_everything(config.train.seed)
     context_length = _context_length(config)
+    source = None
+    if checkpoint is None and config.model.init_from is not None:
+        source = load_source(config.model.init_from)
     if checkpoint is not None and (checkpoint / TOKENIZER_FILE).is_file():
         tokenizer = _checkpoint_tokenizer(checkpoint, context_length)
+    elif source is not None and source.tokenizer is not None:
+        tokenizer = source.tokenizer
     else:
         tokenizer = _load_tokenizer(config, context_length)
-    model = build_run_model(config, tokenizer).to(device)
+    model = build_run_model(config, tokenizer)
+    if source is not None:
+        initialize_from(model, source.model, tokenizer.sot_id)
+    model = model.to(device)
     if world()[1] > 1:
         from manifold_align.losses.distributed import to_distributed
 
@@ -380,12 +389,16 @@ def _train(
     optim = config.optim
     optimizers = build_optimizers(
         model, optim.lr, optim.betas, optim.eps, optim.weight_decay,
-        optim.riemannian_lr, optim.riemannian_betas,
+        optim.riemannian_lr, optim.riemannian_betas, optim.lr_scale,
     )
 
     def accepted() -> None:
         assert folder is not None
         _write_run_files(folder, config, model, tokenizer)
+        if source is not None:  # the converted model as a resumable, evaluable step 0
+            save_initial_checkpoint(run_dir, model, optimizers, to_dict(config),
+                                    config.data.batch_size * world()[1], world()[1],
+                                    {TOKENIZER_FILE: run_dir / TOKENIZER_FILE})
 
     last = fit(model, optimizers, batches, config, run_dir, evaluate=evaluate,
                resume=checkpoint, checkpoint_files={TOKENIZER_FILE: run_dir / TOKENIZER_FILE},

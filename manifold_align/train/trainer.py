@@ -130,8 +130,10 @@ def fit(
         resume: a checkpoint directory to continue from (see
             :func:`~manifold_align.train.checkpoint.find_checkpoint`).
         checkpoint_files: files copied into every checkpoint (``{name: path}``).
-        on_accept: called on rank 0 once ``resume`` (if any) is loaded and accepted, before
-            anything is written into ``run_dir`` (a refused resume changes nothing there).
+        on_accept: called on rank 0 once ``resume`` (if any) is loaded and accepted and the
+            checkpoints it supersedes are moved aside, before anything else is written into
+            ``run_dir`` (a refused resume changes nothing there); it may write a first
+            checkpoint (``model.init_from`` does).
 
     Checkpoints of ``run_dir`` newer than the one resumed from (all of them for a fresh
     run) are moved aside first (:func:`~manifold_align.train.lineage.supersede`);
@@ -182,10 +184,10 @@ def fit(
     if tc.compile:
         engine = torch.compile(engine)
     if main:
-        if on_accept is not None:
-            on_accept()
         supersede(run_dir / "checkpoints", step if resume is not None else -1,
                   metrics=run_dir / "metrics.jsonl")
+        if on_accept is not None:
+            on_accept()
     metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None) if main else None
     params = [p for p in model.parameters() if p.requires_grad]
     temperature = getattr(model, "temperature", None)
