@@ -259,3 +259,4 @@ def test_initialize_from_the_same_manifold_copies_and_names_a_shape_mismatch():
     with pytest.raises(ConfigError, match=r"text.token_embedding.weight has shape \(400, 32\)"):
         initialize_from(a, wide, SOT)
 
+
