@@ -11,7 +11,12 @@
    geometry diagnostics (:func:`manifold_align.evaluate.suite.evaluate_model`); with
    ``--table FILE`` also retrieval and geometry on a CSV/TSV of image paths and captions
    (:func:`manifold_align.evaluate.suite.table_retrieval`).
-5. Print a markdown table and write ``eval.json`` (default: into the run folder).
+   With ``--benchmark NAME=PATH`` (repeatable) instead: zero-shot classification or retrieval
+   on standard datasets on disk (:mod:`manifold_align.evaluate.standard`), every one checked
+   before the model is loaded.
+5. Print a markdown table and update ``eval.json`` (default: in the run folder): held-out
+   results at the top level, each benchmark evaluation appended to its ``"benchmarks"``
+   list (:func:`manifold_align.evaluate.report.update_eval_json`).
 
 Exit status 0 on success, 2 for a bad checkpoint, override or table (the message names it).
 """
@@ -19,10 +24,8 @@ Exit status 0 on success, 2 for a bad checkpoint, override or table (the message
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,8 @@ EVAL_KEYS = ("eval", "train.device", "train.precision")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``--checkpoint``, ``--set``, ``--out``, ``--karcher``, ``--chunk-size``."""
+    """Register ``--checkpoint``, ``--set``, ``--out``, ``--table``, ``--benchmark``,
+    ``--karcher``, ``--chunk-size``."""
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -60,6 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also evaluate retrieval on a CSV/TSV of image paths and captions (rows naming "
         "the same image are its captions); columns from data.csv.image_column/caption_column",
+    )
+    parser.add_argument(
+        "--benchmark",
+        dest="benchmarks",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="evaluate on a standard dataset on disk (repeatable): imagenet1k, cifar10, cifar100, "
+        "folder/<name>, wds/<name> (zero-shot); coco, flickr30k (retrieval); options after the "
+        "path, e.g. NAME=PATH,templates=imagenet1k-7 (see docs/evaluation-standard.md); the "
+        "held-out synthetic evaluation is then skipped",
     )
     parser.add_argument(
         "--karcher",
@@ -158,15 +173,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate the checkpoint ``args.checkpoint``; print a table, write ``eval.json``.
 
@@ -176,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from manifold_align.data.synthetic import SyntheticConfig
     from manifold_align.data.tabular import CaptionTable
+    from manifold_align.evaluate.benchmarks import open_benchmark, parse_benchmark
+    from manifold_align.evaluate.report import format_benchmark_table, update_eval_json
+    from manifold_align.evaluate.standard import evaluate_benchmark
     from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout, table_retrieval
     from manifold_align.train.checkpoint import CheckpointError, find_checkpoint, read_state
     from manifold_align.train.config import RunConfig
@@ -193,12 +202,17 @@ def run(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"data.synthetic.appearance: {exc}") from None
         step = read_state(ckpt)["step"]
-        synthetic = config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0
-        if not synthetic and not args.table:
+        synthetic = not args.benchmarks and (
+            config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0)
+        if not synthetic and not args.table and not args.benchmarks:
             raise ConfigError(
-                "eval.zeroshot_samples, eval.retrieval_samples: both are 0 and no --table is "
-                "given; nothing to evaluate"
+                "eval.zeroshot_samples, eval.retrieval_samples: both are 0 and no --table or "
+                "--benchmark is given; nothing to evaluate"
             )
+        try:  # every benchmark is checked before the model is loaded
+            benchmarks = [open_benchmark(parse_benchmark(b)) for b in args.benchmarks]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         table = None
         if args.table:
             try:
@@ -239,6 +253,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"manifold-align eval: error: --table {args.table}: {exc}", file=sys.stderr)
             return 2
         results["table"]["path"] = str(args.table)
+    standard = {}
+    for bench in benchmarks:
+        try:
+            standard[bench.spec.name] = evaluate_benchmark(
+                model, tokenizer, bench, karcher=args.karcher,
+                num_workers=config.eval.num_workers, **options)
+        except ValueError as exc:
+            print(f"manifold-align eval: error: {exc}", file=sys.stderr)
+            return 2
     results = {
         "checkpoint": str(ckpt),
         "step": step,
@@ -248,8 +271,20 @@ def run(args: argparse.Namespace) -> int:
         "config": to_dict(config),
     }
     out = Path(args.out) if args.out else run_dir / "eval.json"
-    _write_json(out, results)
+    entry = None
+    if standard:
+        entry = {key: results[key] for key in ("checkpoint", "step", "model", "manifold", "karcher")}
+        entry["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        entry["results"] = standard
+    try:
+        update_eval_json(out, results if (synthetic or table is not None) else None, entry)
+    except ValueError as exc:
+        print(f"manifold-align eval: error: --out {exc}", file=sys.stderr)
+        return 2
     print(f"{config.model.name} at step {step} on {results['manifold']} ({ckpt})")
-    print(format_table(results))
+    if synthetic or table is not None:
+        print(format_table(results))
+    if standard:
+        print(format_benchmark_table(standard))
     print(f"wrote {out}")
     return 0

@@ -180,6 +180,11 @@ def read_templates(spec: str | Path) -> list[str]:
     """
     if str(spec) in BUNDLED_TEMPLATES:
         return bundled_templates(str(spec))
+    if not Path(spec).exists():
+        raise ValueError(
+            f"templates: {str(spec)!r} is neither a file nor a bundled set "
+            f"({', '.join(sorted(BUNDLED_TEMPLATES))})"
+        )
     return check_templates([line for _, line in _read_lines(spec, "templates")], str(spec))
 
 
