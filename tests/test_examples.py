@@ -38,3 +38,15 @@ def test_oblique_packing_rejects_indivisible_dim(tmp_path):
     )
     assert proc.returncode == 2
     assert "--dim 10 must be divisible by --tokens 4" in proc.stderr
+
+
+def test_make_benchmark_datasets_writes_every_layout(tmp_path):
+    script = str(ROOT / "examples" / "make_benchmark_datasets.py")
+    argv = [sys.executable, script, str(tmp_path), "--images-per-class", "1", "--retrieval-images", "3"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "imagenet1k" / "val" / "n01440764").is_dir()
+    assert (tmp_path / "wds_shapes" / "test" / "nshards.txt").is_file()
+    assert json.loads((tmp_path / "coco" / "dataset_coco.json").read_text())["images"][0]["split"] == "test"
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exist" in again.stderr

@@ -194,6 +194,7 @@ def _zeroshot(model, tokenize, bench, transform, rank, world, chunk_size, num_wo
         y = torch.tensor(labels, dtype=torch.long)
         for i in range(0, points.shape[0], chunk_size):
             counts.add(manifold.similarity(points[i : i + chunk_size], classes), y[i : i + chunk_size])
+        del images, points  # free this batch before the loader builds the next one
     all_sum(counts.state, world)
     out: dict[str, Any] = {"task": "zeroshot", **counts.result()}
     out["skipped"] = _skipped(skipped, world)
@@ -277,32 +278,42 @@ def benchmark_metrics(name: str, result: dict[str, Any]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class ZeroShotMemory:
-    """Bytes the zero-shot evaluation holds besides the towers' own forward pass.
+    """Bytes the zero-shot evaluation holds at its peak, by part (float32 points).
+
+    With ``C`` classes, ``T`` templates, ``D`` = ``manifold.flat_dim``, batch ``B`` of
+    ``s x s`` images or ``L``-token prompts, similarity chunk ``b = min(B, chunk_size)``.
 
     Attributes:
-        classifier: the ``C`` class points, ``4 C D``.
+        classifier: the ``C`` class points, ``4 C D``, held throughout.
         prompts: one prompt batch's token ids and the points not yet averaged,
             ``8 B L + 4 (B + T) D``.
-        images: one image batch, kept by the loader and stacked, ``2 x 4 B 3 s^2``, and its
-            points ``4 B D``.
-        scores: one chunk's similarities and comparison masks, ``(4 + 3) b C`` with
-            ``b = min(B, chunk)``, and the counts ``8 (k + 2 C)``.
+        images: one stacked image batch ``X = 4 B 3 s^2``; while the loader stacks it the
+            per-image tensors double it.
+        scores: the batch's points, one chunk's similarities and comparison masks, the
+            counts: ``4 B D + (4 + 3) b C + 8 (2 + 2 C)``.
+        forward_text, forward_image: the towers' own working memory for one batch of ``B``
+            (inference activations and output; measured, see docs/evaluation-standard.md).
     """
 
     classifier: int
     prompts: int
     images: int
     scores: int
+    forward_text: int = 0
+    forward_image: int = 0
 
     @property
     def peak(self) -> int:
-        """``classifier + max(prompts, images + scores)``: the text phase and the image phase
-        do not overlap."""
-        return self.classifier + max(self.prompts, self.images + self.scores)
+        """``classifier + max(prompts + forward_text, X + max(X, forward_image, scores))``: the
+        text phase, then per image batch stacking, the image tower, the scoring; nothing
+        grows with the number of images."""
+        return self.classifier + max(
+            self.prompts + self.forward_text,
+            self.images + max(self.images, self.forward_image, self.scores),
+        )
 
 
 def zeroshot_memory(
-    num_images: int,
     num_classes: int,
     num_templates: int,
     dim: int,
@@ -311,17 +322,21 @@ def zeroshot_memory(
     chunk_size: int = 1024,
     image_size: int = 224,
     context_length: int = 77,
+    forward_text: int = 0,
+    forward_image: int = 0,
 ) -> ZeroShotMemory:
-    """The memory model of :func:`evaluate_benchmark` on a zero-shot benchmark (float32).
+    """The memory model of :func:`evaluate_benchmark` on a zero-shot benchmark of any size.
 
-    ``num_images`` does not appear: images stream through and only counts are kept. Add the
-    towers' forward pass at ``batch_size`` (activations of one inference batch) and, with
-    ``num_workers`` loader processes, ``2 x num_workers`` prefetched image batches.
+    The number of images does not appear: they stream through and only counts are kept.
+    With ``num_workers`` loader processes add ``2 x num_workers`` prefetched image batches
+    (in those processes).
     """
     b = min(batch_size, chunk_size)
     return ZeroShotMemory(
         classifier=4 * num_classes * dim,
         prompts=8 * batch_size * context_length + 4 * (batch_size + num_templates) * dim,
-        images=2 * 4 * batch_size * 3 * image_size**2 + 4 * batch_size * dim,
-        scores=7 * b * num_classes + 8 * (2 + 2 * num_classes),
+        images=4 * batch_size * 3 * image_size**2,
+        scores=4 * batch_size * dim + 7 * b * num_classes + 8 * (2 + 2 * num_classes),
+        forward_text=forward_text,
+        forward_image=forward_image,
     )
