@@ -250,6 +250,18 @@ def test_eval_command_runs_benchmarks_prints_chance_and_appends(run_dir, data, c
     assert content["benchmarks"][0]["step"] == 3
 
 
+def test_eval_command_evaluates_the_runs_own_benchmarks(run_dir, data, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    sets = ["--set", f"eval.benchmarks={{coco: {{path: {data['coco']}}}}}", "--set", "eval.zeroshot_samples=0",
+            "--set", "eval.retrieval_samples=0", "--out", str(out)]
+    assert cli.main(["eval", "--checkpoint", str(run_dir), *sets]) == 0
+    assert "| coco | text->image R@10 |" in capsys.readouterr().out
+    assert list(json.loads(out.read_text())["benchmarks"][0]["results"]) == ["coco"]
+    sets[1] = "eval.benchmarks={imagenet: {path: /x}}"
+    assert cli.main(["eval", "--checkpoint", str(run_dir), *sets]) == 2
+    assert "eval.benchmarks: benchmark: unknown name 'imagenet'" in capsys.readouterr().err
+
+
 def test_eval_command_rejects_a_bad_benchmark_before_loading(run_dir, tmp_path, capsys):
     before = (run_dir / "eval.json").read_text() if (run_dir / "eval.json").exists() else None
     assert cli.main(["eval", "--checkpoint", str(run_dir), "--benchmark", f"cifar10={tmp_path}/none"]) == 2

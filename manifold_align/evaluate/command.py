@@ -13,7 +13,8 @@
    (:func:`manifold_align.evaluate.suite.table_retrieval`).
    With ``--benchmark NAME=PATH`` (repeatable) instead: zero-shot classification or retrieval
    on standard datasets on disk (:mod:`manifold_align.evaluate.standard`), every one checked
-   before the model is loaded.
+   before the model is loaded; without ``--benchmark`` and ``--table``, the run's own
+   ``eval.benchmarks`` (if any) are evaluated besides the held-out set.
 5. Print a markdown table and update ``eval.json`` (default: in the run folder): held-out
    results at the top level, each benchmark evaluation appended to its ``"benchmarks"``
    list (:func:`manifold_align.evaluate.report.update_eval_json`).
@@ -188,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout, table_retrieval
     from manifold_align.train.checkpoint import CheckpointError, find_checkpoint, read_state
     from manifold_align.train.config import RunConfig
+    from manifold_align.train.evaluation import benchmark_specs
     from manifold_align.train.run import load_trained, resolve_device
 
     try:
@@ -202,17 +204,22 @@ def run(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"data.synthetic.appearance: {exc}") from None
         step = read_state(ckpt)["step"]
-        synthetic = not args.benchmarks and (
-            config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0)
-        if not synthetic and not args.table and not args.benchmarks:
-            raise ConfigError(
-                "eval.zeroshot_samples, eval.retrieval_samples: both are 0 and no --table or "
-                "--benchmark is given; nothing to evaluate"
-            )
+        from_config = False
         try:  # every benchmark is checked before the model is loaded
-            benchmarks = [open_benchmark(parse_benchmark(b)) for b in args.benchmarks]
+            specs = [parse_benchmark(b) for b in args.benchmarks]
+            from_config = not specs and not args.table
+            if from_config:  # the run's own eval.benchmarks
+                specs = benchmark_specs(config.eval.benchmarks)
+            benchmarks = [open_benchmark(spec) for spec in specs]
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(str(exc) if not from_config else f"eval.benchmarks: {exc}") from None
+        synthetic = (not args.benchmarks) and (
+            config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0)
+        if not synthetic and not args.table and not benchmarks:
+            raise ConfigError(
+                "eval.zeroshot_samples, eval.retrieval_samples: both are 0, and no --table, "
+                "--benchmark or eval.benchmarks is given; nothing to evaluate"
+            )
         table = None
         if args.table:
             try:

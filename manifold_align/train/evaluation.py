@@ -29,6 +29,7 @@ points (the metrics, cheap next to the encoders, are computed on each; rank 0 lo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,7 @@ from manifold_align.evaluate.benchmarks import BenchmarkSpec, open_benchmark
 from manifold_align.evaluate.standard import benchmark_metrics, evaluate_benchmark
 from manifold_align.evaluate.suite import evaluate_model, summary_metrics, synthetic_heldout
 
-__all__ = ["BenchmarkEvaluator", "RankSplitEncoder", "SyntheticEvaluator", "combine"]
+__all__ = ["BenchmarkEvaluator", "RankSplitEncoder", "SyntheticEvaluator", "benchmark_specs", "combine"]
 
 Evaluator = Callable[[nn.Module, int], dict[str, float]]
 
@@ -189,6 +190,16 @@ class BenchmarkEvaluator:
             result = evaluate_benchmark(inner, self.tokenize, bench, distributed=split, **self.options)
             out.update(benchmark_metrics(bench.spec.name, result))
         return out
+
+
+def benchmark_specs(benchmarks: dict[str, Any]) -> list[BenchmarkSpec]:
+    """``eval.benchmarks`` (name -> :class:`~manifold_align.train.config.BenchmarkEntry`) as
+    benchmark specs.
+
+    Raises:
+        ValueError: an unknown name (naming it).
+    """
+    return [BenchmarkSpec(name, **dataclasses.asdict(entry)) for name, entry in benchmarks.items()]
 
 
 def combine(evaluators: list[Evaluator]) -> Evaluator | None:

@@ -229,8 +229,12 @@ def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) ->
     Raises:
         ConfigError: a benchmark that cannot be opened (named as ``eval.benchmarks``).
     """
-    from manifold_align.evaluate.benchmarks import BenchmarkSpec
-    from manifold_align.train.evaluation import BenchmarkEvaluator, SyntheticEvaluator, combine
+    from manifold_align.train.evaluation import (
+        BenchmarkEvaluator,
+        SyntheticEvaluator,
+        benchmark_specs,
+        combine,
+    )
 
     ev = config.eval
     parts: list[Evaluate] = []
@@ -243,8 +247,7 @@ def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) ->
         ))
     if ev.benchmarks:
         try:
-            specs = [BenchmarkSpec(name, **dataclasses.asdict(entry)) for name, entry in ev.benchmarks.items()]
-            parts.append(BenchmarkEvaluator(specs, tokenizer, batch_size=ev.batch_size,
+            parts.append(BenchmarkEvaluator(benchmark_specs(ev.benchmarks), tokenizer, batch_size=ev.batch_size,
                                             precision=config.train.precision, num_workers=ev.num_workers))
         except ValueError as exc:
             raise ConfigError(f"eval.benchmarks: {exc}") from None
