@@ -168,6 +168,29 @@ def test_karpathy_retrieval_counts_any_caption_and_drops_missing_images(data, mo
     assert r["chance_text_to_image@1"] == pytest.approx(1 / 11)
 
 
+def test_webdataset_retrieval_layout(tmp_path, data, model_and_tokenizer):
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    model, tok = model_and_tokenizer
+    bench = open_benchmark(f"flickr30k={data['flickr30k']}")
+    (tmp_path / "test").mkdir()
+    (tmp_path / "dataset_type.txt").write_text("retrieval\n")
+    with wds.ShardWriter(str(tmp_path / "test" / "%d.tar"), maxcount=5, verbose=0) as sink:
+        for i, (path, captions) in enumerate(zip(bench.images, bench.captions)):
+            buffer = io.BytesIO()
+            Image.open(path).save(buffer, format="PNG")
+            texts = "\n".join(captions) if i != 3 else ""  # a record without captions
+            sink.write({"__key__": f"s{i:07d}", "png": buffer.getvalue(), "txt": texts})
+        shards = sink.shard
+    (tmp_path / "test" / "nshards.txt").write_text(f"{shards}\n")
+    r = evaluate_benchmarks(model, tok, [f"wds/flickr={tmp_path}"], batch_size=5)["wds/flickr"]
+    assert r["task"] == "retrieval" and r["num_images"] == 11 and r["num_captions"] == 55
+    assert sum(r["skipped"]["counts"].values()) == 1
+
+
 def test_flickr_split_and_images_folder_are_found(data):
     bench = open_benchmark(f"flickr30k={data['flickr30k']}")
     assert len(bench.images) == 12 and all(len(c) == 5 for c in bench.captions)

@@ -217,6 +217,8 @@ def _retrieval(model, tokenize, bench, transform, rank, world, chunk_size, num_w
             if not t:  # a record without captions has nothing to find
                 skipped.record("missing_caption", f"image {len(captions) + i}")
         keep = [i for i, t in enumerate(texts) if t]
+        if not keep:
+            continue
         points.append(encode_images(model, images[keep], **common))
         captions.extend(texts[i] for i in keep)
     ps = tuple(model.manifold.point_shape)
