@@ -2,8 +2,8 @@
 
     python examples/make_benchmark_datasets.py OUT [--images-per-class N] [--damaged]
 
-OUT gets imagenet1k/ (val/<wnid>/*.JPEG), shapes/ (class folders + classnames.txt),
-wds_shapes/ (CLIP_benchmark's webdataset layout), coco/ and flickr30k/ (Karpathy split
+OUT gets imagenet1k/ (val/<wnid>/*.JPEG), colours/ (class folders + classnames.txt),
+wds_colours/ (CLIP_benchmark's webdataset layout), coco/ and flickr30k/ (Karpathy split
 files + images), ready for ``manifold-align eval --benchmark NAME=OUT/<folder>`` (see
 docs/evaluation-standard.md). ``--damaged`` truncates one ImageNet image and leaves one
 COCO image out, to show how unreadable images are counted. Exit status 2 if OUT already

@@ -115,15 +115,15 @@ def test_retrieval_chance_matches_counting():
 
 def test_folder_and_webdataset_layouts_give_what_the_dense_path_gives(data, model_and_tokenizer):
     model, tok = model_and_tokenizer
-    got = evaluate_benchmarks(model, tok, [f"folder/shapes={data['shapes']}",
-                                           f"wds/shapes={data['wds_shapes']}"], batch_size=5, chunk_size=4)
-    folder, wds = got["folder/shapes"], got["wds/shapes"]
+    got = evaluate_benchmarks(model, tok, [f"folder/colours={data['colours']}",
+                                           f"wds/colours={data['wds_colours']}"], batch_size=5, chunk_size=4)
+    folder, wds = got["folder/colours"], got["wds/colours"]
     # the same images (png vs lossless webp) in two layouts: the same numbers
     for key in ("top1", "top5", "mean_per_class_recall", "num_images", "per_class_top1"):
         assert folder[key] == wds[key]
-    assert folder["num_images"] == 18 and folder["num_classes"] == 6 and folder["num_templates"] == 4
+    assert folder["num_images"] == 21 and folder["num_classes"] == 7 and folder["num_templates"] == 4
     # against the in-memory path: every image encoded at once, one classify call
-    bench = open_benchmark(f"folder/shapes={data['shapes']}")
+    bench = open_benchmark(f"folder/colours={data['colours']}")
     transform = ImageTransform(model.vision.image_size)
     images, labels = [], []
     for folder_name, label in sorted(bench.labels.items()):
@@ -206,7 +206,7 @@ def folder(tmp_path, data):
     import shutil
 
     root = tmp_path / "pets"
-    shutil.copytree(data["shapes"], root)
+    shutil.copytree(data["colours"], root)
     return root
 
 
@@ -267,9 +267,9 @@ def test_eval_command_runs_benchmarks_prints_chance_and_appends(run_dir, data, c
     printed = capsys.readouterr().out
     assert "| imagenet1k | zero-shot top-1 |" in printed and "| 0.001 |" in printed
     assert "| coco | image->text R@1 |" in printed and "missing_file 1" in printed
-    assert cli.main(["eval", "--checkpoint", str(run_dir), "--benchmark", f"wds/shapes={data['wds_shapes']}"]) == 0
+    assert cli.main(["eval", "--checkpoint", str(run_dir), "--benchmark", f"wds/colours={data['wds_colours']}"]) == 0
     content = json.loads((run_dir / "eval.json").read_text())
-    assert [sorted(e["results"]) for e in content["benchmarks"]] == [["coco", "imagenet1k"], ["wds/shapes"]]
+    assert [sorted(e["results"]) for e in content["benchmarks"]] == [["coco", "imagenet1k"], ["wds/colours"]]
     assert content["benchmarks"][0]["step"] == 3
 
 
@@ -307,16 +307,16 @@ MICRO_RUN = [
 def test_training_evaluates_benchmarks_periodically(tmp_path, data):
     sets = [
         *MICRO_RUN, "train.steps=2", "train.eval_every=1",
-        f"eval.benchmarks={{folder/shapes: {{path: {data['shapes']}}}, coco: {{path: {data['coco']}}}}}",
+        f"eval.benchmarks={{folder/colours: {{path: {data['colours']}}}, coco: {{path: {data['coco']}}}}}",
     ]
     result = train(load_config(RunConfig, None, sets), tmp_path / "run")
     evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [1, 2]
-    for key in ("folder/shapes/top1", "folder/shapes/mean_per_class_recall", "coco/image_to_text@5",
+    for key in ("folder/colours/top1", "folder/colours/mean_per_class_recall", "coco/image_to_text@5",
                 "coco/skipped"):
         assert all(math.isfinite(r[key]) for r in evals)
     assert evals[-1]["coco/skipped"] == 1.0
-    assert (tmp_path / "run" / "plots" / "eval.png").is_file() and result.eval["folder/shapes/top5"] >= 0
+    assert (tmp_path / "run" / "plots" / "eval.png").is_file() and result.eval["folder/colours/top5"] >= 0
 
 
 def test_training_refuses_a_missing_benchmark_before_the_first_step(tmp_path):

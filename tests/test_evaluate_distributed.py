@@ -34,7 +34,7 @@ def _evaluator(data: dict[str, Path]):
     tokenizer = default_tokenizer(32)
     torch.manual_seed(0)
     model = build_run_model(from_dict(RunConfig, {"model": {"name": "tiny-oblique", "overrides": MICRO}}), tokenizer)
-    specs = [parse_benchmark(f"folder/shapes={data['shapes']}"), parse_benchmark(f"wds/shapes={data['wds_shapes']}"),
+    specs = [parse_benchmark(f"folder/colours={data['colours']}"), parse_benchmark(f"wds/colours={data['wds_colours']}"),
              parse_benchmark(f"coco={data['coco']}")]
     # batch 4: each rank's images and the classes' prompts span several batches
     return model.eval(), BenchmarkEvaluator(specs, tokenizer, batch_size=4)
@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, init_file: str, root: str) -> None:
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))
-    data = {name: Path(root) / name for name in ("shapes", "wds_shapes", "coco")}
+    data = {name: Path(root) / name for name in ("colours", "wds_colours", "coco")}
     model, evaluate = _evaluator(data)
     with torch.no_grad():
         torch.save(evaluate(RankSplitEncoder(model), 0), Path(root) / f"rank{rank}.pt")
@@ -55,7 +55,7 @@ def _worker(rank: int, world: int, init_file: str, root: str) -> None:
 
 
 def test_two_ranks_give_the_numbers_of_one_process(tmp_path):
-    # 2 wds shards and 6 + 13 images (one missing) over 2 ranks, prompts over both too
+    # 2 wds shards and 7 + 13 images (one missing) over 2 ranks, prompts over both too
     data = write_benchmark_datasets(tmp_path, images_per_class=1, retrieval_images=13, image_size=16, damaged=True)
     context = mp.start_processes(_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
                                  join=False, start_method="fork")

@@ -44,10 +44,10 @@ def benchmarks(tmp_path_factory):
 
 def _benchmark(root, per_class):
     paths = write_benchmark_datasets(root, images_per_class=per_class, retrieval_images=2, image_size=16)
-    names = (paths["shapes"] / "classnames.txt").read_text().split("\n")[:6]
-    names += [f"thing {i}" for i in range(CLASSES - 6)]
-    (paths["shapes"] / "classnames.txt").write_text("\n".join(names) + "\n")
-    return open_benchmark(f"folder/x={paths['shapes']}")
+    names = (paths["colours"] / "classnames.txt").read_text().split("\n")[:7]
+    names += [f"thing {i}" for i in range(CLASSES - 7)]
+    (paths["colours"] / "classnames.txt").write_text("\n".join(names) + "\n")
+    return open_benchmark(f"folder/x={paths['colours']}")
 
 
 @pytest.mark.parametrize("context", [32, 8], ids=["text-phase-peak", "image-phase-peak"])

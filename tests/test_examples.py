@@ -46,7 +46,7 @@ def test_make_benchmark_datasets_writes_every_layout(tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "imagenet1k" / "val" / "n01440764").is_dir()
-    assert (tmp_path / "wds_shapes" / "test" / "nshards.txt").is_file()
+    assert (tmp_path / "wds_colours" / "test" / "nshards.txt").is_file()
     assert json.loads((tmp_path / "coco" / "dataset_coco.json").read_text())["images"][0]["split"] == "test"
     again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already exist" in again.stderr

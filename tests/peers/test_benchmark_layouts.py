@@ -43,7 +43,7 @@ class _Shapes(torch.utils.data.Dataset):
 
 def test_we_read_what_clip_benchmark_writes(tmp_path):
     convert_dataset(_Shapes(), "test", str(tmp_path), max_count=4, verbose=False)
-    bench = open_benchmark(f"wds/shapes={tmp_path}")
+    bench = open_benchmark(f"wds/colours={tmp_path}")
     assert len(bench.shards) == 3 and bench.templates == ("a photo of a {}.",)
     assert bench.classnames == tuple(_Shapes().classes)
     labels = [y for _, y in bench.dataset(to_tensor)]
@@ -51,10 +51,10 @@ def test_we_read_what_clip_benchmark_writes(tmp_path):
 
 
 def test_clip_benchmark_reads_what_we_write(tmp_path):
-    root = write_benchmark_datasets(tmp_path, images_per_class=2, retrieval_images=2, image_size=24)["wds_shapes"]
+    root = write_benchmark_datasets(tmp_path, images_per_class=2, retrieval_images=2, image_size=24)["wds_colours"]
     theirs = build_wds_dataset("shapes", transform=to_tensor, split="test", data_dir=str(root))
-    ours = list(open_benchmark(f"wds/shapes={root}").dataset(to_tensor))
+    ours = list(open_benchmark(f"wds/colours={root}").dataset(to_tensor))
     pairs = list(theirs)
     assert [int(y) for _, y in pairs] == [y for _, y in ours]
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(pairs, ours))
-    assert theirs.classes == list(open_benchmark(f"wds/shapes={root}").classnames)
+    assert theirs.classes == list(open_benchmark(f"wds/colours={root}").classnames)
