@@ -50,3 +50,14 @@ def test_finetune_pretrained_fast(tmp_path):
     # a second run refuses the same folder (exit 2, nothing overwritten)
     again = _example("finetune_pretrained.py", "--fast", "--out", str(out), timeout=120)
     assert again.returncode == 2 and "exists; choose another --out" in again.stderr
+
+
+def test_make_benchmark_datasets_writes_every_layout(tmp_path):
+    argv = [str(tmp_path), "--images-per-class", "1", "--retrieval-images", "3"]
+    proc = _example("make_benchmark_datasets.py", *argv, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "imagenet1k" / "val" / "n01440764").is_dir()
+    assert (tmp_path / "wds_colours" / "test" / "nshards.txt").is_file()
+    assert json.loads((tmp_path / "coco" / "dataset_coco.json").read_text())["images"][0]["split"] == "test"
+    again = _example("make_benchmark_datasets.py", *argv, timeout=120)
+    assert again.returncode == 2 and "already exist" in again.stderr

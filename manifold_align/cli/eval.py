@@ -11,7 +11,13 @@
    geometry diagnostics (:func:`manifold_align.evaluate.suite.evaluate_model`); with
    ``--table FILE`` also retrieval and geometry on a CSV/TSV of image paths and captions
    (:func:`manifold_align.evaluate.suite.table_retrieval`).
-5. Print a markdown table and write ``eval.json`` (default: into the run folder).
+   With ``--benchmark NAME=PATH`` (repeatable) instead: zero-shot classification or retrieval
+   on standard datasets on disk (:mod:`manifold_align.evaluate.standard`), every one checked
+   before the model is loaded; without ``--benchmark`` and ``--table``, the run's own
+   ``eval.benchmarks`` (if any) are evaluated besides the held-out set.
+5. Print a markdown table and update ``eval.json`` (default: in the run folder): held-out
+   results at the top level, each benchmark evaluation appended to its ``"benchmarks"``
+   list (:func:`manifold_align.evaluate.report.update_eval_json`).
 
 Exit status 0 on success, 2 for a bad checkpoint, override, table or ``--out`` (one line on
 stderr names it).
@@ -20,9 +26,7 @@ stderr names it).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,8 @@ EVAL_KEYS = ("eval", "train.device", "train.precision")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``--checkpoint``, ``--set``, ``--out``, ``--karcher``, ``--chunk-size``."""
+    """Register ``--checkpoint``, ``--set``, ``--out``, ``--table``, ``--benchmark``,
+    ``--karcher``, ``--chunk-size``."""
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -58,6 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also evaluate retrieval on a CSV/TSV of image paths and captions (rows naming "
         "the same image are its captions); columns from data.csv.image_column/caption_column",
+    )
+    parser.add_argument(
+        "--benchmark",
+        dest="benchmarks",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="evaluate on a standard dataset on disk (repeatable): imagenet1k, cifar10, cifar100, "
+        "folder/<name>, wds/<name> (zero-shot); coco, flickr30k (retrieval); options after the "
+        "path, e.g. NAME=PATH,templates=imagenet1k-7 (see docs/evaluation-standard.md); the "
+        "held-out synthetic evaluation is then skipped",
     )
     parser.add_argument(
         "--karcher",
@@ -156,15 +172,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate the checkpoint ``args.checkpoint``; print a table, write ``eval.json``.
 
@@ -174,9 +181,13 @@ def run(args: argparse.Namespace) -> int:
     """
     from manifold_align.data.synthetic import SyntheticConfig
     from manifold_align.data.tabular import CaptionTable
+    from manifold_align.evaluate.benchmarks import open_benchmark, parse_benchmark
+    from manifold_align.evaluate.report import format_benchmark_table, update_eval_json
+    from manifold_align.evaluate.standard import evaluate_benchmark
     from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout, table_retrieval
     from manifold_align.train.checkpoint import CheckpointError, find_checkpoint, read_state
     from manifold_align.train.config import RunConfig
+    from manifold_align.train.evaluation import benchmark_specs
     from manifold_align.train.run import load_trained, resolve_device
 
     try:
@@ -191,11 +202,21 @@ def run(args: argparse.Namespace) -> int:
         config = from_dict(RunConfig, merge_overrides(state["config"], args.overrides))
         appearance = SyntheticConfig(**config.data.synthetic.appearance)  # checked at load
         step = state["step"]
-        synthetic = config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0
-        if not synthetic and not args.table:
+        from_config = False
+        try:  # every benchmark is checked before the model is loaded
+            specs = [parse_benchmark(b) for b in args.benchmarks]
+            from_config = not specs and not args.table
+            if from_config:  # the run's own eval.benchmarks
+                specs = benchmark_specs(config.eval.benchmarks)
+            benchmarks = [open_benchmark(spec) for spec in specs]
+        except ValueError as exc:
+            raise ConfigError(str(exc) if not from_config else f"eval.benchmarks: {exc}") from None
+        synthetic = (not args.benchmarks) and (
+            config.eval.zeroshot_samples > 0 or config.eval.retrieval_samples > 0)
+        if not synthetic and not args.table and not benchmarks:
             raise ConfigError(
-                "eval.zeroshot_samples, eval.retrieval_samples: both are 0 and no --table is "
-                "given; nothing to evaluate"
+                "eval.zeroshot_samples, eval.retrieval_samples: both are 0, and no --table, "
+                "--benchmark or eval.benchmarks is given; nothing to evaluate"
             )
         table = None
         if args.table:
@@ -235,6 +256,14 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return fail("eval", f"--table {args.table}: {exc}")
         results["table"]["path"] = str(args.table)
+    standard = {}
+    for bench in benchmarks:
+        try:
+            standard[bench.spec.name] = evaluate_benchmark(
+                model, tokenizer, bench, karcher=args.karcher,
+                num_workers=config.eval.num_workers, **options)
+        except ValueError as exc:
+            return fail("eval", str(exc))
     results = {
         "checkpoint": str(ckpt),
         "step": step,
@@ -243,8 +272,19 @@ def run(args: argparse.Namespace) -> int:
         "karcher": bool(args.karcher),
         "config": to_dict(config),
     }
-    _write_json(out, results)
+    entry = None
+    if standard:
+        entry = {key: results[key] for key in ("checkpoint", "step", "model", "manifold", "karcher")}
+        entry["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        entry["results"] = standard
+    try:
+        update_eval_json(out, results if (synthetic or table is not None) else None, entry)
+    except ValueError as exc:
+        return fail("eval", f"--out {exc}")
     print(f"{config.model.name} at step {step} on {results['manifold']} ({ckpt})")
-    print(format_table(results))
+    if synthetic or table is not None:
+        print(format_table(results))
+    if standard:
+        print(format_benchmark_table(standard))
     print(f"wrote {out}")
     return 0

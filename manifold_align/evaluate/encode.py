@@ -18,7 +18,14 @@ from torch import nn
 
 from manifold_align.manifolds import ContrastiveManifold
 
-__all__ = ["encode_batches", "encode_captions", "encode_images", "encode_tokens", "evaluating"]
+__all__ = [
+    "encode_batches",
+    "encode_captions",
+    "encode_images",
+    "encode_tokens",
+    "evaluating",
+    "text_encoder",
+]
 
 Precision = Literal["fp32", "bf16"]
 
@@ -175,3 +182,23 @@ def encode_captions(
     texts = list(captions)
     batches = (tokenize(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size))
     return encode_tokens(model, batches, device=device, precision=precision)
+
+
+def text_encoder(
+    model: nn.Module, device: torch.device | str | None = None, precision: Precision = "fp32"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``tokens (B, L) -> model.encode_text(tokens on device)`` as float32, under the precision.
+
+    ``device`` defaults to the model's; the result suits
+    :func:`~manifold_align.evaluate.zeroshot.build_classifier_from_prompts`.
+    """
+    _check_precision(precision)
+    target = _model_device(model) if device is None else torch.device(device)
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(
+            device_type=target.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+        ):
+            return model.encode_text(tokens.to(target)).float()
+
+    return encode

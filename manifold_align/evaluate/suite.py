@@ -50,6 +50,7 @@ from manifold_align.evaluate.encode import (
     encode_captions,
     encode_images,
     evaluating,
+    text_encoder,
 )
 from manifold_align.evaluate.geometry import geometry_diagnostics
 from manifold_align.evaluate.retrieval import retrieval_recall
@@ -216,7 +217,7 @@ def evaluate_model(
         if heldout.zeroshot_images.shape[0]:
             points = encode_images(model, heldout.zeroshot_images, **common)
             out["zeroshot"] = {}
-            encoder = _text_encoder(model, device, precision)
+            encoder = text_encoder(model, device, precision)
             for attribute, task in heldout.tasks.items():
                 classes = build_classifier_from_prompts(
                     encoder,
@@ -256,22 +257,6 @@ def evaluate_model(
                 chunk_size=chunk_size,
             )
     return out
-
-
-def _text_encoder(
-    model: nn.Module, device: torch.device | str | None, precision: Precision
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``tokens -> model.encode_text(tokens on the model's device)`` under the precision."""
-    target = next((p.device for p in model.parameters()), torch.device("cpu"))
-    target = target if device is None else torch.device(device)
-
-    def encode(tokens: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(
-            device_type=target.type, dtype=torch.bfloat16, enabled=precision == "bf16"
-        ):
-            return model.encode_text(tokens.to(target)).float()
-
-    return encode
 
 
 def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:

@@ -27,7 +27,13 @@ import torch
 from manifold_align.evaluate.retrieval import check_ks
 from manifold_align.manifolds import ContrastiveManifold
 
-__all__ = ["build_classifier", "build_classifier_from_prompts", "classify", "fill_templates"]
+__all__ = [
+    "ZeroShotCounts",
+    "build_classifier",
+    "build_classifier_from_prompts",
+    "classify",
+    "fill_templates",
+]
 
 
 def fill_templates(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -116,7 +122,9 @@ def build_classifier_from_prompts(
     $w_c = \\operatorname{mean}_{\\mathcal M}\\{f(p) : p \\in \\text{prompts}[c]\\}$. All
     prompts are tokenized and encoded ``batch_size`` at a time under ``torch.no_grad``; put
     the model in eval mode first (:func:`manifold_align.evaluate.encode.evaluating`). Classes
-    may have different numbers of prompts.
+    may have different numbers of prompts. A class is averaged as soon as its last prompt is
+    encoded, so at most ``batch_size + max_c T_c`` prompt points are held besides the
+    ``(C, *point_shape)`` result.
 
     Args:
         encode_text: token ids ``(B, L)`` -> points ``(B, *point_shape)``.
@@ -144,8 +152,11 @@ def build_classifier_from_prompts(
         if not group or not all(isinstance(p, str) for p in group):
             raise ValueError(f"prompts[{c}]: expected a non-empty list of strings, got {group!r}")
     flat = [p for group in groups for p in group]
+    owner = [c for c, group in enumerate(groups) for _ in group]
     ps = tuple(manifold.point_shape)
-    points = []
+    classes: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []  # points of the classes not yet complete, in order
+    done = 0  # classes reduced so far
     with torch.no_grad():
         for start in range(0, len(flat), batch_size):
             batch = flat[start : start + batch_size]
@@ -157,14 +168,30 @@ def build_classifier_from_prompts(
                 )
             if not torch.isfinite(out).all():
                 raise ValueError(f"encode_text: NaN or Inf in the embeddings of {batch[:3]}...")
-            points.append(out.to(torch.promote_types(out.dtype, torch.float32)))
-        stacked = torch.cat(points)
-        sizes = {len(g) for g in groups}
-        if len(sizes) == 1:
-            per_class = stacked.reshape(len(groups), sizes.pop(), *ps)
-            return manifold.mean(per_class, dim=1, karcher=karcher)
-        parts = stacked.split([len(g) for g in groups])
-        return torch.stack([manifold.mean(part, dim=0, karcher=karcher) for part in parts])
+            pending.append(out.to(torch.promote_types(out.dtype, torch.float32)))
+            end = start + len(batch)
+            # classes whose last prompt is in this batch are complete: reduce them now, so only
+            # (batch + one class's prompts) points are ever held
+            last = owner[end - 1] + (1 if end == len(flat) or owner[end] != owner[end - 1] else 0)
+            if last > done:
+                points = torch.cat(pending)
+                used = sum(len(groups[c]) for c in range(done, last))
+                classes.append(_class_means(points[:used], groups[done:last], manifold, karcher))
+                pending = [points[used:]] if used < points.shape[0] else []
+                done = last
+    return torch.cat(classes)
+
+
+def _class_means(
+    points: torch.Tensor, groups: list[list[str]], manifold: ContrastiveManifold, karcher: bool
+) -> torch.Tensor:
+    """``manifold.mean`` of each consecutive group's points: ``(len(groups), *point_shape)``."""
+    sizes = {len(g) for g in groups}
+    if len(sizes) == 1:
+        per_class = points.reshape(len(groups), sizes.pop(), *points.shape[1:])
+        return manifold.mean(per_class, dim=1, karcher=karcher)
+    parts = points.split([len(g) for g in groups])
+    return torch.stack([manifold.mean(part, dim=0, karcher=karcher) for part in parts])
 
 
 def classify(
@@ -191,8 +218,9 @@ def classify(
 
     Returns:
         ``{"top{k}": float, "chance_top{k}": k / C, ...}`` for each capped ``k``, plus
-        ``"num_classes"``, ``"num_images"`` and ``"per_class_top1"`` (a list of ``C``
-        accuracies, ``None`` for a class without images).
+        ``"num_classes"``, ``"num_images"``, ``"per_class_top1"`` (a list of ``C``
+        accuracies, ``None`` for a class without images) and ``"mean_per_class_recall"``
+        (their mean over classes with images; see :class:`ZeroShotCounts`).
 
     Raises:
         ValueError: wrong shapes, non-finite points, labels not integer or out of range, bad
@@ -226,26 +254,88 @@ def classify(
     image_points = image_points.to(dtype)
     class_points = class_points.to(device=image_points.device, dtype=dtype)
 
-    ranks = []
-    class_idx = torch.arange(c, device=image_points.device)
+    counts = ZeroShotCounts(c, ks, device=image_points.device)
     with torch.no_grad():
         for start in range(0, n, chunk_size):
             sim = manifold.similarity(image_points[start : start + chunk_size], class_points)
-            y = labels[start : start + chunk_size, None]
-            true = sim.gather(1, y)
-            before = (sim > true) | ((sim == true) & (class_idx[None, :] < y))
-            ranks.append(before.sum(dim=1))
-    rank = torch.cat(ranks)
+            counts.add(sim, labels[start : start + chunk_size])
+    return counts.result()
 
-    out: dict[str, float | int | list] = {}
-    for k in sorted({min(k, c) for k in ks}):
-        out[f"top{k}"] = (rank < k).double().mean().item()
-        out[f"chance_top{k}"] = k / c
-    counts = torch.bincount(labels, minlength=c)
-    correct = torch.bincount(labels, weights=(rank == 0).double(), minlength=c)
-    out["per_class_top1"] = [
-        None if counts[j] == 0 else correct[j].item() / counts[j].item() for j in range(c)
-    ]
-    out["num_classes"] = c
-    out["num_images"] = n
-    return out
+
+class ZeroShotCounts:
+    """Running counts of zero-shot hits, so images can be scored a chunk at a time.
+
+    For each image ``i`` with label ``y_i`` and similarities ``s_i`` to the ``C`` classes,
+    $\\operatorname{rank}_i = \\#\\{c : s_{ic} > s_{iy_i}\\} + \\#\\{c < y_i : s_{ic} = s_{iy_i}\\}$
+    (ties to the lower class index). Kept: hits ``#{i : rank_i < k}`` per cut-off ``k``, and per
+    class ``n_c`` (images) and ``h_c`` (top-1 hits). Then
+    $\\mathrm{acc@}k = \\#\\{i: \\operatorname{rank}_i < k\\} / N$ and the mean per-class recall
+    $\\frac{1}{|\\{c: n_c > 0\\}|}\\sum_{c: n_c > 0} h_c / n_c$ (classes without images left
+    out, as scikit-learn's balanced accuracy). Memory: ``O(C)``; :meth:`add` holds
+    ``(n, C)`` similarities and masks of one chunk. Counts of several processes add up
+    (:attr:`state`, :meth:`from_state`).
+
+    Args:
+        num_classes: ``C``.
+        ks: cut-offs, each capped at ``C``.
+        device: where the counts live (the similarities' device).
+
+    Raises:
+        ValueError: bad ``ks`` or ``num_classes < 1``.
+    """
+
+    def __init__(self, num_classes: int, ks: Sequence[int] = (1, 5), device: torch.device | str = "cpu") -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.ks = tuple(sorted({min(k, num_classes) for k in check_ks(ks)}))
+        self.device = torch.device(device)
+        #: one row: hits per k, then n_c, then h_c (int64, so ranks can all-reduce one tensor)
+        self.state = torch.zeros(len(self.ks) + 2 * num_classes, dtype=torch.long, device=self.device)
+
+    def add(self, sim: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count a chunk: ``sim (n, C)`` similarities, ``labels (n,)`` in ``[0, C)``."""
+        labels = labels.to(device=sim.device, dtype=torch.long)
+        y = labels[:, None]
+        true = sim.gather(1, y)
+        ahead = (sim > true).sum(dim=1)
+        ahead += ((sim == true) & (torch.arange(sim.shape[1], device=sim.device) < y)).sum(dim=1)
+        self.add_ranks(ahead, labels)
+
+    def add_ranks(self, rank: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count images whose true class has rank ``rank (n,)`` (0 = top-1)."""
+        rank, labels = rank.to(self.device), labels.to(self.device, torch.long)
+        k = len(self.ks)
+        c = self.num_classes
+        self.state[:k] += torch.stack([(rank < kk).sum() for kk in self.ks])
+        self.state[k : k + c] += torch.bincount(labels, minlength=c)
+        self.state[k + c :] += torch.bincount(labels[rank == 0], minlength=c)
+
+    @classmethod
+    def from_state(cls, num_classes: int, ks: Sequence[int], state: torch.Tensor) -> ZeroShotCounts:
+        """Counts with the given :attr:`state` (e.g. summed over ranks)."""
+        out = cls(num_classes, ks, device=state.device)
+        out.state = state.clone()
+        return out
+
+    def result(self) -> dict[str, float | int | list]:
+        """``{"top{k}", "chance_top{k}", "mean_per_class_recall", "per_class_top1",
+        "num_classes", "num_images"}``; accuracies are ``nan`` when no image was counted."""
+        k = len(self.ks)
+        c = self.num_classes
+        state = self.state.cpu()
+        n_c, h_c = state[k : k + c], state[k + c :]
+        n = int(n_c.sum())
+        out: dict[str, float | int | list] = {}
+        for i, kk in enumerate(self.ks):
+            out[f"top{kk}"] = int(state[i]) / n if n else float("nan")
+            out[f"chance_top{kk}"] = kk / c
+        seen = n_c > 0
+        per_class = [int(h) / int(m) if m else None for h, m in zip(h_c.tolist(), n_c.tolist())]
+        out["mean_per_class_recall"] = (
+            (h_c[seen].double() / n_c[seen].double()).mean().item() if n else float("nan")
+        )
+        out["per_class_top1"] = per_class
+        out["num_classes"] = c
+        out["num_images"] = n
+        return out

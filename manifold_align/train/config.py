@@ -6,7 +6,8 @@ data: {source: synthetic, batch_size: 128, synthetic: {size: 20000, caption_nois
 optim: {lr: 1.0e-3, weight_decay: 0.1}
 schedule: {warmup_steps: 100}
 train: {steps: 2000, precision: fp32, seed: 0, ckpt_every: 500}
-eval: {zeroshot_samples: 1000, retrieval_samples: 1000}
+eval: {zeroshot_samples: 1000, retrieval_samples: 1000,
+       benchmarks: {imagenet1k: {path: /data/imagenet}}}
 ```
 
 Load it with ``load_config(RunConfig, path, ["optim.lr=3e-4", ...])`` from
@@ -33,6 +34,7 @@ from manifold_align.data.synthetic import SyntheticConfig
 from manifold_align.models.registry import ModelConfig, model_config
 
 __all__ = [
+    "BenchmarkEntry",
     "CsvSource",
     "DataConfig",
     "EvalConfig",
@@ -329,19 +331,47 @@ class TrainSettings:
 
 
 @dataclass
+class BenchmarkEntry:
+    """A standard dataset on disk for ``eval.benchmarks`` (see docs/evaluation-standard.md).
+
+    ``path`` is required; the rest override what the benchmark's name implies: a names file,
+    a templates file or bundled set, the split, the retrieval image folder, the annotation
+    file.
+    """
+
+    path: str = ""
+    classnames: str | None = None
+    templates: str | None = None
+    split: str | None = None
+    images: str | None = None
+    annotations: str | None = None
+
+
+@dataclass
 class EvalConfig:
-    """Held-out evaluation sizes (synthetic data) and its batch size."""
+    """Held-out evaluation sizes (synthetic data), its batch size, and standard benchmarks.
+
+    ``benchmarks`` maps a benchmark name (``imagenet1k``, ``coco``, ``folder/<any>``,
+    ``wds/<any>``, ...) to where it is; they are evaluated with the held-out set every
+    ``train.eval_every`` steps and at the end, and checked when the run starts.
+    ``num_workers``: image-reading processes for the benchmarks.
+    """
 
     zeroshot_samples: int = 1000
     retrieval_samples: int = 1000
     batch_size: int = 256
+    num_workers: int = 0
+    benchmarks: dict[str, BenchmarkEntry] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _non_negative(
             "eval", zeroshot_samples=self.zeroshot_samples,
-            retrieval_samples=self.retrieval_samples,
+            retrieval_samples=self.retrieval_samples, num_workers=self.num_workers,
         )
         _positive("eval", batch_size=self.batch_size)
+        for name, entry in self.benchmarks.items():
+            if not entry.path:
+                raise ConfigError(f"eval.benchmarks.{name}.path: required (where the dataset is)")
 
 
 @dataclass

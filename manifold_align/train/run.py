@@ -249,19 +249,35 @@ def build_batches(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> A
 
 
 def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) -> Evaluate | None:
-    """Periodic held-out evaluation for the synthetic source (``None`` for other sources
-    or when both ``eval`` sizes are 0)."""
-    ev = config.eval
-    if config.data.source != "synthetic" or (ev.zeroshot_samples == 0 and ev.retrieval_samples == 0):
-        return None
-    from manifold_align.train.evaluation import SyntheticEvaluator
+    """Periodic evaluation: the synthetic held-out set (synthetic source, ``eval`` sizes > 0)
+    and the standard datasets of ``eval.benchmarks``; ``None`` when there is neither.
 
-    return SyntheticEvaluator(
-        tokenizer, image_size, seed=config.data.synthetic.seed,
-        zeroshot_samples=ev.zeroshot_samples, retrieval_samples=ev.retrieval_samples,
-        batch_size=ev.batch_size, appearance=_synthetic_appearance(config),
-        precision=config.train.precision,
+    Raises:
+        ConfigError: a benchmark that cannot be opened (named as ``eval.benchmarks``).
+    """
+    from manifold_align.train.evaluation import (
+        BenchmarkEvaluator,
+        SyntheticEvaluator,
+        benchmark_specs,
+        combine,
     )
+
+    ev = config.eval
+    parts: list[Evaluate] = []
+    if config.data.source == "synthetic" and (ev.zeroshot_samples or ev.retrieval_samples):
+        parts.append(SyntheticEvaluator(
+            tokenizer, image_size, seed=config.data.synthetic.seed,
+            zeroshot_samples=ev.zeroshot_samples, retrieval_samples=ev.retrieval_samples,
+            batch_size=ev.batch_size, appearance=_synthetic_appearance(config),
+            precision=config.train.precision,
+        ))
+    if ev.benchmarks:
+        try:
+            parts.append(BenchmarkEvaluator(benchmark_specs(ev.benchmarks), tokenizer, batch_size=ev.batch_size,
+                                            precision=config.train.precision, num_workers=ev.num_workers))
+        except ValueError as exc:
+            raise ConfigError(f"eval.benchmarks: {exc}") from None
+    return combine(parts)
 
 
 def train(

@@ -1,0 +1,62 @@
+"""Sharing an evaluation between the ranks of a ``torch.distributed`` process group.
+
+Rank ``r`` of ``W`` takes the contiguous block ``[r m, min((r + 1) m, n))`` of ``n`` items,
+``m = ceil(n / W)`` (:func:`shard_bounds`); its results are gathered with
+:func:`gather_rows` (blocks of any length, in rank order, so the gathered rows are in item
+order) or summed with :func:`all_sum`. Without an initialised process group, or with
+``distributed=False``, there is one rank and every helper is the identity. Every rank must
+make the same calls in the same order (collectives).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["all_sum", "gather_objects", "gather_rows", "rank_world", "shard_bounds"]
+
+
+def rank_world(distributed: bool) -> tuple[int, int]:
+    """``(rank, world size)``; ``(0, 1)`` unless ``distributed`` and a group is initialised."""
+    if distributed and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """``(start, stop)`` of rank ``rank``'s block of ``n`` items (may be empty)."""
+    m = -(-n // world)
+    return min(rank * m, n), min((rank + 1) * m, n)
+
+
+def gather_rows(x: torch.Tensor, world: int) -> torch.Tensor:
+    """Concatenate every rank's ``x`` (any first dimension, same trailing shape and dtype)
+    in rank order; ``x`` itself on one rank."""
+    if world == 1:
+        return x
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
+
+
+def gather_objects(obj: Any, world: int) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order; ``[obj]`` on one rank."""
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_sum(x: torch.Tensor, world: int) -> torch.Tensor:
+    """``x`` summed over the ranks (in place); ``x`` itself on one rank."""
+    if world > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
