@@ -326,3 +326,26 @@ def test_training_refuses_a_missing_benchmark_before_the_first_step(tmp_path):
     with pytest.raises(ConfigError, match=r"eval\.benchmarks: benchmark coco="):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_eval_pretrained_refuses_what_it_cannot_do_before_loading(tmp_path, capsys):
+    weights = tmp_path / "open_clip_model.safetensors"
+    weights.write_bytes(b"")
+    cases = [
+        (["--pretrained", str(weights), "--benchmark", "coco=/x"], "--out: with --pretrained"),
+        (["--pretrained", str(weights), "--out", str(tmp_path / "e.json")],
+         "give --benchmark NAME=PATH or --table FILE"),
+        (["--pretrained", str(weights), "--out", str(tmp_path / "e.json"),
+          "--benchmark", f"cifar10={tmp_path}/none"], "benchmark cifar10="),
+        (["--pretrained", str(weights), "--out", str(tmp_path / "e.json"),
+          "--benchmark", f"coco={tmp_path}"], "coco"),
+        (["--checkpoint", str(tmp_path), "--model", "ViT-B-32"], "--model: only with --pretrained"),
+    ]
+    data = write_benchmark_datasets(tmp_path / "data", images_per_class=1, retrieval_images=3)
+    cases.append((["--pretrained", str(weights), "--out", str(tmp_path / "e.json"),
+                   "--benchmark", f"coco={data['coco']}"], f"--pretrained {weights}: "))
+    for argv, message in cases:
+        assert cli.main(["eval", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "e.json").exists()

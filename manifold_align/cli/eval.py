@@ -43,11 +43,24 @@ EVAL_KEYS = ("eval", "train.device", "train.precision")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``--checkpoint``, ``--set``, ``--out``, ``--table``, ``--benchmark``,
     ``--karcher``, ``--chunk-size``."""
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--checkpoint",
-        required=True,
         metavar="DIR",
         help="a run folder, its checkpoints/ folder, or one step_* checkpoint",
+    )
+    source.add_argument(
+        "--pretrained",
+        metavar="PATH",
+        help="an OpenCLIP state_dict file or a Hugging Face CLIPModel folder (evaluated on "
+        "--benchmark / --table only; needs --out; tokenized with CLIP's BPE)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="with --pretrained: the architecture (ViT-B-32, ViT-B-16, ViT-L-14, with "
+        "-quickgelu for OpenAI's weights); default: inferred from the file",
     )
     add_set_option(
         parser,
@@ -172,8 +185,47 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pretrained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, str]:
+    """``(model, tokenizer, name, path)`` for ``--pretrained``: a sphere CLIP and CLIP's BPE.
+
+    Raises:
+        ConfigError: the file cannot be read as CLIP weights, or its vocabulary is not CLIP's.
+    """
+    from manifold_align.data.tokenizer import clip_tokenizer
+    from manifold_align.pretrained import load_pretrained
+    from manifold_align.pretrained.factory import CLIP_VOCAB_SIZE
+
+    try:
+        model = load_pretrained(args.pretrained, args.model, device=device)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--pretrained {args.pretrained}: {exc}") from None
+    if model.config.vocab_size != CLIP_VOCAB_SIZE:
+        raise ConfigError(
+            f"--pretrained {args.pretrained}: a vocabulary of {model.config.vocab_size}, not "
+            f"CLIP's {CLIP_VOCAB_SIZE}; evaluate it through manifold_align.evaluate with its "
+            f"own tokenizer"
+        )
+    return model, clip_tokenizer(model.config.context_length), args.model or _arch(model.config), \
+        str(args.pretrained)
+
+
+def _arch(config: Any) -> str:
+    """The registered sphere name of a loaded ``config`` (``-quickgelu`` when it uses it)."""
+    import dataclasses
+
+    from manifold_align.models import list_models, model_config
+
+    for name in list_models():
+        known = model_config(name)
+        same = dataclasses.replace(config, activation=known.activation, eot_id=known.eot_id)
+        if same == known:
+            return name + ("-quickgelu" if config.activation == "quick_gelu" else "")
+    return "CLIP"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate the checkpoint ``args.checkpoint``; print a table, write ``eval.json``.
+    """Evaluate the checkpoint ``args.checkpoint`` (or the CLIP weights ``args.pretrained``);
+    print a table, write ``eval.json``.
 
     Returns:
         0 on success; 2 (with a message on stderr) for a missing or unloadable checkpoint, a
@@ -190,6 +242,10 @@ def run(args: argparse.Namespace) -> int:
     from manifold_align.train.evaluation import benchmark_specs
     from manifold_align.train.run import load_trained, resolve_device
 
+    if args.pretrained is not None:
+        return _run_pretrained(args)
+    if args.model is not None:
+        return fail("eval", "--model: only with --pretrained (a run knows its model)")
     try:
         if args.chunk_size < 1:
             raise ConfigError(f"--chunk-size: expected a positive integer, got {args.chunk_size}")
@@ -284,6 +340,79 @@ def run(args: argparse.Namespace) -> int:
     print(f"{config.model.name} at step {step} on {results['manifold']} ({ckpt})")
     if synthetic or table is not None:
         print(format_table(results))
+    if standard:
+        print(format_benchmark_table(standard))
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_pretrained(args: argparse.Namespace) -> int:
+    """``eval --pretrained PATH``: the standard benchmarks (and ``--table``) on CLIP weights."""
+    from manifold_align.data.tabular import CaptionTable
+    from manifold_align.evaluate.benchmarks import open_benchmark, parse_benchmark
+    from manifold_align.evaluate.report import format_benchmark_table, update_eval_json
+    from manifold_align.evaluate.standard import evaluate_benchmark
+    from manifold_align.evaluate.suite import table_retrieval
+    from manifold_align.train.config import RunConfig
+    from manifold_align.train.run import resolve_device
+
+    try:
+        if args.chunk_size < 1:
+            raise ConfigError(f"--chunk-size: expected a positive integer, got {args.chunk_size}")
+        if args.out is None:
+            raise ConfigError("--out: with --pretrained, name the eval.json to write")
+        out = Path(args.out)
+        check_out_file(out)
+        _check_override_keys(args.overrides)
+        if not args.benchmarks and not args.table:
+            raise ConfigError("--pretrained: give --benchmark NAME=PATH or --table FILE")
+        config = from_dict(RunConfig, merge_overrides(to_dict(RunConfig()), args.overrides))
+        try:  # every benchmark is checked before the model is loaded
+            benchmarks = [open_benchmark(parse_benchmark(b)) for b in args.benchmarks]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        table = None
+        if args.table:
+            try:
+                table = CaptionTable(args.table, image_column=config.data.csv.image_column,
+                                     caption_column=config.data.csv.caption_column)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"--table {args.table}: {exc}") from None
+        device = resolve_device(config.train.device)
+        model, tokenizer, name, path = _pretrained(args, device)
+    except ConfigError as exc:
+        return fail("eval", str(exc))
+    options = {"batch_size": config.eval.batch_size, "device": device,
+               "precision": config.train.precision, "chunk_size": args.chunk_size}
+    results: dict[str, Any] = {}
+    if table is not None:
+        try:
+            results = {"table": table_retrieval(model, tokenizer, table, **options)}
+        except ValueError as exc:
+            return fail("eval", f"--table {args.table}: {exc}")
+        results["table"]["path"] = str(args.table)
+    standard = {}
+    for bench in benchmarks:
+        try:
+            standard[bench.spec.name] = evaluate_benchmark(
+                model, tokenizer, bench, karcher=args.karcher,
+                num_workers=config.eval.num_workers, **options)
+        except ValueError as exc:
+            return fail("eval", str(exc))
+    head = {"checkpoint": path, "step": None, "model": name, "manifold": repr(model.manifold),
+            "karcher": bool(args.karcher)}
+    top = {**head, **results} if table is not None else None
+    entry = None
+    if standard:
+        entry = {**head, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "results": standard}
+    try:
+        update_eval_json(out, top, entry)
+    except ValueError as exc:
+        return fail("eval", f"--out {exc}")
+    print(f"{name} (pretrained) on {head['manifold']} ({path})")
+    if top is not None:
+        print(format_table(top))
     if standard:
         print(format_benchmark_table(standard))
     print(f"wrote {out}")

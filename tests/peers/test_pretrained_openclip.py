@@ -119,3 +119,24 @@ def test_tiny_round_trips_through_openclip_exactly(tmp_path, quick_gelu):
     assert_state_equal(back.state_dict(), ours.state_dict())
     with torch.no_grad():
         assert torch.equal(back.encode_text(tokens), ours.encode_text(tokens))
+
+
+def test_eval_pretrained_runs_the_benchmarks_on_an_openclip_file(vit_b_32, tmp_path, capsys):
+    # manifold-align eval on weights saved by open_clip: no run folder, the architecture read
+    # from the tensors, CLIP's BPE (the embeddings' equality is the test above)
+    from manifold_align.cli import main
+    from manifold_align.evaluate.demo_datasets import write_benchmark_datasets
+
+    peer, path = vit_b_32
+    data = write_benchmark_datasets(tmp_path / "data", images_per_class=1, retrieval_images=3,
+                                    image_size=224)
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--pretrained", str(path), "--out", str(out), "--benchmark",
+            f"folder/colours={data['colours']},templates=imagenet1k-7"]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "ViT-B-32 (pretrained)" in printed and "| folder/colours | zero-shot top-1 |" in printed
+    entry = json.loads(out.read_text())["benchmarks"][0]
+    assert entry["model"] == "ViT-B-32" and entry["step"] is None
+    result = entry["results"]["folder/colours"]
+    assert 0.0 <= result["top1"] <= 1.0
