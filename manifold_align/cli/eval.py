@@ -185,6 +185,31 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _table_and_benchmarks(
+    model: Any, tokenizer: Any, table: Any, benchmarks: list[Any], args: argparse.Namespace,
+    config: Any, options: dict[str, Any],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``(--table's retrieval or None, {benchmark name: result})`` for one loaded model.
+
+    Raises:
+        ValueError: an unusable table (naming ``--table``) or benchmark (naming it).
+    """
+    from manifold_align.evaluate.standard import evaluate_benchmark
+    from manifold_align.evaluate.suite import table_retrieval
+
+    table_result = None
+    if table is not None:
+        try:
+            table_result = table_retrieval(model, tokenizer, table, **options)
+        except ValueError as exc:
+            raise ValueError(f"--table {args.table}: {exc}") from None
+        table_result["path"] = str(args.table)
+    standard = {bench.spec.name: evaluate_benchmark(
+        model, tokenizer, bench, karcher=args.karcher, num_workers=config.eval.num_workers,
+        **options) for bench in benchmarks}
+    return table_result, standard
+
+
 def _pretrained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, str]:
     """``(model, tokenizer, name, path)`` for ``--pretrained``: a sphere CLIP and CLIP's BPE.
 
@@ -235,8 +260,7 @@ def run(args: argparse.Namespace) -> int:
     from manifold_align.data.tabular import CaptionTable
     from manifold_align.evaluate.benchmarks import open_benchmark, parse_benchmark
     from manifold_align.evaluate.report import format_benchmark_table, update_eval_json
-    from manifold_align.evaluate.standard import evaluate_benchmark
-    from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout, table_retrieval
+    from manifold_align.evaluate.suite import evaluate_model, synthetic_heldout
     from manifold_align.train.checkpoint import CheckpointError, find_checkpoint, read_state
     from manifold_align.train.config import RunConfig
     from manifold_align.train.evaluation import benchmark_specs
@@ -306,20 +330,13 @@ def run(args: argparse.Namespace) -> int:
         )
         results.update(evaluate_model(model, tokenizer, heldout, karcher=args.karcher, **options))
         results["retrieval_scanned"] = heldout.retrieval_scanned
-    if table is not None:
-        try:
-            results["table"] = table_retrieval(model, tokenizer, table, **options)
-        except ValueError as exc:
-            return fail("eval", f"--table {args.table}: {exc}")
-        results["table"]["path"] = str(args.table)
-    standard = {}
-    for bench in benchmarks:
-        try:
-            standard[bench.spec.name] = evaluate_benchmark(
-                model, tokenizer, bench, karcher=args.karcher,
-                num_workers=config.eval.num_workers, **options)
-        except ValueError as exc:
-            return fail("eval", str(exc))
+    try:
+        table_result, standard = _table_and_benchmarks(
+            model, tokenizer, table, benchmarks, args, config, options)
+    except ValueError as exc:
+        return fail("eval", str(exc))
+    if table_result is not None:
+        results["table"] = table_result
     results = {
         "checkpoint": str(ckpt),
         "step": step,
@@ -351,8 +368,6 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     from manifold_align.data.tabular import CaptionTable
     from manifold_align.evaluate.benchmarks import open_benchmark, parse_benchmark
     from manifold_align.evaluate.report import format_benchmark_table, update_eval_json
-    from manifold_align.evaluate.standard import evaluate_benchmark
-    from manifold_align.evaluate.suite import table_retrieval
     from manifold_align.train.config import RunConfig
     from manifold_align.train.run import resolve_device
 
@@ -384,21 +399,12 @@ def _run_pretrained(args: argparse.Namespace) -> int:
         return fail("eval", str(exc))
     options = {"batch_size": config.eval.batch_size, "device": device,
                "precision": config.train.precision, "chunk_size": args.chunk_size}
-    results: dict[str, Any] = {}
-    if table is not None:
-        try:
-            results = {"table": table_retrieval(model, tokenizer, table, **options)}
-        except ValueError as exc:
-            return fail("eval", f"--table {args.table}: {exc}")
-        results["table"]["path"] = str(args.table)
-    standard = {}
-    for bench in benchmarks:
-        try:
-            standard[bench.spec.name] = evaluate_benchmark(
-                model, tokenizer, bench, karcher=args.karcher,
-                num_workers=config.eval.num_workers, **options)
-        except ValueError as exc:
-            return fail("eval", str(exc))
+    try:
+        table_result, standard = _table_and_benchmarks(
+            model, tokenizer, table, benchmarks, args, config, options)
+    except ValueError as exc:
+        return fail("eval", str(exc))
+    results = {} if table_result is None else {"table": table_result}
     head = {"checkpoint": path, "step": None, "model": name, "manifold": repr(model.manifold),
             "karcher": bool(args.karcher)}
     top = {**head, **results} if table is not None else None

@@ -127,7 +127,7 @@ def test_eval_pretrained_runs_the_benchmarks_on_an_openclip_file(vit_b_32, tmp_p
     from manifold_align.cli import main
     from manifold_align.evaluate.demo_datasets import write_benchmark_datasets
 
-    peer, path = vit_b_32
+    _, path = vit_b_32
     data = write_benchmark_datasets(tmp_path / "data", images_per_class=1, retrieval_images=3,
                                     image_size=224)
     out = tmp_path / "eval.json"
