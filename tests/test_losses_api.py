@@ -57,7 +57,7 @@ def test_loss_output_backward_is_the_loss_backward():
     loss.backward()
     assert torch.equal(g1, x.grad)
     assert set(diagnostics) >= {"scale", "pos_sim", "neg_sim", "gap_logits"}
-    assert loss_fn(x, y).item() == pytest.approx(float(loss))
+    assert loss_fn(x, y).item() == pytest.approx(loss.item())
 
 
 @pytest.mark.parametrize(("manifold", "half_width"), [
