@@ -65,7 +65,7 @@ def test_loss_output_backward_is_the_loss_backward():
 def test_learnable_defaults_follow_the_similarity_range(manifold, half_width):
     t = Temperature.learnable(manifold=manifold)
     # CLIP's initial logit range +-1/0.07 and cap +-100, whatever the similarity's range.
-    assert float(t.scale) * half_width == pytest.approx(1 / 0.07, rel=1e-6)
+    assert t.scale.item() * half_width == pytest.approx(1 / 0.07, rel=1e-6)
     assert t.max * half_width == pytest.approx(100.0)
 
 
