@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
-import os
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import join_gloo, run_ranks
 
 from manifold_align.config import from_dict
 from manifold_align.data.tokenizer import default_tokenizer
@@ -41,11 +37,7 @@ def _evaluator(data: dict[str, Path]):
 
 
 def _worker(rank: int, world: int, init_file: str, root: str) -> None:
-    torch.set_num_threads(1)
-    if sys.platform.startswith("linux"):
-        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
+    join_gloo(rank, world, init_file)
     data = {name: Path(root) / name for name in ("colours", "wds_colours", "coco")}
     model, evaluate = _evaluator(data)
     with torch.no_grad():
@@ -57,14 +49,7 @@ def _worker(rank: int, world: int, init_file: str, root: str) -> None:
 def test_two_ranks_give_the_numbers_of_one_process(tmp_path):
     # 2 wds shards and 7 + 13 images (one missing) over 2 ranks, prompts over both too
     data = write_benchmark_datasets(tmp_path, images_per_class=1, retrieval_images=13, image_size=16, damaged=True)
-    context = mp.start_processes(_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
-                                 join=False, start_method="fork")
-    deadline = time.monotonic() + 300
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("distributed workers did not finish in 300 s")
+    run_ranks(_worker, 2, tmp_path)
     model, evaluate = _evaluator(data)
     with torch.no_grad():
         one = evaluate(model, 0)

@@ -9,15 +9,10 @@ local fallback). Each rank saves its results; the references are computed here, 
 
 from __future__ import annotations
 
-import datetime
-import os
-import sys
-import time
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import join_gloo, run_ranks
 from torch import nn
 
 from manifold_align import Oblique, Sphere
@@ -129,16 +124,7 @@ def tower_grads(model, a, t):
 
 
 def _worker(rank, world, init_file, out_dir):
-    torch.set_num_threads(1)
-    if sys.platform.startswith("linux"):
-        os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only, whatever the hostname resolves to
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo(rank, world, init_file)
     pair = dist.new_group(list(PAIR))
     solo = dist.new_group([0])
     res = {"world": {}, "pair": {}, "solo": {}}
@@ -189,19 +175,7 @@ def _worker(rank, world, init_file, out_dir):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    context = mp.start_processes(
-        _worker,
-        args=(WORLD, str(tmp / "rendezvous"), str(tmp)),
-        nprocs=WORLD,
-        join=False,
-        start_method="fork",
-    )
-    deadline = time.monotonic() + 600
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.terminate()
-            pytest.fail("distributed workers did not finish within 600 s")
+    run_ranks(_worker, WORLD, tmp, timeout_s=600)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -8,16 +8,12 @@ weights, per-step losses, the evaluation and a 2-rank -> 1-rank resume.
 
 from __future__ import annotations
 
-import datetime
-import os
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import join_gloo, run_ranks
 from safetensors.torch import load_file
 
 from manifold_align.config import from_dict
@@ -99,11 +95,7 @@ def short_batches(rank: int, out: Path) -> None:
 
 
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    if sys.platform.startswith("linux"):
-        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=120))
+    join_gloo(rank, world, init_file)
     train(config(LOCAL_BATCH, evaluate=True), Path(out) / "ddp")
     train(config(LOCAL_BATCH, steps=2, grad_accum=2), Path(out) / "ddp_accum")
     short_batches(rank, Path(out))
@@ -117,14 +109,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ddp")
-    context = mp.start_processes(_worker, args=(WORLD, str(tmp / "rendezvous"), str(tmp)),
-                                 nprocs=WORLD, join=False, start_method="fork")
-    deadline = time.monotonic() + 300
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("distributed workers did not finish in 300 s")
+    run_ranks(_worker, WORLD, tmp)
     torch.manual_seed(0)
     train(config(WORLD * LOCAL_BATCH, evaluate=True), tmp / "one")
     train(config(WORLD * LOCAL_BATCH, steps=2, grad_accum=2), tmp / "one_accum")
