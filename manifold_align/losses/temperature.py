@@ -27,7 +27,7 @@ import numbers
 import torch
 from torch import nn
 
-__all__ = ["Temperature", "as_temperature", "resolve_temperature"]
+__all__ = ["Temperature", "resolve_temperature"]
 
 _MODES = ("learnable", "fixed", "none")
 
@@ -183,27 +183,6 @@ class Temperature(nn.Module):
         if self.mode == "learnable":
             return f"mode=learnable, scale={scale:.4g}, max={self.max:.4g}"
         return f"mode={self.mode}, scale={scale:.4g}"
-
-
-def as_temperature(temperature: Temperature | float | None) -> Temperature:
-    """``None`` -> :meth:`Temperature.none`, a number -> :meth:`Temperature.fixed`, else itself.
-
-    A helper for code that has already decided a number is a scale (configs, simulations); the
-    losses use :func:`resolve_temperature`, which refuses a bare number.
-
-    Raises:
-        TypeError: anything else.
-    """
-    if temperature is None:
-        return Temperature.none()
-    if isinstance(temperature, Temperature):
-        return temperature
-    if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
-        return Temperature.fixed(float(temperature))
-    raise TypeError(
-        f"temperature: expected a Temperature, a positive number or None, "
-        f"got {type(temperature).__name__}"
-    )
 
 
 def resolve_temperature(
