@@ -355,3 +355,13 @@ def test_get_tokenizer_hands_out_the_clip_tokenizer_with_the_context_length(monk
     assert calls == [77, 20, 77]
     with pytest.raises(ValueError, match="vocabulary of 1024"):
         get_tokenizer("tiny")
+
+
+def test_registered_name_of_a_config_round_trips_through_resolve_name():
+    from manifold_align.pretrained.architecture import registered_name, resolve_name
+
+    assert registered_name(registry.model_config("tiny")) == "tiny"
+    quick = dataclasses.replace(registry.model_config("tiny"), activation="quick_gelu")
+    assert registered_name(quick) == "tiny-quickgelu"
+    assert resolve_name(registered_name(quick))[1] == quick
+    assert registered_name(dataclasses.replace(quick, text_layers=quick.text_layers + 1)) is None

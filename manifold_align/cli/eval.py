@@ -218,6 +218,7 @@ def _pretrained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, s
     """
     from manifold_align.data.tokenizer import clip_tokenizer
     from manifold_align.pretrained import load_pretrained
+    from manifold_align.pretrained.architecture import registered_name
     from manifold_align.pretrained.factory import CLIP_VOCAB_SIZE
 
     try:
@@ -230,22 +231,8 @@ def _pretrained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, s
             f"CLIP's {CLIP_VOCAB_SIZE}; evaluate it through manifold_align.evaluate with its "
             f"own tokenizer"
         )
-    return model, clip_tokenizer(model.config.context_length), args.model or _arch(model.config), \
+    return model, clip_tokenizer(model.config.context_length), args.model or registered_name(model.config) or "CLIP", \
         str(args.pretrained)
-
-
-def _arch(config: Any) -> str:
-    """The registered sphere name of a loaded ``config`` (``-quickgelu`` when it uses it)."""
-    import dataclasses
-
-    from manifold_align.models import list_models, model_config
-
-    for name in list_models():
-        known = model_config(name)
-        same = dataclasses.replace(config, activation=known.activation, eot_id=known.eot_id)
-        if same == known:
-            return name + ("-quickgelu" if config.activation == "quick_gelu" else "")
-    return "CLIP"
 
 
 def run(args: argparse.Namespace) -> int:

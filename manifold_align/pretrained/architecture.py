@@ -18,7 +18,7 @@ from manifold_align.models import ModelConfig, build_model, list_models, model_c
 from manifold_align.pretrained.errors import CheckpointMismatchError, check_shapes, mismatches
 from manifold_align.pretrained.layout import Rule, peer_shapes
 
-__all__ = ["expected_shapes", "infer_name", "resolve_name", "sphere_names"]
+__all__ = ["expected_shapes", "infer_name", "registered_name", "resolve_name", "sphere_names"]
 
 QUICKGELU_SUFFIX = "-quickgelu"
 
@@ -26,6 +26,20 @@ QUICKGELU_SUFFIX = "-quickgelu"
 def sphere_names() -> list[str]:
     """The registered sphere architectures (the ones a CLIP checkpoint can be)."""
     return [n for n in list_models() if model_config(n).manifold == "sphere"]
+
+
+def registered_name(config: ModelConfig) -> str | None:
+    """The registered name whose config equals ``config``, or ``None``.
+
+    The activation and the end-of-text id are not part of the comparison (a loaded checkpoint
+    carries its own); a QuickGELU config gets the ``-quickgelu`` suffix, so the name
+    round-trips through `resolve_name`.
+    """
+    for name in list_models():
+        known = model_config(name)
+        if dataclasses.replace(config, activation=known.activation, eot_id=known.eot_id) == known:
+            return name + (QUICKGELU_SUFFIX if config.activation == "quick_gelu" else "")
+    return None
 
 
 def resolve_name(name: str) -> tuple[str, ModelConfig]:
