@@ -151,9 +151,9 @@ def confine_(manifold: ContrastiveManifold, points: torch.Tensor) -> None:
     leaves = _leaves(manifold)
     if not any(isinstance(m, Lorentz) and math.isfinite(m.radius) for m in leaves):
         return
-    flat = manifold.flatten(points)
-    if flat.data_ptr() != points.data_ptr() or not flat.is_contiguous():
-        raise ValueError("points: expected a contiguous tensor (confine_ works in place)")
+    # A manifold with a Lorentz leaf is Lorentz or a Product: one point axis, so ``points``
+    # is already flat and the slices below are views of it.
+    flat = points
     offset = 0
     for m in leaves:
         part = flat[..., offset : offset + m.flat_dim]
