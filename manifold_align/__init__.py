@@ -8,7 +8,14 @@ None of these imports the ``train`` extra.
 """
 
 from manifold_align.losses import InfoNCE, LossOutput, SigmoidLoss, Temperature
-from manifold_align.manifolds import ContrastiveManifold, Euclidean, Oblique, Product, Sphere
+from manifold_align.manifolds import (
+    ContrastiveManifold,
+    Euclidean,
+    Lorentz,
+    Oblique,
+    Product,
+    Sphere,
+)
 from manifold_align.optim import RiemannianAdam
 
 __version__ = "0.1.0.dev0"
@@ -17,6 +24,7 @@ __all__ = [
     "ContrastiveManifold",
     "Euclidean",
     "InfoNCE",
+    "Lorentz",
     "LossOutput",
     "Oblique",
     "Product",

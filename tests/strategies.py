@@ -20,7 +20,7 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from manifold_align import ContrastiveManifold, Euclidean, Oblique, Product, Sphere
+from manifold_align import ContrastiveManifold, Euclidean, Lorentz, Oblique, Product, Sphere
 
 __all__ = [
     "MANIFOLDS",
@@ -31,6 +31,7 @@ __all__ = [
     "points",
     "scaled_tangents",
     "tangents",
+    "within_radius",
 ]
 
 
@@ -41,6 +42,8 @@ def _manifolds() -> dict[str, ContrastiveManifold]:
         "oblique3x4": Oblique(3, 4),
         "product": Product(Sphere(3), Oblique(2, 3), Euclidean(2)),
         "euclidean4": Euclidean(4),
+        "lorentz3": Lorentz(3, curvature=0.7, radius=3.0),
+        "sphere_lorentz": Product(Sphere(3), Lorentz(2, radius=3.0)),
     }
 
 
@@ -57,10 +60,25 @@ def manifold_params(*, compact_only: bool = False) -> list:
     ]
 
 
+def within_radius(manifold: ContrastiveManifold, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with each hyperbolic part pulled along its geodesic to the origin to lie within
+    the factor's ``radius`` (the region where `Lorentz` states its range and numerics);
+    other manifolds' points are returned as they are."""
+    if isinstance(manifold, Lorentz):
+        v = manifold.logmap0(x)
+        d = manifold.dist0(x, keepdim=True)
+        shrink = torch.where(d > manifold.radius, manifold.radius / d.clamp_min(1e-300), 1.0)
+        return manifold.expmap0(v * shrink)
+    if isinstance(manifold, Product) and not manifold.bilinear:
+        return manifold.join([within_radius(m, p) for m, p in zip(manifold.factors, manifold.split(x))])
+    return x
+
+
 def is_compact(manifold: ContrastiveManifold) -> bool:
-    """True when every factor is a sphere or oblique manifold (bounded similarity)."""
+    """True when every factor is a sphere or oblique manifold (bounded similarity, reached at
+    $x$ and $-x$); a hyperbolic range is bounded only by its stated radius."""
     lo, hi = manifold.similarity_range
-    return math.isfinite(lo) and math.isfinite(hi)
+    return manifold.bilinear and math.isfinite(lo) and math.isfinite(hi)
 
 
 _PATTERNS = ("gaussian", "integer", "sparse", "wide")
@@ -96,8 +114,9 @@ def points(
     batch: int = 2,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Points ``(batch, *point_shape)``: ``projx`` of an ambient array (a zero row gives ``e_1``)."""
-    return manifold.projx(_ambient(draw, manifold, batch)).to(dtype)
+    """Points ``(batch, *point_shape)``: ``projx`` of an ambient array (a zero row gives ``e_1``),
+    hyperbolic parts within their radius (`within_radius`)."""
+    return within_radius(manifold, manifold.projx(_ambient(draw, manifold, batch))).to(dtype)
 
 
 @st.composite
@@ -107,15 +126,20 @@ def point_pairs(
     batch: int = 2,
     kinds: tuple[str, ...] = ("random", "identical", "antipodal", "near"),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairs ``(x, y)`` of float64 points: independent, ``y = x``, ``y = -x`` or ``y`` within 1e-6 of ``x``."""
+    """Pairs ``(x, y)`` of float64 points: independent, ``y = x``, ``y = -x`` or ``y`` within 1e-6 of ``x``.
+
+    On a hyperbolic part, where $-x$ is not a point, "antipodal" is its mirror image through
+    the origin, ``projx(-x)`` (the time coordinate stays positive).
+    """
     x = draw(points(manifold, batch))
     kind = draw(st.sampled_from(kinds))
     if kind == "identical":
         return x, x.clone()
     if kind == "antipodal":
-        return x, -x
+        return x, (-x if manifold.bilinear else manifold.projx(-x))
     if kind == "near":
-        return x, manifold.projx(x + 1e-6 * _ambient(draw, manifold, batch) / 10)
+        near = manifold.projx(x + 1e-6 * _ambient(draw, manifold, batch) / 10)
+        return x, within_radius(manifold, near)
     return x, draw(points(manifold, batch))
 
 

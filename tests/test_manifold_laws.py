@@ -38,7 +38,7 @@ def test_proju_is_idempotent_and_orthogonal(m, data):
     w = data.draw(tangents(m, x))
     u = m.proju(x, a)
     assert m.check_vector_on_tangent(x, u, atol=ATOL, rtol=0)
-    torch.testing.assert_close(m.proju(x, u), u, atol=ATOL, rtol=0)
+    torch.testing.assert_close(m.proju(x, u), u, atol=ATOL, rtol=1e-12)
     # Rounding level: |a| |w| eps, and w itself is tangent only to ~eps times its ambient draw.
     scale = 1e-12 * (1 + m.norm(x, a)) * (1 + m.norm(x, w))
     # The removed part a - P a is normal: orthogonal to every tangent vector w.
@@ -152,12 +152,20 @@ def test_egrad2rgrad_matches_finite_differences(m, data):
 def test_component_inner_sums_to_inner(m, data):
     x = data.draw(points(m, batch=2))
     u, v = data.draw(tangents(m, x)), data.draw(tangents(m, x))
-    full = torch.broadcast_to(m.component_inner(x, u, v), u.shape)
-    # Each component's scalar is repeated over its coordinates; component_inner of all-ones
-    # vectors counts those coordinates, so sum(c / count) visits each component once.
-    count = torch.broadcast_to(m.component_inner(x, torch.ones_like(u)), u.shape)
-    per_point = (full / count).sum(dim=tuple(range(1, u.dim())))
-    torch.testing.assert_close(per_point, m.inner(x, u, v), atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(
+        _sum_of_components(m, x, u, v), m.inner(x, u, v), atol=1e-9, rtol=1e-9
+    )
+
+
+def _sum_of_components(m, x, u, v):
+    """Sum of ``component_inner`` over each point's distinct components: a ``Product``
+    expands each factor's scalars over its slice, so sum per factor; any other manifold
+    returns one entry per component (``(..., 1)``, ``(..., k, 1)``, ``(..., d)``)."""
+    if hasattr(m, "factors"):
+        parts = zip(m.factors, m.split(x), m.split(u), m.split(v))
+        return sum(_sum_of_components(f, *p) for f, *p in parts)
+    c = m.component_inner(x, u, v)
+    return c.sum(dim=tuple(range(1, c.dim())))
 
 
 @pytest.mark.parametrize("m", ALL)
@@ -167,7 +175,17 @@ def test_similarity_is_the_flat_matmul_and_stays_in_range(m, data):
     y = data.draw(points(m, batch=4))
     s = m.similarity(x, y)
     assert s.shape == (3, 4)
-    torch.testing.assert_close(s, m.flatten(x) @ m.flatten(y).T, atol=1e-12, rtol=0)
+    if m.bilinear:
+        torch.testing.assert_close(s, m.flatten(x) @ m.flatten(y).T, atol=1e-12, rtol=0)
+    else:  # the sum of the factors' similarities, a hyperbolic factor's being -d(x, y)
+        parts = zip(m.factors, m.split(x), m.split(y)) if hasattr(m, "factors") else [(m, x, y)]
+        expected = sum(
+            -f.dist(a[:, None], b[None]) if not f.bilinear else f.similarity(a, b)
+            for f, a, b in parts
+        )
+        # one matmul: q = |x|^2 + |y|^2 - 2<x, y> cancels for near pairs, so the distance
+        # there is good to sqrt(eps) x_0 (1e-7 within radius 3), not to eps as dist is
+        torch.testing.assert_close(s, expected, atol=1e-6, rtol=1e-9)
     lo, hi = m.similarity_range
     assert torch.all(s >= lo - 1e-12) and torch.all(s <= hi + 1e-12)
     if is_compact(m):  # the ends are reached: x against itself and against its antipode
@@ -219,7 +237,11 @@ def test_repr_names_the_manifold_and_its_sizes():
     assert repr(MANIFOLDS["product"]) == (
         "Product(Sphere(dim=3), Oblique(tokens=2, dim=3), Euclidean(dim=2))"
     )
-    assert [m.ndim for m in MANIFOLDS.values()] == [1, 1, 2, 1, 1]
+    assert repr(MANIFOLDS["lorentz3"]) == "Lorentz(dim=3, curvature=0.7, radius=3)"
+    assert repr(MANIFOLDS["sphere_lorentz"]) == (
+        "Product(Sphere(dim=3), Lorentz(dim=2, curvature=1, radius=3))"
+    )
+    assert [m.ndim for m in MANIFOLDS.values()] == [1, 1, 2, 1, 1, 1, 1]
 
 
 def test_random_is_uniform_on_the_sphere():

@@ -118,7 +118,8 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         """``(low, high)``: the closed range of `similarity` on this manifold."""
 
     def similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pairwise similarity matrix $S = \\mathrm{flat}(x)\\,\\mathrm{flat}(y)^\\top$.
+        """Pairwise similarity matrix $S = \\mathrm{flat}(x)\\,\\mathrm{flat}(y)^\\top$
+        (for a manifold that is not `bilinear`, its own one-matmul form, e.g. `Lorentz`).
 
         Shapes: ``x`` is ``(*batch, N, *point_shape)``, ``y`` is ``(*batch, M, *point_shape)``
         (``batch`` broadcastable), result ``(*batch, N, M)``. Computed in float32 even under
@@ -149,7 +150,25 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         work = working_dtype(x.dtype)
         x, y = x.to(work), y.to(work)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.flatten(x) @ self.flatten(y).mT
+            return self._pairwise(self.flatten(x), self.flatten(y))
+
+    #: ``True`` when ``similarity(x, y) == flatten(x) @ flatten(y).mT`` (so scaling a point
+    #: scales its similarities, which the tiled losses rely on); ``Lorentz`` is not bilinear.
+    bilinear: bool = True
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Similarity of checked flat points ``(*b, N, D), (*b, M, D) -> (*b, N, M)``; the flat
+        matmul unless a non-`bilinear` manifold overrides it."""
+        return x @ y.mT
+
+    def _centroid(self, s: torch.Tensor) -> torch.Tensor:
+        """The extrinsic mean's last step: a weighted average of points onto the manifold
+        (`projx` unless a manifold has a better-suited map, as `Lorentz` does)."""
+        return self.projx(s)
+
+    def clamp_(self) -> None:
+        """Project learnable geometry parameters into their bounds after an optimizer step
+        (a no-op here; `Lorentz` with a learnable curvature, and `Product` of it, override)."""
 
     def mean(
         self,
@@ -214,7 +233,7 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
                     f"weights: expected finite, non-negative entries with a positive sum, got {weights}"
                 )
         w = (w / w.sum()).reshape(n, *([1] * (xw.dim() - dim - 1)))
-        m = self.projx((w * xw).sum(dim))
+        m = self._centroid((w * xw).sum(dim))
         if karcher:
             # Rounding level of a step: eps times the points' magnitude (1 on spheres).
             tol = 16 * torch.finfo(xw.dtype).eps * max(1.0, float(xw.abs().amax()))

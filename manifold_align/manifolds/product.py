@@ -21,8 +21,13 @@ class Product(ContrastiveManifold):
     and concatenates the flattened results. Hence
     $\langle u, v\rangle = \sum_j \langle u^{(j)}, v^{(j)}\rangle_j$,
     $d(x, y) = \sqrt{\sum_j d_j(x^{(j)}, y^{(j)})^2}$ and the similarity is the sum of the
-    factors' similarities (still ``flatten(x) @ flatten(y).mT``), with range the sum of
-    their ranges. Half-precision inputs are computed in float32 and returned in their dtype.
+    factors' similarities (``flatten(x) @ flatten(y).mT`` when every factor is bilinear;
+    with a `Lorentz` factor, its negative distance plus the other factors' matmul), with
+    range the sum of their ranges: ``Product(Sphere(64), Lorentz(64))`` spans
+    $[-1 - 2r, 1]$ for Lorentz radius $r$ (unbounded below for $r = \infty$), so the
+    sphere's cosine is a bounded bonus on top of a hyperbolic distance. A learnable
+    curvature of a factor is the product's parameter too (`clamp_` projects every factor's).
+    Half-precision inputs are computed in float32 and returned in their dtype.
 
     Args:
         *manifolds: the factors, each a `ContrastiveManifold` (a ``Product`` too).
@@ -42,12 +47,13 @@ class Product(ContrastiveManifold):
         for i, m in enumerate(manifolds):
             if not isinstance(m, ContrastiveManifold):
                 raise TypeError(
-                    f"manifolds[{i}]: expected a ContrastiveManifold (Sphere, Oblique, Product, "
-                    f"Euclidean), got {type(m).__name__}"
+                    f"manifolds[{i}]: expected a ContrastiveManifold (Sphere, Oblique, Lorentz, "
+                    f"Product, Euclidean), got {type(m).__name__}"
                 )
         self.factors = torch.nn.ModuleList(manifolds)
         self._sizes = [m.flat_dim for m in manifolds]
         self.reversible = all(m.reversible for m in manifolds)
+        self.bilinear = all(m.bilinear for m in manifolds)
 
     def __repr__(self) -> str:
         return f"Product({', '.join(repr(m) for m in self.factors)})"
@@ -62,6 +68,22 @@ class Product(ContrastiveManifold):
         """Sum of the factors' ranges, e.g. ``(-2, 2)`` for two spheres."""
         ranges = [m.similarity_range for m in self.factors]
         return (sum(lo for lo, _ in ranges), sum(hi for _, hi in ranges))
+
+    def _pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Flat matmul when every factor is bilinear, else the sum of the factors' own."""
+        if self.bilinear:
+            return x @ y.mT
+        xs, ys = torch.split(x, self._sizes, dim=-1), torch.split(y, self._sizes, dim=-1)
+        return sum(m._pairwise(a, b) for m, a, b in zip(self.factors, xs, ys, strict=True))
+
+    def _centroid(self, s: torch.Tensor) -> torch.Tensor:
+        """Each factor's own centroid map on its part of the weighted sum."""
+        return self.join([m._centroid(p) for m, p in zip(self.factors, self.split(s), strict=True)])
+
+    def clamp_(self) -> None:
+        """Every factor's `clamp_` (learnable curvatures into their bounds)."""
+        for m in self.factors:
+            m.clamp_()
 
     # --- splitting ------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 * :mod:`~manifold_align.simulate.theory`: the exact loss-minimizing gap $g^\\star$ and what a
   sphere or an oblique manifold needs to reach it.
+* [topology][manifold_align.simulate.topology]: each manifold's largest gap at scale 1
+  (sphere, oblique, Lorentz within its radius, products), and the toy's Lorentz points.
 * :mod:`~manifold_align.simulate.sampling`: batches of concept pairs with caption noise.
 * :mod:`~manifold_align.simulate.toy`: :class:`ToyModel`, many runs batched on one manifold.
 * :mod:`~manifold_align.simulate.config`: :class:`SweepConfig`, the sweep's settings.

@@ -5,8 +5,12 @@ replicates``. Manifolds are written as short specs:
 
 * ``sphere:D`` -> ``Sphere(D)``
 * ``oblique:KxD`` -> ``Oblique(K, D)`` (K tokens of dimension D)
-* ``product:A+B+...`` -> ``Product(A, B, ...)`` with each factor a sphere or oblique spec,
-  e.g. ``product:sphere:32+oblique:4x8``.
+* ``lorentz:D`` -> ``Lorentz(D)``: hyperbolic space of dimension D (points of D + 1
+  coordinates), curvature $-1$, radius 5; options ``:c=VALUE`` (curvature $-c$) and
+  ``:r=VALUE`` (the radius the toy keeps its points within, ``inf`` for none), e.g.
+  ``lorentz:16:c=0.5:r=2.5``
+* ``product:A+B+...`` -> ``Product(A, B, ...)`` with each factor a sphere, oblique or
+  Lorentz spec, e.g. ``product:sphere:32+oblique:4x8`` or ``product:sphere:32+lorentz:31:r=1``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import math
 from typing import Literal
 
 from manifold_align.config import check_seed
-from manifold_align.manifolds import ContrastiveManifold, Oblique, Product, Sphere
+from manifold_align.manifolds import ContrastiveManifold, Lorentz, Oblique, Product, Sphere
 
 __all__ = [
     "OptimConfig",
@@ -38,12 +42,32 @@ def _parse_factor(spec: str, key: str) -> ContrastiveManifold:
             k, d = (int(v) for v in arg.split("x"))
             if k >= 1 and d >= 2:
                 return Oblique(k, d)
+        elif kind == "lorentz" and sep:
+            lorentz = _parse_lorentz(arg)
+            if lorentz is not None:
+                return lorentz
     except ValueError:
         pass
     raise ValueError(
         f"{key}: cannot parse manifold {spec!r}; expected 'sphere:D' (D >= 2), "
-        f"'oblique:KxD' (K >= 1, D >= 2) or 'product:A+B' of those"
+        f"'oblique:KxD' (K >= 1, D >= 2), 'lorentz:D[:c=C][:r=R]' (D >= 1, C > 0, R > 0 or inf) "
+        f"or 'product:A+B' of those"
     )
+
+
+def _parse_lorentz(arg: str) -> Lorentz | None:
+    """``D[:c=C][:r=R]`` -> ``Lorentz(D, C, radius=R)``; ``None`` (or ``ValueError``) if malformed."""
+    dim, *options = arg.split(":")
+    kwargs: dict[str, float] = {}
+    for opt in options:
+        name, eq, value = opt.partition("=")
+        field = {"c": "curvature", "r": "radius"}.get(name)
+        if not eq or field is None or field in kwargs:
+            return None
+        kwargs[field] = float(value)
+    if int(dim) < 1 or not all(v > 0 for v in kwargs.values()) or not math.isfinite(kwargs.get("curvature", 1.0)):
+        return None
+    return Lorentz(int(dim), **kwargs)
 
 
 def parse_manifold(spec: str, key: str = "manifold") -> ContrastiveManifold:

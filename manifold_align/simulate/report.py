@@ -7,14 +7,19 @@ Plots (matplotlib ``Figure`` objects rendered by Agg to PNG; pyplot's global sta
   temperature, with the theory's $g^\\star(p)$ (dashed) and each temperature's ceiling
   $G_{\\max}$ (dotted).
 * ``scale_vs_noise.png``: the final scale against noise, with the smallest scale the manifold
-  needs, $g^\\star (C-1) / (C h)$.
+  needs, $g^\\star / G_1$ ($G_1$ its largest gap at scale 1, $h C/(C-1)$ on unit rows).
 * ``predicted_vs_measured.png``: measured gap against the reachable gap $\\min(g^\\star, G_{\\max})$.
 * ``trajectories.png``: gap, scale and alignment along training, one column per manifold.
-* ``gap_vs_components.png`` (when the runs without temperature span several similarity ranges
+* ``gap_vs_components.png`` (when the sphere and oblique runs without temperature span several similarity ranges
   $h$, e.g. token counts): measured gap against $h$ per noise, with $g^\\star$ and the
   ceiling $h C/(C-1)$.
 * ``gap_vs_batch.png`` (when the sweep has several batch sizes): measured gap against $B$ per
   concept count and noise, with $g^\\star$, which does not depend on $B$.
+* ``gap_by_topology.png`` (when the sweep spans several kinds of topology): see
+  [topology_report][manifold_align.simulate.topology_report].
+
+``summary.md`` holds the theory per setting, the per-topology table
+([topology_table][manifold_align.simulate.topology_report.topology_table]) and one row per run.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from manifold_align.simulate import theory
+from manifold_align.simulate import theory, topology_report
 from manifold_align.simulate.sweep import SweepResult
 
 __all__ = ["write_report"]
@@ -94,19 +99,18 @@ def _plot_vs_noise(records: list[dict], path: Path, *, quantity: str) -> None:
         ps = _noise_grid(rs)
         for c in _unique(rs, "concepts"):
             g = _theory_curve(ps, c)
-            h = rs[0]["components"]
+            ceiling = next(r["ceiling"] for r in rs if r["concepts"] == c)
             if quantity == "gap":
                 ax.plot(ps, g, "k--", lw=1, label=f"theory $g^*$ (C={c})")
-            else:
-                ax.plot(ps, g / theory.max_similarity_gap(c, h), "k--", lw=1,
-                        label=f"needed scale (C={c})")
+            elif ceiling:  # an unbounded topology needs no scale at all
+                ax.plot(ps, g / ceiling, "k--", lw=1, label=f"needed scale (C={c})")
         for t in temps:
             sel = sorted((r for r in rs if _series_key(r, vary_bc) == t), key=lambda r: r["noise"])
             if not sel:
                 continue
             y = [r["measured_gap"] if quantity == "gap" else r["scale"] for r in sel]
             ax.plot([r["noise"] for r in sel], y, "o-", color=colors[t], label=t, ms=4)
-            if quantity == "gap":
+            if quantity == "gap" and sel[0]["max_gap"] is not None:
                 ax.axhline(sel[0]["max_gap"], color=colors[t], ls=":", lw=1)
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("caption noise p")
@@ -177,8 +181,9 @@ def _plot_trajectories(result: SweepResult, path: Path) -> None:
 
 
 def _scale_one_runs(records: list[dict]) -> list[dict]:
-    """Runs at scale 1 (temperature ``none``) with the first run's ``(B, C)``."""
-    sel = [r for r in records if r["temperature"] == "none"]
+    """Runs on unit rows (sphere, oblique) at scale 1 (temperature ``none``) with the first such
+    run's ``(B, C)``: their ceiling is ``components`` x C/(C-1)."""
+    sel = [r for r in records if r["temperature"] == "none" and r["topology"] in ("sphere", "oblique")]
     if not sel:
         return []
     b, c = sel[0]["batch_size"], sel[0]["concepts"]
@@ -271,6 +276,7 @@ def _summary(result: SweepResult, name: str, plots: list[str]) -> str:
             f"{_fmt(eq.sphere_scale if math.isfinite(eq.sphere_scale) else None)} | "
             f"{'inf' if math.isinf(eq.oblique_tokens) else int(eq.oblique_tokens)} | {eq.loss:.3f} |"
         )
+    lines += ["", *topology_report.topology_table(recs)]
     lines += [
         "",
         "## Runs",
@@ -339,6 +345,9 @@ def write_report(result: SweepResult, out: str | Path, name: str = "sweep") -> l
     if len(_unique(result.records, "batch_size")) > 1:
         plots.append("gap_vs_batch.png")
         _plot_vs_batch(result.records, out / plots[-1])
+    if topology_report.spans_topologies(result.records):
+        plots.append("gap_by_topology.png")
+        topology_report.plot_gap_by_topology(result.records, out / plots[-1], dpi=_DPI)
     written += [out / p for p in plots]
     (out / "summary.md").write_text(_summary(result, name, plots))
     written.append(out / "summary.md")

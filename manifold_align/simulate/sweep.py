@@ -23,7 +23,7 @@ import torch
 
 from manifold_align.losses import info_nce_from_logits
 from manifold_align.optim import RiemannianAdam
-from manifold_align.simulate import theory
+from manifold_align.simulate import theory, topology
 from manifold_align.simulate.config import SweepConfig, TemperatureSpec, parse_manifold
 from manifold_align.simulate.sampling import sample_pairs
 from manifold_align.simulate.toy import ToyModel
@@ -218,18 +218,16 @@ def _record(run: RunSpec, cfg: SweepConfig, out: GroupOutput, col: int) -> dict:
     traj = {k: v[:, col] for k, v in out.trajectories.items()}
     manifold = parse_manifold(run.manifold)
     components = manifold.similarity_range[1]
-    eq = theory.equilibrium(
-        run.noise,
-        run.batch_size,
-        run.concepts,
-        components=components,
-        max_scale=run.temperature.max_scale,
+    ceiling = topology.topology_max_gap(manifold, run.concepts)
+    eq = theory.equilibrium_within(
+        run.noise, run.batch_size, run.concepts, ceiling, max_scale=run.temperature.max_scale
     )
     tol = cfg.settle
     scale_settle = settle_step(traj["scale"][:, None], out.steps, tol.rel_tol, tol.abs_tol)[0]
     emb_settle = settle_step(traj["sim_gap"][:, None], out.steps, tol.rel_tol, tol.abs_tol)[0]
     window = min(cfg.final_window, cfg.steps)
     measured = float(traj["gap"][-1])
+    radius = topology.min_lorentz_radius(manifold, eq.gap, run.concepts)
 
     def finite_or_none(x: float) -> float | None:
         return float(x) if math.isfinite(x) else None
@@ -238,6 +236,10 @@ def _record(run: RunSpec, cfg: SweepConfig, out: GroupOutput, col: int) -> dict:
         "run": run.index,
         "manifold": run.manifold,
         "components": float(components),
+        "topology": topology.topology_kind(manifold),
+        "ceiling": finite_or_none(ceiling),
+        "needs_temperature": bool(eq.gap > ceiling),
+        "min_lorentz_radius": None if radius is None else finite_or_none(radius),
         "noise": run.noise,
         "temperature": run.temperature.mode,
         "temperature_label": run.temperature.label,
@@ -269,7 +271,10 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None) -
     """Run every group of ``cfg`` and gather one record per run.
 
     Record keys: the settings (``run, manifold, components, noise, temperature,
-    temperature_label, max_scale, batch_size, concepts, replicate, steps``); the measurements
+    temperature_label, max_scale, batch_size, concepts, replicate, steps``); what the topology
+    can reach (``topology``: its kind, ``ceiling`` $G_1$: the largest gap at scale 1,
+    ``needs_temperature``: $g^\\star > G_1$, ``min_lorentz_radius``: the radius its one
+    `Lorentz` factor needs for $g^\\star$ at scale 1, else ``None``); the measurements
     at the last step (``scale, pos_sim, neg_sim, measured_gap = scale * (pos_sim - neg_sim),
     alignment, uniformity``) and ``final_loss`` (mean batch loss over the last
     ``final_window`` steps); the theory (``predicted_gap`` $g^\\star$, ``max_gap``,

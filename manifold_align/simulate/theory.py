@@ -78,6 +78,12 @@ top of the similarity range ($1$ for a sphere, $k$ for $\mathrm{OB}(k, d)$):
 $$ G_{\max} = t_{\max}\, h\, \frac{C}{C - 1}, \qquad
    t_{\min}^{\text{sphere}} = g^\star \frac{C - 1}{C}, \qquad
    k_{\min} = \Big\lceil g^\star \frac{C - 1}{C} \Big\rceil \text{ at } t = 1. $$
+
+Hyperbolic space, with the negative geodesic distance as similarity, has no ceiling of its own;
+within a ball of radius $R$ its ceiling is $D_C(R) \approx 2R$
+([hyperbolic_max_gap][manifold_align.simulate.theory.hyperbolic_max_gap]), so the radius does
+the temperature's work. [equilibrium_within][manifold_align.simulate.theory.equilibrium_within]
+takes any topology's ceiling at scale 1 ([topology][manifold_align.simulate.topology]).
 """
 
 from __future__ import annotations
@@ -93,11 +99,16 @@ __all__ = [
     "caption_match_probability",
     "equilibrium",
     "equilibrium_gap",
+    "equilibrium_within",
     "expected_loss",
     "expected_loss_grad",
+    "hyperbolic_max_gap",
+    "hyperbolic_radius_for_gap",
     "max_similarity_gap",
+    "min_hyperbolic_radius",
     "min_oblique_tokens",
     "min_sphere_scale",
+    "needs_temperature",
 ]
 
 
@@ -291,10 +302,147 @@ def equilibrium(
     Raises:
         ValueError: an argument out of range, or ``max_scale <= 0``.
     """
+    return equilibrium_within(
+        noise, batch_size, concepts, max_similarity_gap(concepts, components), max_scale=max_scale
+    )
+
+
+# --- what each topology can reach ---------------------------------------------------------------
+
+
+def _check_radius(radius: float, curvature: float) -> None:
+    if not (isinstance(radius, (int, float)) and radius >= 0 and not math.isnan(radius)):
+        raise ValueError(f"radius: expected a number >= 0 (inf for no bound), got {radius!r}")
+    if not (isinstance(curvature, (int, float)) and 0 < curvature < math.inf):
+        raise ValueError(f"curvature: expected a positive number c (sectional curvature -c), got {curvature!r}")
+
+
+def _log_cosh(x: float) -> float:
+    """$\\log\\cosh x$ without overflow."""
+    x = abs(x)
+    return x + math.log1p(math.exp(-2.0 * x)) - math.log(2.0)
+
+
+def _arccosh_from_log(log_z: float) -> float:
+    """$\\operatorname{arccosh}(z)$ from $\\log z$, $z \\ge 1$, without overflow."""
+    log_z = max(log_z, 0.0)
+    return log_z + math.log1p(math.sqrt(max(0.0, -math.expm1(-2.0 * log_z))))
+
+
+def hyperbolic_max_gap(concepts: int, radius: float, curvature: float = 1.0) -> float:
+    r"""The largest mean gap of negative geodesic distances in a ball of radius $R$ of
+    hyperbolic space with sectional curvature $-c$, at scale 1:
+
+    $$ D_C(R) = \frac{1}{\sqrt c}\operatorname{arccosh}\Big(\cosh^2\rho
+       + \frac{\sinh^2\rho}{C - 1}\Big), \qquad \rho = \sqrt c\,R. $$
+
+    With similarity $s = -d$ the mean gap is
+    $\bar d_- - \bar d_+ = \frac{1}{C(C-1)}\sum_{c \ne c'} d(x_c, y_{c'}) - \frac1C \sum_c d(x_c, y_c)$.
+    *Upper bound.* The triangle inequality $d(x_c, y_{c'}) \le d(x_c, y_c) + d(y_c, y_{c'})$,
+    averaged over the $C(C-1)$ ordered pairs, gives gap $\le \frac{1}{C(C-1)}\sum_{c\ne c'}
+    d(y_c, y_{c'})$, the mean pairwise distance of $C$ points in the ball. The distance to a
+    fixed point is geodesically convex, so that mean is largest with every point on the
+    boundary sphere. There, for two points at angle $\theta$ seen from the centre,
+    $\cosh(\sqrt c d) = \cosh^2\rho - \sinh^2\rho\,\cos\theta$ (hyperbolic law of cosines),
+    a concave decreasing function $f$ of $u = \cos\theta$. Jensen's inequality and
+    $\frac{1}{C(C-1)}\sum_{c\ne c'} u_{cc'} = \frac{\lVert\sum_c v_c\rVert^2 - C}{C(C-1)}
+    \ge -\frac{1}{C - 1}$ ($v_c$ the unit directions) bound the mean by $f(-1/(C-1))$.
+    *Attained* by $x_c = y_c$ on the boundary sphere in the directions of a regular simplex
+    (all negatives equal, as the symmetric equilibrium needs), which needs space dimension
+    $\ge C - 1$.
+
+    The gap grows without bound in $R$: for $\rho \gg 1$,
+    $D_C(R) \approx 2R + \frac{1}{\sqrt c}\log\frac{C}{2(C-1)}$, so $C$ points can sit nearly
+    $2R$ apart. A radius (or a curvature, through $\rho = \sqrt c\,R$) therefore plays the
+    part of the logit scale: hyperbolic space can supply any gap without a temperature. As
+    $c \to 0$ at fixed $R$ it tends to the Euclidean ball's $R\sqrt{2C/(C-1)}$.
+
+    Args:
+        concepts: $C \ge 2$.
+        radius: $R \ge 0$, the geodesic distance bound from the origin; ``inf`` for none.
+        curvature: $c > 0$ (curvature $-c$).
+
+    Returns:
+        $D_C(R)$ (``inf`` for an unbounded radius).
+
+    Raises:
+        ValueError: an argument out of range.
+    """
+    _check(0.0, 2, concepts)
+    _check_radius(radius, curvature)
+    if math.isinf(radius):
+        return math.inf
+    rho = math.sqrt(curvature) * radius
+    # z = cosh^2 rho + sinh^2 rho / (C - 1) = (C cosh^2 rho - 1) / (C - 1), in logs.
+    log_cosh2 = 2.0 * _log_cosh(rho)
+    log_z = math.log(concepts) + log_cosh2 + math.log1p(-math.exp(-log_cosh2) / concepts) - math.log(concepts - 1)
+    return _arccosh_from_log(log_z) / math.sqrt(curvature)
+
+
+def hyperbolic_radius_for_gap(gap: float, concepts: int, curvature: float = 1.0) -> float:
+    r"""The inverse of [hyperbolic_max_gap][manifold_align.simulate.theory.hyperbolic_max_gap]:
+    the smallest radius $R$ with $D_C(R) \ge g$,
+
+    $$ R = \frac{1}{\sqrt c}\operatorname{arccosh}\sqrt{\frac{(C-1)\cosh(\sqrt c g) + 1}{C}}. $$
+
+    Returns ``0.0`` for $g \le 0$ and ``inf`` for an infinite gap.
+
+    Raises:
+        ValueError: ``concepts < 2``, a NaN gap or a bad curvature.
+    """
+    _check(0.0, 2, concepts)
+    _check_radius(0.0, curvature)
+    if math.isnan(gap):
+        raise ValueError("gap: got NaN")
+    if gap <= 0:
+        return 0.0
+    if math.isinf(gap):
+        return math.inf
+    root_k = math.sqrt(curvature)
+    # log w = log((C - 1) cosh(sqrt(K) g) + 1) - log C; rho = arccosh(sqrt(w)).
+    log_w = float(np.logaddexp(math.log(concepts - 1) + _log_cosh(root_k * gap), 0.0)) - math.log(concepts)
+    return _arccosh_from_log(0.5 * log_w) / root_k
+
+
+def min_hyperbolic_radius(noise: float, batch_size: int, concepts: int, curvature: float = 1.0) -> float:
+    r"""$R_{\min}$: the smallest radius at which hyperbolic space of curvature $-c$ reaches
+    $g^\star$ at scale 1, `hyperbolic_radius_for_gap` of $g^\star$ (``inf`` at ``noise == 0``).
+
+    Raises:
+        ValueError: an argument out of range.
+    """
+    return hyperbolic_radius_for_gap(equilibrium_gap(noise, batch_size, concepts), concepts, curvature)
+
+
+def needs_temperature(noise: float, batch_size: int, concepts: int, ceiling: float) -> bool:
+    r"""Whether a topology whose largest gap at scale 1 is ``ceiling`` ($G_1$) needs a scale
+    above 1 to reach the equilibrium: $g^\star > G_1$.
+
+    Raises:
+        ValueError: an argument out of range, or a negative or NaN ``ceiling``.
+    """
+    if not ceiling >= 0:
+        raise ValueError(f"ceiling: expected a number >= 0 (inf allowed), got {ceiling!r}")
+    return equilibrium_gap(noise, batch_size, concepts) > ceiling
+
+
+def equilibrium_within(
+    noise: float, batch_size: int, concepts: int, ceiling: float, *, max_scale: float = 1.0
+) -> Equilibrium:
+    r"""Every theory number for a topology whose largest gap at scale 1 is ``ceiling`` ($G_1$,
+    e.g. from [topology_max_gap][manifold_align.simulate.topology.topology_max_gap]): the
+    same as [equilibrium][manifold_align.simulate.theory.equilibrium] with
+    $G_{\max} = t_{\max} G_1$ and the reachable gap $\min(g^\star, G_{\max})$.
+
+    Raises:
+        ValueError: an argument out of range, ``max_scale <= 0`` or ``ceiling < 0``.
+    """
     if not max_scale > 0:
         raise ValueError(f"max_scale: expected a positive number, got {max_scale!r}")
+    if not ceiling >= 0:
+        raise ValueError(f"ceiling: expected a number >= 0 (inf allowed), got {ceiling!r}")
     g = equilibrium_gap(noise, batch_size, concepts)
-    g_max = max_scale * max_similarity_gap(concepts, components)
+    g_max = max_scale * ceiling
     reach = min(g, g_max)
     return Equilibrium(
         gap=g,

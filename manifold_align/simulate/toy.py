@@ -23,6 +23,16 @@ $S_{cc'} = s(x_c, y_{c'})$ the concept-by-concept similarity matrix:
 * alignment (Wang & Isola, $\alpha = 2$) $\frac1C \sum_c \|x_c - y_c\|^2$ on the flattened points;
 * uniformity ($t = 2$) $\log \frac{1}{C(C-1)} \sum_{c \ne c'} e^{-2\|x_c - x_{c'}\|^2}$,
   averaged over the image and the text embeddings.
+
+Alignment and uniformity are Wang & Isola's, defined for unit vectors: on a sphere or an oblique
+manifold the flattened distance is the chordal one. On `Lorentz` (and products with it) they
+are computed the same way on the stored ambient coordinates $(x_0, x_s)$, whose Euclidean
+distances grow like $e^{\sqrt c\,r}$ with the distance $r$ from the origin: they still fall as
+pairs align and spread, but compare them between runs of one topology only. The gap is
+measured in the manifold's own similarity (for `Lorentz`, the negative geodesic distance).
+
+`Lorentz` points are kept within the manifold's ``radius`` of the origin: at construction and
+in `ToyModel.clamp_` (see [confine_][manifold_align.simulate.topology.confine_]).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import geoopt
 import torch
 
 from manifold_align.manifolds import ContrastiveManifold
+from manifold_align.simulate.topology import confine_, initial_points
 
 __all__ = ["ToyModel"]
 
@@ -57,7 +68,9 @@ class ToyModel(torch.nn.Module):
         initial_scale: scalar or ``(R,)`` positive initial logit scales.
         max_scale: scalar or ``(R,)`` largest scales (the clamp of :meth:`clamp_`).
         learnable: scalar or ``(R,)`` bools: whether run ``r``'s scale is trained.
-        generator: seeds the initial points (standard normal, projected onto the manifold).
+        generator: seeds the initial points (standard normal, projected onto the manifold;
+            near the origin on `Lorentz`: see
+            [initial_points][manifold_align.simulate.topology.initial_points]).
 
     Raises:
         ValueError: bad sizes, non-positive scales, or an initial scale above its maximum.
@@ -88,12 +101,10 @@ class ToyModel(torch.nn.Module):
         self.manifold = manifold
         self.runs, self.concepts = runs, concepts
         shape = (runs, concepts, *manifold.point_shape)
-        self.image = geoopt.ManifoldParameter(
-            manifold.projx(torch.randn(shape, generator=generator)), manifold=manifold
-        )
-        self.text = geoopt.ManifoldParameter(
-            manifold.projx(torch.randn(shape, generator=generator)), manifold=manifold
-        )
+        self.image = geoopt.ManifoldParameter(initial_points(manifold, shape, generator), manifold=manifold)
+        self.text = geoopt.ManifoldParameter(initial_points(manifold, shape, generator), manifold=manifold)
+        confine_(manifold, self.image)
+        confine_(manifold, self.text)
         self.log_scale = torch.nn.Parameter(init.log())
         self.register_buffer("log_max_scale", top.log())
         self.register_buffer("learnable", _as_run_vector(learnable, runs, "learnable", torch.bool))
@@ -123,8 +134,11 @@ class ToyModel(torch.nn.Module):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        """Project each scale back to at most its maximum (CLIP's clamp after the step)."""
+        """Project each scale back to at most its maximum (CLIP's clamp after the step), and
+        `Lorentz` points back within the manifold's ``radius``."""
         torch.minimum(self.log_scale, self.log_max_scale, out=self.log_scale)
+        confine_(self.manifold, self.image)
+        confine_(self.manifold, self.text)
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, torch.Tensor]:
