@@ -1,7 +1,7 @@
 r"""The exact equilibrium of SigLIP's sigmoid loss under caption noise.
 
-The noise model is the one of :mod:`manifold_align.simulate.theory` (and of
-:mod:`manifold_align.simulate.sampling`): $C$ concepts, $B$ pairs a batch, image concept $c_i$
+The noise model is the one of [theory][manifold_align.simulate.theory] (and of
+`manifold_align.simulate.sampling`): $C$ concepts, $B$ pairs a batch, image concept $c_i$
 uniform, caption concept $\tau_i = c_i$ with probability $1 - p$, otherwise uniform on all $C$;
 $q = P(\tau_i = c_i) = 1 - p + p/C$.
 
@@ -10,7 +10,7 @@ The loss
 SigLIP labels the diagonal pair $(i, i)$ positive ($z_{ii} = +1$) and every other pair negative
 ($z_{ij} = -1$), and pays $\frac1B \sum_{ij} \log(1 + e^{-z_{ij} \ell_{ij}})$ on the logits
 $\ell_{ij} = t\, s(x_{c_i}, y_{\tau_j}) + b$, with scale $t$ and a learnable bias $b$
-([sigmoid_from_logits][manifold_align.losses.sigmoid_from_logits]).
+(the library's `sigmoid_from_logits`).
 
 The symmetric equilibrium
 -------------------------
@@ -47,7 +47,7 @@ With the gap held at $g$ the bias still sets the offset: $u_g = \arg\min_u \math
 is the root of $(q + \tfrac{B-1}{C})\,\sigma(u + g) + (1 - q + \tfrac{(B-1)(C-1)}{C})\,\sigma(u)
 = 1$ (increasing in $u$, so unique), and the profile loss $\mathcal{S}(g) = \mathcal{S}(u_g, u_g + g)$
 is convex in $g$ (a partial minimum of a jointly convex function) with its minimum at $g^\star$.
-The relabelling argument of :mod:`~manifold_align.simulate.theory` carries over unchanged (the
+The relabelling argument of [theory][manifold_align.simulate.theory] carries over unchanged (the
 expected loss is a convex, relabelling-invariant function of the $C \times C$ concept logits), so
 among configurations of mean gap at most $G$ the symmetric one at $\min(g^\star, G)$ is optimal,
 *if it exists*: it needs a concept similarity matrix $a I + b\,\mathbf{1}\mathbf{1}^\top$

@@ -326,10 +326,10 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None) -
     ``predicted_loss`` at the reachable gap, ``min_sphere_scale``, ``min_oblique_tokens``;
     ``None`` where infinite); ``scale_settle_step``, ``embedding_settle_step`` (the
     latter on $s_+ - s_-$); ``accuracy`` (share of concepts whose own caption is the image's
-    strict top match, :meth:`ToyModel.diagnostics`) and ``loss`` (``cfg.loss``). With the
+    strict top match, `ToyModel.diagnostics`) and ``loss`` (``cfg.loss``). With the
     sigmoid loss also ``bias``, ``pos_logit`` $= t s_+ + b$, ``neg_logit`` $= t s_- + b$ and
     their theory ``predicted_pos_logit``, ``predicted_neg_logit``, ``predicted_bias``
-    (:mod:`~manifold_align.simulate.sigmoid_theory` at the reachable gap; ``predicted_loss`` is
+    (`sigmoid_theory` at the reachable gap; ``predicted_loss`` is
     then the sigmoid loss's); these are ``None`` for InfoNCE.
 
     Args:

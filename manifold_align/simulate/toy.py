@@ -14,7 +14,7 @@ The scale is $t_r = e^{\theta_r}$ with $\theta_r$ trained only for learnable tem
 clamped to $\log t^{\max}_r$ after each step (:meth:`ToyModel.clamp_`), the same semantics as
 :class:`manifold_align.losses.Temperature`, but one parameter per run. Each run also owns a
 logit bias $b_r$ (``bias``, ``(R,)``), which only the sigmoid loss reads (its logits are
-$L_{r,ij} + b_r$, as [SigmoidLoss][manifold_align.losses.SigmoidLoss]'s ``logit_bias``); InfoNCE
+$L_{r,ij} + b_r$, as `SigmoidLoss`'s ``logit_bias``); InfoNCE
 is blind to it (a softmax ignores a constant).
 
 Diagnostics (:meth:`ToyModel.diagnostics`) read the parameters directly, not a batch. With
