@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -61,3 +62,22 @@ def test_bias_is_a_per_run_parameter_that_only_the_sigmoid_loss_trains():
 def test_bad_loss_or_bias_is_named(override, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(SweepConfig, None, [override])
+
+
+def test_sigmoid_report_at_the_noise_extremes_is_strict_json(tmp_path):
+    from manifold_align.cli import main
+
+    out = tmp_path / "edge"
+    overrides = ["loss=sigmoid", "noise=[0.0, 1.0]", "manifolds=[sphere:4]", "temperatures=[{mode: none}]",
+                 "concepts=[3]", "batch_sizes=[4]", "steps=10"]
+    rc = main(["simulate", "--quiet", *(a for o in overrides for a in ("--set", o)), "--out", str(out)])
+    assert rc == 0
+    text = (out / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    clean, blind = json.loads(text)["runs"]
+    assert clean["predicted_gap"] is None and clean["reachable_gap"] == pytest.approx(1.5)
+    assert clean["predicted_neg_logit"] is not None  # the best offset at the capped gap is finite
+    assert blind["predicted_gap"] == 0.0
+    assert blind["predicted_pos_logit"] == pytest.approx(blind["predicted_neg_logit"]) == pytest.approx(-math.log(3))
+    summary = (out / "summary.md").read_text()
+    assert "Loss: **sigmoid**" in summary and "## Sigmoid loss: logits and bias" in summary
