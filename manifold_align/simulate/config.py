@@ -23,6 +23,7 @@ from manifold_align.config import check_seed
 from manifold_align.manifolds import ContrastiveManifold, Lorentz, Oblique, Product, Sphere
 
 __all__ = [
+    "BiasSpec",
     "OptimConfig",
     "SettleConfig",
     "SweepConfig",
@@ -168,6 +169,30 @@ class SettleConfig:
             )
 
 
+@dataclasses.dataclass
+class BiasSpec:
+    """The sigmoid loss's logit bias $b$ (logits $= t \\cdot s + b$), one per run, trained by
+    Adam with the scale's settings. InfoNCE ignores it.
+
+    Attributes:
+        init: initial bias of every run, a number or ``prior``: $-\\log(B - 1)$, the bias that
+            minimizes the loss of a model that knows nothing (every logit equal; the
+            equilibrium at $p = 1$). SigLIP itself starts at -10 with scale 10.
+        learnable: train the bias (``false`` keeps it at ``init``).
+    """
+
+    init: float | Literal["prior"] = "prior"
+    learnable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.init != "prior" and not math.isfinite(self.init):
+            raise ValueError(f"init: expected a finite number or 'prior', got {self.init!r}")
+
+    def initial_bias(self, batch_size: int) -> float:
+        """The initial bias for a batch of ``batch_size`` pairs."""
+        return -math.log(batch_size - 1) if self.init == "prior" else float(self.init)
+
+
 def _default_temperatures() -> list[TemperatureSpec]:
     return [
         TemperatureSpec("learnable", init=1.0, max=100.0),
@@ -197,6 +222,9 @@ class SweepConfig:
             on a busy 2-core machine).
         optim: optimizer settings.
         settle: settling tolerances.
+        loss: ``infonce`` (CLIP's symmetric softmax cross-entropy) or ``sigmoid`` (SigLIP's
+            pairwise logistic loss, positives on the diagonal, with a per-run bias).
+        bias: the sigmoid loss's bias.
     """
 
     name: str = "equilibrium"
@@ -213,6 +241,8 @@ class SweepConfig:
     threads: int = 1
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     settle: SettleConfig = dataclasses.field(default_factory=SettleConfig)
+    loss: Literal["infonce", "sigmoid"] = "infonce"
+    bias: BiasSpec = dataclasses.field(default_factory=BiasSpec)
 
     def __post_init__(self) -> None:
         for name in ("noise", "manifolds", "temperatures", "batch_sizes", "concepts"):

@@ -36,7 +36,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from manifold_align.simulate import theory, topology_report
+from manifold_align.simulate import sigmoid_theory, theory, topology_report
 from manifold_align.simulate.sweep import SweepResult
 
 __all__ = ["write_report"]
@@ -250,16 +250,19 @@ def _summary(result: SweepResult, name: str, plots: list[str]) -> str:
         f"**{result.seconds:.1f} s** wall time with {result.threads} torch CPU thread(s) "
         f"({os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}; load average "
         f"{os.getloadavg()[0]:.1f} when the report was written).",
-        f"- Measured gap within 10% of the reachable gap min(g*, G_max): "
-        f"{len(close)} of {len(finite)} runs.",
+        f"- Loss: **{recs[0]['loss']}**. Measured gap within 10% of the reachable gap "
+        f"min(g*, G_max): {len(close)} of {len(finite)} runs. Accuracy (share of concepts whose "
+        f"own caption is the top match) 1.0 in {sum(r['accuracy'] == 1.0 for r in recs)} of {n_runs} runs.",
         "",
         "Per group: " + ", ".join(f"`{k}` {v:.1f} s" for k, v in result.group_seconds.items()),
         "",
         "## Theory",
         "",
         "g* minimizes the exact expected symmetric InfoNCE at the symmetric equilibrium "
-        "(`manifold_align.simulate.theory`); t_min = g*(C-1)/C is the smallest sphere scale, "
-        "k_min the fewest oblique tokens at scale 1.",
+        "(`manifold_align.simulate.theory`), and the sigmoid loss with its bias at its best "
+        "(`manifold_align.simulate.sigmoid_theory`: the same g*); t_min = g*(C-1)/C is the "
+        "smallest sphere scale, k_min the fewest oblique tokens at scale 1; the loss column is the "
+        "sweep's loss.",
         "",
         "| noise | B | C | g* | t_min (sphere) | k_min (oblique) | loss at g* |",
         "|---|---|---|---|---|---|---|",
@@ -271,10 +274,11 @@ def _summary(result: SweepResult, name: str, plots: list[str]) -> str:
             continue
         seen.add(key)
         eq = theory.equilibrium(*key)
+        loss_at_gap = sigmoid_theory.sigmoid_equilibrium(*key).loss if recs[0]["loss"] == "sigmoid" else eq.loss
         lines.append(
             f"| {key[0]:g} | {key[1]} | {key[2]} | {_fmt(eq.gap if math.isfinite(eq.gap) else None)} | "
             f"{_fmt(eq.sphere_scale if math.isfinite(eq.sphere_scale) else None)} | "
-            f"{'inf' if math.isinf(eq.oblique_tokens) else int(eq.oblique_tokens)} | {eq.loss:.3f} |"
+            f"{'inf' if math.isinf(eq.oblique_tokens) else int(eq.oblique_tokens)} | {loss_at_gap:.3f} |"
         )
     lines += ["", *topology_report.topology_table(recs)]
     lines += [
@@ -284,22 +288,49 @@ def _summary(result: SweepResult, name: str, plots: list[str]) -> str:
         "Gap = scale x (s+ - s-), read from the parameters at the last step; reachable = "
         "min(g*, G_max) with G_max = max scale x h C/(C-1); loss = mean batch loss over the last "
         "steps against the theory's expected loss at the reachable gap; settle = first step after "
-        "which the scale / the similarity gap stays within tolerance of its final value.",
+        "which the scale / the similarity gap stays within tolerance of its final value; accuracy = "
+        "share of concepts whose own caption is the image's top match.",
         "",
-        "| run | manifold | temperature | noise | B | C | scale | s+ | s- | measured gap | g* | "
+        "| run | manifold | temperature | noise | B | C | scale | s+ | s- | measured gap | accuracy | g* | "
         "reachable | ratio | loss | predicted loss | scale settles | embeddings settle |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in recs:
         lines.append(
             f"| {r['run']} | {r['manifold']} | {r['temperature_label']} | {r['noise']:g} | "
             f"{r['batch_size']} | {r['concepts']} | {r['scale']:.3g} | {r['pos_sim']:.3f} | "
-            f"{r['neg_sim']:.3f} | {r['measured_gap']:.3f} | {_fmt(r['predicted_gap'])} | "
+            f"{r['neg_sim']:.3f} | {r['measured_gap']:.3f} | {r['accuracy']:.3f} | {_fmt(r['predicted_gap'])} | "
             f"{_fmt(r['reachable_gap'])} | {_fmt(r['gap_ratio'])} | {r['final_loss']:.3f} | "
             f"{_fmt(r['predicted_loss'])} | {r['scale_settle_step']} | {r['embedding_settle_step']} |"
         )
+    if recs[0]["loss"] == "sigmoid":
+        lines += _sigmoid_table(recs)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _sigmoid_table(recs: list[dict]) -> list[str]:
+    """The sigmoid loss's logits and bias against its theory (``sigmoid_theory``)."""
+    lines = [
+        "",
+        "## Sigmoid loss: logits and bias",
+        "",
+        "Positive logit v = scale s+ + bias and negative logit u = scale s- + bias against the "
+        "theory's u_g + g and u_g at the reachable gap g; the loss fixes the gap and the logits, "
+        "not the scale alone, so the predicted bias is u_g - scale s- for the run's own scale and s-.",
+        "",
+        "| run | manifold | temperature | noise | scale | t_min | bias | predicted bias | v | predicted v | "
+        "u | predicted u |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in recs:
+        lines.append(
+            f"| {r['run']} | {r['manifold']} | {r['temperature_label']} | {r['noise']:g} | {r['scale']:.3g} | "
+            f"{_fmt(r['min_sphere_scale'])} | {r['bias']:.3f} | {_fmt(r['predicted_bias'])} | "
+            f"{r['pos_logit']:.3f} | {_fmt(r['predicted_pos_logit'])} | {r['neg_logit']:.3f} | "
+            f"{_fmt(r['predicted_neg_logit'])} |"
+        )
+    return lines
 
 
 def write_report(result: SweepResult, out: str | Path, name: str = "sweep") -> list[Path]:

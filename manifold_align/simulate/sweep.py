@@ -6,8 +6,10 @@ levels, temperature modes and replicates of a group all advance in the same opti
 with one batched similarity and one loss call per step.
 
 Per step and run: sample ``B`` pairs (:func:`~manifold_align.simulate.sampling.sample_pairs`),
-logits ``(R, B, B)``, symmetric InfoNCE (``info_nce_from_logits``), Riemannian Adam on the
-embeddings and Adam on the log-scales, then the clamp of learnable scales.
+logits ``(R, B, B)``, the sweep's loss (``loss: infonce``: symmetric InfoNCE,
+``info_nce_from_logits``; ``loss: sigmoid``: SigLIP's ``sigmoid_from_logits`` with each run's
+bias), Riemannian Adam on the embeddings and Adam on the log-scales (and the biases), then the
+clamp of learnable scales.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from manifold_align.losses import info_nce_from_logits
+from manifold_align.losses import info_nce_from_logits, sigmoid_from_logits
 from manifold_align.optim import RiemannianAdam
-from manifold_align.simulate import theory, topology
+from manifold_align.simulate import sigmoid_theory, theory, topology
 from manifold_align.simulate.config import SweepConfig, TemperatureSpec, parse_manifold
 from manifold_align.simulate.sampling import sample_pairs
 from manifold_align.simulate.toy import ToyModel
@@ -41,7 +43,9 @@ __all__ = [
 ]
 
 #: Quantities recorded along each run, every ``log_every`` steps (and at the last step).
-TRAJECTORY_KEYS = ("loss", "scale", "pos_sim", "neg_sim", "sim_gap", "gap", "alignment", "uniformity")
+TRAJECTORY_KEYS = (
+    "loss", "scale", "pos_sim", "neg_sim", "sim_gap", "gap", "alignment", "uniformity", "accuracy", "bias"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,15 +143,19 @@ def run_group(group: RunGroup, cfg: SweepConfig, seed: int) -> GroupOutput:
         max_scale=[t.max_scale for t in temps],
         learnable=[t.mode == "learnable" for t in temps],
         generator=gen,
+        initial_bias=cfg.bias.initial_bias(group.batch_size),
     )
     noise = torch.tensor([r.noise for r in group.runs], dtype=torch.float32)
+    trains_bias = cfg.loss == "sigmoid" and cfg.bias.learnable
     optimizers = (
         RiemannianAdam(
             [{"params": [model.image, model.text], "manifold": manifold}],
             lr=cfg.optim.lr,
             betas=cfg.optim.betas,
         ),
-        torch.optim.Adam([model.log_scale], lr=cfg.optim.lr, betas=cfg.optim.betas),
+        torch.optim.Adam(
+            [model.log_scale, model.bias] if trains_bias else [model.log_scale], lr=cfg.optim.lr, betas=cfg.optim.betas
+        ),
     )
     # Log points count completed updates: 0, log_every, 2 log_every, ..., steps.
     log_steps = sorted(set(range(0, cfg.steps, cfg.log_every)) | {cfg.steps})
@@ -173,7 +181,7 @@ def run_group(group: RunGroup, cfg: SweepConfig, seed: int) -> GroupOutput:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
         images, captions = sample_pairs(noise, group.batch_size, group.concepts, gen)
-        loss = info_nce_from_logits(model.logits(images, captions))
+        loss = _batch_loss(cfg, model, images, captions)
         loss.sum().backward()
         for opt in optimizers:
             opt.step()
@@ -190,6 +198,15 @@ def run_group(group: RunGroup, cfg: SweepConfig, seed: int) -> GroupOutput:
         batch_loss=batch_loss.numpy(),
         seconds=seconds,
     )
+
+
+def _batch_loss(cfg: SweepConfig, model: ToyModel, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+    """``(R,)`` per-run losses of one batch under ``cfg.loss``."""
+    logits = model.logits(images, captions)
+    if cfg.loss == "sigmoid":
+        bias = model.bias if cfg.bias.learnable else model.bias.detach()
+        return sigmoid_from_logits(logits, bias[:, None, None])
+    return info_nce_from_logits(logits)
 
 
 @dataclasses.dataclass
@@ -222,6 +239,7 @@ def _record(run: RunSpec, cfg: SweepConfig, out: GroupOutput, col: int) -> dict:
     eq = theory.equilibrium_within(
         run.noise, run.batch_size, run.concepts, ceiling, max_scale=run.temperature.max_scale
     )
+    sig = _sigmoid_record(run, traj, components) if cfg.loss == "sigmoid" else None
     tol = cfg.settle
     scale_settle = settle_step(traj["scale"][:, None], out.steps, tol.rel_tol, tol.abs_tol)[0]
     emb_settle = settle_step(traj["sim_gap"][:, None], out.steps, tol.rel_tol, tol.abs_tol)[0]
@@ -257,13 +275,44 @@ def _record(run: RunSpec, cfg: SweepConfig, out: GroupOutput, col: int) -> dict:
         "max_gap": finite_or_none(eq.max_gap),
         "reachable_gap": finite_or_none(eq.reachable_gap),
         "gap_ratio": measured / eq.reachable_gap if eq.reachable_gap > 0 else None,
-        "predicted_loss": finite_or_none(eq.reachable_loss),
+        "predicted_loss": finite_or_none(sig["predicted_loss"] if sig else eq.reachable_loss),
         "min_sphere_scale": finite_or_none(eq.sphere_scale),
         "min_oblique_tokens": finite_or_none(eq.oblique_tokens),
         "alignment": float(traj["alignment"][-1]),
         "uniformity": float(traj["uniformity"][-1]),
         "scale_settle_step": int(scale_settle),
         "embedding_settle_step": int(emb_settle),
+        "accuracy": float(traj["accuracy"][-1]),
+        "loss": cfg.loss,
+        **(sig or dict.fromkeys(_SIGMOID_KEYS)),
+    }
+
+
+#: The sigmoid loss's record keys (``None`` in an InfoNCE run's record).
+_SIGMOID_KEYS = (
+    "bias", "pos_logit", "neg_logit", "predicted_pos_logit", "predicted_neg_logit", "predicted_bias",
+)
+
+
+def _sigmoid_record(run: RunSpec, traj: dict[str, np.ndarray], components: float) -> dict:
+    """The sigmoid loss's measurements and theory for one run (keys ``_SIGMOID_KEYS`` and
+    ``predicted_loss``): logits $v = t s_+ + b$, $u = t s_- + b$ against $u_g + g$, $u_g$ at the
+    reachable gap, and the bias $u_g - t s_-$ that the run's own scale and $s_-$ call for."""
+    eq = sigmoid_theory.sigmoid_equilibrium(
+        run.noise, run.batch_size, run.concepts, components=components, max_scale=run.temperature.max_scale
+    )
+    scale, bias = float(traj["scale"][-1]), float(traj["bias"][-1])
+    pos, neg = float(traj["pos_sim"][-1]), float(traj["neg_sim"][-1])
+    u = eq.reachable_negative_logit
+    finite = math.isfinite(u)
+    return {
+        "bias": bias,
+        "pos_logit": scale * pos + bias,
+        "neg_logit": scale * neg + bias,
+        "predicted_pos_logit": u + eq.reachable_gap if finite else None,
+        "predicted_neg_logit": u if finite else None,
+        "predicted_bias": sigmoid_theory.bias_for(u, scale, neg) if finite else None,
+        "predicted_loss": eq.reachable_loss,
     }
 
 
@@ -280,8 +329,13 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None) -
     ``final_window`` steps); the theory (``predicted_gap`` $g^\\star$, ``max_gap``,
     ``reachable_gap`` $\\min(g^\\star, G_{\\max})$, ``gap_ratio`` = measured / reachable,
     ``predicted_loss`` at the reachable gap, ``min_sphere_scale``, ``min_oblique_tokens``;
-    ``None`` where infinite); and ``scale_settle_step``, ``embedding_settle_step`` (the
-    latter on $s_+ - s_-$).
+    ``None`` where infinite); ``scale_settle_step``, ``embedding_settle_step`` (the
+    latter on $s_+ - s_-$); ``accuracy`` (share of concepts whose own caption is the image's
+    strict top match, `ToyModel.diagnostics`) and ``loss`` (``cfg.loss``). With the
+    sigmoid loss also ``bias``, ``pos_logit`` $= t s_+ + b$, ``neg_logit`` $= t s_- + b$ and
+    their theory ``predicted_pos_logit``, ``predicted_neg_logit``, ``predicted_bias``
+    (`sigmoid_theory` at the reachable gap; ``predicted_loss`` is
+    then the sigmoid loss's); these are ``None`` for InfoNCE.
 
     Args:
         cfg: the sweep.

@@ -69,9 +69,14 @@ What a manifold can reach
 For unit vectors $x_c$ (images) and $y_c$ (texts) the mean gap
 $\frac1C\sum_c \langle x_c, y_c\rangle - \frac{1}{C(C-1)}\sum_{c \ne c'} \langle x_c, y_{c'}\rangle
 = \frac{1}{C - 1}\sum_c \langle x_c - \bar x, y_c - \bar y\rangle \le \frac{C}{C-1}$
-(Cauchy-Schwarz and $\sum_c \|x_c - \bar x\|^2 = C(1 - \|\bar x\|^2)$), with equality for
-$x_c = y_c$ at the vertices of a regular simplex (all negatives equal), which needs
-dimension $d \ge C - 1$. An oblique point is $k$ such unit vectors and its similarity the sum,
+(Cauchy-Schwarz and $\sum_c \|x_c - \bar x\|^2 = C(1 - \|\bar x\|^2)$), with equality exactly
+when $x_c = y_c$ and $\bar x = 0$, which any dimension $d \ge 2$ allows. The *symmetric*
+configuration that $\mathcal{L}(g)$ assumes (all negatives equal) asks more: its concept
+similarity matrix $a I + b\,\mathbf{1}\mathbf{1}^\top$ ($a > 0$) has rank $\ge C - 1$, so it
+needs a flattened dimension of at least $C - 1$ (at the ceiling: the regular simplex,
+$d \ge C - 1$ per unit component). With fewer dimensions the mean gap still reaches
+$\min(g^\star, G_{\max})$, but the negatives spread and the loss stays above
+$\mathcal{L}$ (convexity). An oblique point is $k$ such unit vectors and its similarity the sum,
 so its gap range is $k$ times larger; a product adds its factors' ranges. Writing $h$ for the
 top of the similarity range ($1$ for a sphere, $k$ for $\mathrm{OB}(k, d)$):
 
@@ -237,7 +242,8 @@ def max_similarity_gap(concepts: int, components: float = 1.0) -> float:
     r"""$h\,C/(C-1)$: the largest mean similarity gap on a manifold whose similarity tops out at
     $h$ (``components``: 1 for a sphere, $k$ for $\mathrm{OB}(k, d)$), at scale 1.
 
-    Reached by the regular simplex, which needs each unit component of dimension $\ge C - 1$.
+    Reached whenever images equal texts and each unit component has mean zero (any dimension
+    $\ge 2$); with all negatives equal (the regular simplex) only in dimension $\ge C - 1$.
 
     Raises:
         ValueError: ``concepts < 2`` or ``components <= 0``.

@@ -12,7 +12,10 @@ per-run losses and Riemannian Adam's moments are per point (per token on an obli
 
 The scale is $t_r = e^{\theta_r}$ with $\theta_r$ trained only for learnable temperatures and
 clamped to $\log t^{\max}_r$ after each step (:meth:`ToyModel.clamp_`), the same semantics as
-:class:`manifold_align.losses.Temperature`, but one parameter per run.
+:class:`manifold_align.losses.Temperature`, but one parameter per run. Each run also owns a
+logit bias $b_r$ (``bias``, ``(R,)``), which only the sigmoid loss reads (its logits are
+$L_{r,ij} + b_r$, as `SigmoidLoss`'s ``logit_bias``); InfoNCE
+is blind to it (a softmax ignores a constant).
 
 Diagnostics (:meth:`ToyModel.diagnostics`) read the parameters directly, not a batch. With
 $S_{cc'} = s(x_c, y_{c'})$ the concept-by-concept similarity matrix:
@@ -22,7 +25,10 @@ $S_{cc'} = s(x_c, y_{c'})$ the concept-by-concept similarity matrix:
 * gap in logit units $g = t\,(s_+ - s_-)$;
 * alignment (Wang & Isola, $\alpha = 2$) $\frac1C \sum_c \|x_c - y_c\|^2$ on the flattened points;
 * uniformity ($t = 2$) $\log \frac{1}{C(C-1)} \sum_{c \ne c'} e^{-2\|x_c - x_{c'}\|^2}$,
-  averaged over the image and the text embeddings.
+  averaged over the image and the text embeddings;
+* accuracy $\frac1C \#\{c : S_{cc} > S_{cc'} \text{ for every } c' \ne c\}$: the share of
+  concepts whose own caption is the image's strict top match (a tie counts as a miss);
+* the bias $b_r$.
 
 Alignment and uniformity are Wang & Isola's, defined for unit vectors: on a sphere or an oblique
 manifold the flattened distance is the chordal one. On `Lorentz` (and products with it) they
@@ -71,9 +77,11 @@ class ToyModel(torch.nn.Module):
         generator: seeds the initial points (standard normal, projected onto the manifold;
             near the origin on `Lorentz`: see
             [initial_points][manifold_align.simulate.topology.initial_points]).
+        initial_bias: scalar or ``(R,)`` initial logit biases (read only by the sigmoid loss).
 
     Raises:
-        ValueError: bad sizes, non-positive scales, or an initial scale above its maximum.
+        ValueError: bad sizes, non-positive scales, an initial scale above its maximum, or a
+            bias that is not finite.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class ToyModel(torch.nn.Module):
         max_scale: float | Sequence[float] | torch.Tensor = 1.0,
         learnable: bool | Sequence[bool] | torch.Tensor = False,
         generator: torch.Generator | None = None,
+        initial_bias: float | Sequence[float] | torch.Tensor = 0.0,
     ) -> None:
         super().__init__()
         if runs < 1:
@@ -106,6 +115,10 @@ class ToyModel(torch.nn.Module):
         confine_(manifold, self.image)
         confine_(manifold, self.text)
         self.log_scale = torch.nn.Parameter(init.log())
+        bias = _as_run_vector(initial_bias, runs, "initial_bias")
+        if not bool(bias.isfinite().all()):
+            raise ValueError(f"initial_bias: expected finite numbers, got {bias.tolist()}")
+        self.bias = torch.nn.Parameter(bias)
         self.register_buffer("log_max_scale", top.log())
         self.register_buffer("learnable", _as_run_vector(learnable, runs, "learnable", torch.bool))
         self.register_buffer("_run_index", torch.arange(runs)[:, None])
@@ -143,7 +156,8 @@ class ToyModel(torch.nn.Module):
     @torch.no_grad()
     def diagnostics(self) -> dict[str, torch.Tensor]:
         """Per-run ``(R,)`` float32 tensors: ``scale``, ``pos_sim``, ``neg_sim``, ``sim_gap``
-        ($s_+ - s_-$), ``gap`` ($t (s_+ - s_-)$), ``alignment``, ``uniformity`` (module docstring).
+        ($s_+ - s_-$), ``gap`` ($t (s_+ - s_-)$), ``alignment``, ``uniformity``, ``accuracy``,
+        ``bias`` (module docstring).
         """
         c = self.concepts
         sim = self.manifold.similarity(self.image, self.text).float()  # (R, C, C)
@@ -168,4 +182,14 @@ class ToyModel(torch.nn.Module):
             "gap": scale * (pos - neg),
             "alignment": alignment,
             "uniformity": 0.5 * (uniformity(fx) + uniformity(fy)),
+            "accuracy": _top_match_accuracy(sim),
+            "bias": self.bias.detach().float().clone(),
         }
+
+
+def _top_match_accuracy(sim: torch.Tensor) -> torch.Tensor:
+    """``(R,)`` share of rows ``c`` of ``sim (R, C, C)`` whose diagonal beats every other entry."""
+    c = sim.shape[-1]
+    diag = sim.diagonal(dim1=-2, dim2=-1)
+    others = sim.masked_fill(torch.eye(c, dtype=torch.bool, device=sim.device), -math.inf)
+    return (diag > others.amax(-1)).float().mean(-1)
