@@ -482,3 +482,27 @@ def test_cpu_threads_do_not_change_the_result():
     assert torch.get_num_threads() == before  # restored after each step
     with pytest.raises(ValueError, match="cpu_threads"):
         RiemannianAdam([torch.nn.Parameter(torch.zeros(2))], cpu_threads=0)
+
+
+def test_step_leaves_the_process_thread_count_alone(monkeypatch):
+    # An optimizer must not change process-wide state: with the default cpu_threads the
+    # step neither reads the machine's load nor calls torch.set_num_threads, even mid-step,
+    # however busy the machine looks.
+    monkeypatch.setattr("os.getloadavg", lambda: (1e3, 1e3, 1e3))
+    real = torch.set_num_threads
+    outside = torch.get_num_threads()
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    real(2)  # more than one thread, whatever OMP_NUM_THREADS the suite runs under
+    try:
+        gen = torch.Generator().manual_seed(3)
+        p = geoopt.ManifoldParameter(Sphere(16).projx(torch.randn(64, 16, generator=gen)), manifold=Sphere(16))
+        opt = RiemannianAdam([p], lr=0.01)
+        for _ in range(2):
+            p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        after = torch.get_num_threads()
+    finally:
+        real(outside)
+    assert calls == []
+    assert after == 2

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterable, Iterator
 from numbers import Real
 from typing import Any
@@ -104,10 +103,10 @@ class RiemannianAdam(torch.optim.Optimizer):
             ``None``): fused where torch has it (floating point on cpu/cuda/mps/xpu).
         capturable: not supported (``True`` raises).
         differentiable: not supported (``True`` raises).
-        cpu_threads: intra-op threads of the CPU row kernel (set for its duration, then
-            restored). ``None``: torch's current setting, or 1 while the machine is
-            oversubscribed (load average above the core count), where parallel regions
-            wait on the scheduler. Results are the same for any value.
+        cpu_threads: intra-op threads of the CPU row kernel, an explicit choice (set for
+            its duration, then restored). ``None`` (default): torch's current setting,
+            neither read from the machine's load nor changed. Results are the same for any
+            value.
 
     Raises:
         ValueError: a hyperparameter or ``cpu_threads`` out of range;
@@ -271,7 +270,7 @@ class RiemannianAdam(torch.optim.Optimizer):
             self._euclidean_step(group, euclid)
         for (_, _, _, t), ps in rows.items():
             h = self._hyper(group, t)
-            threads = _kernel_threads(group["cpu_threads"]) if ps[0].device.type == "cpu" else None
+            threads = group["cpu_threads"] if ps[0].device.type == "cpu" else None
             with torch.autocast(ps[0].device.type, enabled=False), _intra_op_threads(threads):
                 row_adam_(
                     ps,
@@ -495,30 +494,12 @@ class RiemannianAdam(torch.optim.Optimizer):
                         )
 
 
-def _kernel_threads(requested: int | None) -> int:
-    """Intra-op threads for the CPU row kernel: ``requested``, else torch's setting unless busy.
-
-    The kernel is about eleven torch operations per cache block, each an OpenMP parallel
-    region that waits for all its threads. When the machine has more runnable tasks than
-    cores (1-minute load average above the core count), each wait can last a scheduler time
-    slice, and one thread is then measured 10-50x faster than two. Results do not depend on
-    the thread count (every row is reduced by one thread).
-    """
-    if requested is not None:
-        return requested
-    threads = torch.get_num_threads()
-    if threads > 1:
-        try:
-            if os.getloadavg()[0] > (os.cpu_count() or 1):
-                return 1
-        except OSError:  # no load average on this platform
-            pass
-    return threads
-
-
 @contextlib.contextmanager
 def _intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after."""
+    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after.
+
+    ``None`` leaves torch's setting alone (nothing is read or written).
+    """
     before = torch.get_num_threads()
     if n is None or n == before:
         yield
