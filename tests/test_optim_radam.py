@@ -12,6 +12,8 @@ import geoopt
 import pytest
 import torch
 
+import manifold_align.optim.fused_cpu as fused_cpu
+import manifold_align.optim.radam as radam
 import manifold_align.optim.rowwise as rowwise
 from manifold_align import Euclidean, Oblique, Product, Sphere
 from manifold_align.optim import RiemannianAdam
@@ -64,14 +66,23 @@ def _assert_close(a_list, b_list, tol=1e-10):
 # --- the update rule is geoopt's -----------------------------------------------------------
 
 
+def _use_torch_kernel(monkeypatch):
+    """Run the row parameters through the cache-blocked torch kernel (numba's absence)."""
+    monkeypatch.setattr(fused_cpu, "available", lambda: False)
+    monkeypatch.setattr(radam, "_NOTICED", {"cpu"})  # its one-time notice counts as given
+
+
+@pytest.mark.parametrize("kernel", ["one-pass", "torch"])
 @pytest.mark.parametrize(
     "block,weight_decay,amsgrad",
     [(None, 0.0, False), (64, 0.1, False), (64, 0.0, True), (None, 0.05, True)],
     ids=["packed", "in-place-blocks-wd", "in-place-blocks-amsgrad", "packed-wd-amsgrad"],
 )
-def test_matches_geoopt_on_sphere_and_oblique(monkeypatch, block, weight_decay, amsgrad):
-    # block=64 numbers per thread: the (40, 6) parameter is walked in place, several
-    # blocks each; the default packs these small parameters into one concatenated block.
+def test_matches_geoopt_on_sphere_and_oblique(monkeypatch, block, weight_decay, amsgrad, kernel):
+    # torch kernel, block=64 numbers per thread: the (40, 6) parameter is walked in place,
+    # several blocks each; the default packs these small parameters into one block.
+    if kernel == "torch":
+        _use_torch_kernel(monkeypatch)
     if block is not None:
         monkeypatch.setattr(rowwise, "BLOCK_ELEMENTS", block)
     specs = [
@@ -447,6 +458,8 @@ def test_state_dict_of_geoopt_is_refused_by_shape():
 def test_bfloat16_in_place_blocks_equal_the_packed_path(monkeypatch):
     # Half-precision rows are updated in a float32 copy of each block and written back; the
     # in-place walk (tiny blocks) and the packed path must give the same bits.
+    _use_torch_kernel(monkeypatch)
+
     def run(block):
         if block is not None:
             monkeypatch.setattr(rowwise, "BLOCK_ELEMENTS", block)
@@ -466,8 +479,12 @@ def test_bfloat16_in_place_blocks_equal_the_packed_path(monkeypatch):
     assert (x_packed.float().norm(dim=-1) - 1).abs().max() < 1e-2
 
 
-def test_cpu_threads_do_not_change_the_result():
+@pytest.mark.parametrize("kernel", ["one-pass", "torch"])
+def test_cpu_threads_do_not_change_the_result(monkeypatch, kernel):
     # Large enough (256 Ki numbers) that every operation really is split over threads.
+    if kernel == "torch":
+        _use_torch_kernel(monkeypatch)
+
     def run(threads):
         gen = torch.Generator().manual_seed(9)
         p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64, generator=gen)), manifold=Sphere(64))
@@ -484,10 +501,11 @@ def test_cpu_threads_do_not_change_the_result():
         RiemannianAdam([torch.nn.Parameter(torch.zeros(2))], cpu_threads=0)
 
 
-def test_step_leaves_the_process_thread_count_alone(monkeypatch):
-    # An optimizer must not change process-wide state: with the default cpu_threads the
-    # step neither reads the machine's load nor calls torch.set_num_threads, even mid-step,
-    # however busy the machine looks.
+@pytest.mark.parametrize("cpu_threads", [None, 1, 2])
+def test_step_leaves_the_process_thread_count_alone(monkeypatch, cpu_threads):
+    # An optimizer must not change process-wide state: the step neither reads the machine's
+    # load nor calls torch.set_num_threads, even mid-step, however busy the machine looks;
+    # an explicit cpu_threads is handed to the one-pass kernel's own threads.
     monkeypatch.setattr("os.getloadavg", lambda: (1e3, 1e3, 1e3))
     real = torch.set_num_threads
     outside = torch.get_num_threads()
@@ -496,8 +514,8 @@ def test_step_leaves_the_process_thread_count_alone(monkeypatch):
     real(2)  # more than one thread, whatever OMP_NUM_THREADS the suite runs under
     try:
         gen = torch.Generator().manual_seed(3)
-        p = geoopt.ManifoldParameter(Sphere(16).projx(torch.randn(64, 16, generator=gen)), manifold=Sphere(16))
-        opt = RiemannianAdam([p], lr=0.01)
+        p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64, generator=gen)), manifold=Sphere(64))
+        opt = RiemannianAdam([p], lr=0.01, cpu_threads=cpu_threads)
         for _ in range(2):
             p.grad = torch.randn(p.shape, generator=gen)
             opt.step()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from numbers import Real
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 from torch.optim.adam import adam as torch_adam
 
 from manifold_align.manifolds import Euclidean, Oblique, Sphere
+from manifold_align.optim import fused_cpu
 from manifold_align.optim.rowwise import HALF_DTYPES, RowAdamHyper, row_adam_
 
 __all__ = ["RiemannianAdam"]
@@ -269,16 +271,15 @@ class RiemannianAdam(torch.optim.Optimizer):
         if euclid:
             self._euclidean_step(group, euclid)
         for (_, _, _, t), ps in rows.items():
-            h = self._hyper(group, t)
-            threads = group["cpu_threads"] if ps[0].device.type == "cpu" else None
-            with torch.autocast(ps[0].device.type, enabled=False), _intra_op_threads(threads):
-                row_adam_(
+            with torch.autocast(ps[0].device.type, enabled=False):
+                _row_step(
                     ps,
                     [p.grad for p in ps],  # type: ignore[misc]
                     [self.state[p]["exp_avg"] for p in ps],
                     [self.state[p]["exp_avg_sq"] for p in ps],
                     [self.state[p]["max_exp_avg_sq"] for p in ps] if amsgrad else None,
-                    h,
+                    self._hyper(group, t),
+                    group["cpu_threads"],
                 )
         for p, manifold in generic:
             self._generic_step(group, p, manifold)
@@ -492,6 +493,61 @@ class RiemannianAdam(torch.optim.Optimizer):
                             f"{tuple(value.shape)}, expected {shape} for "
                             f"{self._manifold_of(group, p)!r}"
                         )
+
+
+def _row_step(
+    ps: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor] | None,
+    h: RowAdamHyper,
+    cpu_threads: int | None,
+) -> None:
+    """One step of row-normalized parameters of one device: the one-pass kernel where there
+    is one (numba on CPU, Triton on CUDA), else the cache-blocked torch kernel."""
+    device = ps[0].device.type
+    if device == "cpu" and fused_cpu.available():
+        threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
+        fused_cpu.row_adam_fused_(
+            ps, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h, threads=threads
+        )
+        return
+    if device == "cuda":
+        triton_kernel = _triton_kernel()
+        if triton_kernel is not None:
+            triton_kernel(ps, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h)
+            return
+    if device == "cpu":
+        _notice_once("cpu", f"numba is not available ({fused_cpu.unavailable_reason()})")
+    with _intra_op_threads(cpu_threads if device == "cpu" else None):
+        row_adam_(ps, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h)
+
+
+_NOTICED: set[str] = set()
+
+
+def _notice_once(device: str, why: str) -> None:
+    """One warning per process and device that the one-pass kernel is not used, and why."""
+    if device not in _NOTICED:
+        _NOTICED.add(device)
+        warnings.warn(
+            f"RiemannianAdam: {why}; {device} manifold parameters use the slower cache-blocked "
+            f"torch kernel (same results)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _triton_kernel() -> Any:
+    """[row_adam_triton_][manifold_align.optim.fused_triton.row_adam_triton_], or ``None``
+    (with the one-time notice) where Triton cannot be imported."""
+    try:
+        from manifold_align.optim.fused_triton import row_adam_triton_
+    except Exception as exc:  # ImportError, or a Triton that fails to initialise
+        _notice_once("cuda", f"Triton is not available ({type(exc).__name__}: {exc})")
+        return None
+    return row_adam_triton_
 
 
 @contextlib.contextmanager
