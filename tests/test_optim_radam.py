@@ -408,11 +408,17 @@ def test_benchmark_quick_mode_reports_all_three(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "radam.json"
-    bench.main(["--quick", "--rows", "256", "--json", str(out)])
+    threads = torch.get_num_threads()
+    bench.main(["--quick", "--rows", "256", "--threads", "1", "2", "--json", str(out)])
+    assert torch.get_num_threads() == threads  # the benchmark gives the count back
     records = json.loads(out.read_text())["results"]
-    seen = {(r["layout"], r["optimizer"]) for r in records}
-    assert {o for _, o in seen} == {"ours", "geoopt", "fused"} and len(seen) == 6
+    seen = {(r["layout"], r["threads"], r["optimizer"]) for r in records}
+    assert {o for *_, o in seen} == {"ours", "geoopt", "fused"} and len(seen) == 12
     assert all(r["ms_per_step"] > 0 and math.isfinite(r["ratio_to_fused"]) for r in records)
+    # the bandwidth floor: ours moves 5 + 2/d tensor passes, fused Adam 7, geoopt is not bounded
+    passes = {r["optimizer"]: r["passes"] for r in records}
+    assert passes == {"ours": 5 + 2 / 64, "fused": 7.0, "geoopt": None}
+    assert all(r["floor_ms"] > 0 for r in records if r["passes"])
     ours = [r for r in records if r["optimizer"] == "ours"]
     assert all(r["max_row_norm_error"] < 1e-5 for r in ours)
 

@@ -74,9 +74,13 @@ class RiemannianAdam(torch.optim.Optimizer):
     ``load_state_dict(assign=True)`` or swap-on-conversion, does not turn it Euclidean);
     else Euclidean (plain Adam).
 
-    Execution: ``Sphere``/``Oblique``/``geoopt.Sphere()`` parameters go through one fused,
-    cache-blocked row kernel (:mod:`manifold_align.optim.rowwise`), batched over parameters
-    and tokens; Euclidean ones through torch's own Adam (fused kernel by default, or
+    Execution: ``Sphere``/``Oblique``/``geoopt.Sphere()`` parameters go through a one-pass
+    row kernel that reads and writes each row once: numba on CPU
+    ([row_adam_fused_][manifold_align.optim.fused_cpu.row_adam_fused_]), Triton on CUDA.
+    Where numba (CPU) or Triton (CUDA) cannot be imported, one ``RuntimeWarning`` says so
+    and the cache-blocked torch kernel
+    ([row_adam_][manifold_align.optim.rowwise.row_adam_]) runs instead, with the same
+    results to rounding. Euclidean ones through torch's own Adam (fused kernel by default, or
     ``foreach``/single-tensor as requested); any other geoopt manifold through its own
     ``egrad2rgrad``/``component_inner``/``retr_transp``, one parameter at a time.
 
@@ -105,10 +109,11 @@ class RiemannianAdam(torch.optim.Optimizer):
             ``None``): fused where torch has it (floating point on cpu/cuda/mps/xpu).
         capturable: not supported (``True`` raises).
         differentiable: not supported (``True`` raises).
-        cpu_threads: intra-op threads of the CPU row kernel, an explicit choice (set for
-            its duration, then restored). ``None`` (default): torch's current setting,
-            neither read from the machine's load nor changed. Results are the same for any
-            value.
+        cpu_threads: threads of the CPU row kernel. ``None`` (default): as many as torch's
+            current intra-op setting, which is read, never changed. The one-pass kernel
+            runs them in a pool of its own, so nothing process-wide changes; the torch
+            fallback kernel sets torch's count for its duration and restores it (only when
+            ``cpu_threads`` is given). Results are the same for any value.
 
     Raises:
         ValueError: a hyperparameter or ``cpu_threads`` out of range;
