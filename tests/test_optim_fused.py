@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import warnings
 
 import geoopt
@@ -108,3 +111,35 @@ def test_one_pass_kernel_rejects_unsupported_state():
         fused_cpu.row_adam_fused_([x.half()], [x.half()], [x.half()], [x[:, :1].half()], None, h, threads=1)
     with pytest.raises(ValueError, match="threads"):
         fused_cpu.row_adam_fused_([x], [x], [x], [x[:, :1]], None, h, threads=0)
+
+
+def test_a_forked_child_steps_with_threads_of_its_own():
+    # The kernel's thread pool is created in the parent; a fork (DataLoader workers, forked
+    # ranks) inherits the pool object but none of its threads.
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+
+    def step(p, opt):
+        p.grad = torch.ones_like(p)
+        opt.step()
+
+    p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64)), manifold=Sphere(64))
+    opt = RiemannianAdam([p], lr=0.01, cpu_threads=2)  # 256 Ki numbers: two ranges, the pool
+    step(p, opt)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its step finishes
+        try:
+            step(p, opt)
+            os._exit(0 if (p.detach().norm(dim=-1) - 1).abs().max() < 1e-5 else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's step did not finish (its work went to the parent's pool)")

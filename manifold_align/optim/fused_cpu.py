@@ -20,6 +20,7 @@ is read or changed: not torch's intra-op setting, not numba's.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -120,6 +121,7 @@ def _kernel():
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """The kernel's own worker threads (at least ``threads``), created at first need."""
     global _POOL, _POOL_SIZE
     with _LOCK:
         if _POOL is None or _POOL_SIZE < threads:
@@ -128,6 +130,17 @@ def _pool(threads: int) -> ThreadPoolExecutor:
             _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="manifold-align-radam")
             _POOL_SIZE = threads
         return _POOL
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: start its own pool when needed
+    (else work handed to the inherited pool would wait forever)."""
+    global _POOL, _POOL_SIZE, _LOCK
+    _POOL, _POOL_SIZE, _LOCK = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _work(t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
