@@ -1,6 +1,7 @@
 """One Riemannian Adam step on a 262144 x 64 parameter: ours vs geoopt vs torch's fused Adam.
 
-Three optimizers step the same parameter, in the same process, one after another:
+Three optimizers step the same parameter, in the same process, one after another, at each
+thread count of ``--threads`` (default: one thread and all cores) in the same run:
 
 * ``ours``: :class:`manifold_align.optim.RiemannianAdam`;
 * ``geoopt``: :class:`geoopt.optim.RiemannianAdam` on the same manifold;
@@ -13,6 +14,15 @@ the median over timed steps, the three taken in turn
 (round-robin) so that load from other processes falls on all of them alike. Prints a markdown table with ms/step, the ratio to fused Adam
 and the optimizer state size; ``--json PATH`` writes the same numbers.
 
+The memory-bandwidth floor is measured in the same round-robin: ``copy`` is one
+``dst.copy_(src)`` of a tensor of the parameter's size, three passes over memory (read
+``src``; ``dst`` is read into the cache before it is written, as every store to a line not
+yet cached is; write ``dst``). A step that must read ``k`` and write ``w`` such tensors
+(each written tensor was read first, so no extra pass) cannot take less than
+``(k + w) / 3`` copies: ours reads $x, g, m$ and writes $x, m$ (5 passes, plus $2/d$ for the
+one-per-row second moment), fused Adam reads $p, g, m, v$ and writes $p, m, v$ (7 passes).
+``/ floor`` is each optimizer's time over its own floor.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_radam.py              # full size (about a minute)
@@ -23,6 +33,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import platform
@@ -36,7 +48,7 @@ import geoopt
 import torch
 
 from manifold_align import Oblique, Sphere
-from manifold_align.optim import RiemannianAdam
+from manifold_align.optim import RiemannianAdam, fused_cpu
 
 
 def _interleaved_median_ms(
@@ -45,25 +57,30 @@ def _interleaved_median_ms(
     warmup: int,
     sync: Callable[[], None] = lambda: None,
 ) -> dict[str, dict[str, float]]:
-    """Median and best ms of each step function, timed round-robin so background load hits all alike.
+    """Median and best wall ms and median process-CPU ms of each step function, timed
+    round-robin so background load hits all alike.
 
     ``sync`` waits for queued device work (``torch.cuda.synchronize`` on a GPU) before the
-    clock starts and before it stops.
+    clock starts and before it stops. CPU time (all threads of this process) leaves out the
+    time spent waiting for a core, the steadier number on a shared machine.
     """
     for step in steps.values():
         for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {who: [] for who in steps}
+    cpu: dict[str, list[float]] = {who: [] for who in steps}
     for i in range(max(counts.values())):
         for who, step in steps.items():
             if i < counts[who]:
                 sync()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 step()
                 sync()
                 times[who].append(time.perf_counter() - t0)
+                cpu[who].append(time.process_time() - c0)
     return {
-        who: {"median": 1e3 * statistics.median(ts), "best": 1e3 * min(ts)}
+        who: {"median": 1e3 * statistics.median(ts), "best": 1e3 * min(ts),
+              "cpu": 1e3 * statistics.median(cpu[who])}
         for who, ts in times.items()
     }
 
@@ -76,6 +93,15 @@ def _state_mib(opt: torch.optim.Optimizer) -> float:
         if torch.is_tensor(v) and v.dim() > 0
     )
     return total / 2**20
+
+
+#: memory passes of one tensor copy: read src, read dst into the cache (write-allocate), write dst
+COPY_PASSES = 3
+
+
+def _passes(who: str, dim: int) -> float | None:
+    """Tensor passes a step cannot avoid: reads plus writes of parameter-sized tensors."""
+    return {"ours": 5 + 2 / dim, "fused": 7.0}.get(who)
 
 
 def _optimizers(
@@ -117,21 +143,40 @@ def run(
         x0 = manifold.projx(torch.randn(shape, generator=gen)).to(device)
         grad = torch.randn(shape, generator=gen).to(device)
         opts = _optimizers(manifold, x0, grad, lr=1e-3)
+        src, dst = grad.clone(), torch.empty_like(grad)
         ms = _interleaved_median_ms(
-            {who: opt.step for who, (opt, _) in opts.items()},
-            {who: geoopt_steps if who == "geoopt" else steps for who in opts},
+            {**{who: opt.step for who, (opt, _) in opts.items()}, "copy": functools.partial(dst.copy_, src)},
+            {**{who: geoopt_steps if who == "geoopt" else steps for who in opts}, "copy": steps},
             warmup=warmup,
             sync=torch.cuda.synchronize if device.type == "cuda" else (lambda: None),
         )
+        copy_ms, copy_cpu = ms["copy"]["median"], ms["copy"]["cpu"]
         for who, (opt, p) in opts.items():
+            passes = _passes(who, dim)
+            floor = None if passes is None else copy_ms * passes / COPY_PASSES
+            cpu_floor = None if passes is None else copy_cpu * passes / COPY_PASSES
             results.append(
                 {
                     "layout": name,
                     "shape": list(shape),
+                    "threads": torch.get_num_threads(),
                     "optimizer": who,
                     "ms_per_step": ms[who]["median"],
                     "best_ms": ms[who]["best"],
                     "ratio_to_fused": ms[who]["median"] / ms["fused"]["median"],
+                    "ratio_to_geoopt": ms[who]["median"] / ms["geoopt"]["median"],
+                    "cpu_ms_per_step": ms[who]["cpu"],
+                    "cpu_ratio_to_fused": ms[who]["cpu"] / ms["fused"]["cpu"],
+                    "cpu_ratio_to_geoopt": ms[who]["cpu"] / ms["geoopt"]["cpu"],
+                    "copy_ms": copy_ms,
+                    "copy_cpu_ms": copy_cpu,
+                    "bandwidth_gb_s": COPY_PASSES * grad.numel() * grad.element_size() / copy_ms / 1e6,
+                    "cpu_bandwidth_gb_s": COPY_PASSES * grad.numel() * grad.element_size() / copy_cpu / 1e6,
+                    "passes": passes,
+                    "floor_ms": floor,
+                    "ratio_to_floor": None if floor is None else ms[who]["median"] / floor,
+                    "cpu_floor_ms": cpu_floor,
+                    "cpu_ratio_to_floor": None if cpu_floor is None else ms[who]["cpu"] / cpu_floor,
                     "state_mib": _state_mib(opt),
                     "max_row_norm_error": float((p.detach().norm(dim=-1) - 1).abs().max())
                     if who != "fused"
@@ -147,18 +192,38 @@ def run(
     return results
 
 
+def _kernel_name(device: torch.device) -> str:
+    """Which row kernel ours ran: the one-pass kernel of the device, or the torch fallback."""
+    if device.type == "cpu":
+        return "one-pass (numba)" if fused_cpu.available() else "cache-blocked torch (numba missing)"
+    return "one-pass (Triton)" if importlib.util.find_spec("triton") else "cache-blocked torch"
+
+
 def markdown(results: list[dict[str, object]]) -> str:
     """The results as a markdown table, ratios against fused Adam in the same layout."""
     lines = [
-        "| layout | shape | optimizer | ms/step (median) | best ms | / fused Adam | state MiB |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| layout | shape | threads | optimizer | wall ms/step | CPU ms/step | / fused Adam "
+        "(wall, CPU) | / geoopt (wall, CPU) | / floor (wall, CPU) | state MiB |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def pair(a: object, b: object, digits: int = 2) -> str:
+        return "-" if a is None or b is None else f"{a:.{digits}f}, {b:.{digits}f}"
+
     for r in results:
         shape = " x ".join(map(str, r["shape"]))  # type: ignore[call-overload]
         lines.append(
-            f"| {r['layout']} | {shape} | {r['optimizer']} | {r['ms_per_step']:.1f} | {r['best_ms']:.1f} | "
-            f"{r['ratio_to_fused']:.2f}x | {r['state_mib']:.1f} |"
+            f"| {r['layout']} | {shape} | {r['threads']} | {r['optimizer']} | {r['ms_per_step']:.1f} | "
+            f"{r['cpu_ms_per_step']:.1f} | {pair(r['ratio_to_fused'], r['cpu_ratio_to_fused'])} | "
+            f"{pair(r['ratio_to_geoopt'], r['cpu_ratio_to_geoopt'], 3)} | "
+            f"{pair(r['ratio_to_floor'], r['cpu_ratio_to_floor'])} | {r['state_mib']:.1f} |"
         )
+    copies = {(r["layout"], r["threads"]): r for r in results}
+    lines += ["", "| layout | threads | copy wall ms | copy CPU ms | GB/s (wall) | GB/s (CPU) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {lay} | {t} | {r['copy_ms']:.1f} | {r['copy_cpu_ms']:.1f} | "
+              f"{r['bandwidth_gb_s']:.1f} | {r['cpu_bandwidth_gb_s']:.1f} |"
+              for (lay, t), r in copies.items()]
     return "\n".join(lines)
 
 
@@ -170,7 +235,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--steps", type=int, default=30, help="timed steps (ours, fused)")
     parser.add_argument("--geoopt-steps", type=int, default=5, help="timed steps (geoopt)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch.set_num_threads for each round (default: 1 and all cores)")
     parser.add_argument("--quick", action="store_true", help="small smoke run (seconds)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler of ours")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -185,22 +251,30 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         args.rows = 4096 if args.quick else 262144
     if args.rows % args.tokens:
         parser.error(f"--rows {args.rows} is not a multiple of --tokens {args.tokens}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    thread_counts = list(dict.fromkeys(args.threads or [1, os.cpu_count() or 1]))
+    if min(thread_counts) < 1:
+        parser.error(f"--threads: expected counts >= 1, got {thread_counts}")
     load_before = os.getloadavg()[0]
-    results = run(
-        args.rows,
-        args.dim,
-        args.tokens,
-        args.steps,
-        args.warmup,
-        args.geoopt_steps,
-        args.profile,
-        device,
-    )
+    outside = torch.get_num_threads()
+    results = []
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            results += run(
+                args.rows,
+                args.dim,
+                args.tokens,
+                args.steps,
+                args.warmup,
+                args.geoopt_steps,
+                args.profile,
+                device,
+            )
+    finally:
+        torch.set_num_threads(outside)
     print(
         f"RiemannianAdam step on {device}, torch {torch.__version__}, geoopt {geoopt.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"threads {thread_counts}, {platform.processor() or platform.machine()}, "
         f"median of {args.steps} steps (geoopt {args.geoopt_steps}) after {args.warmup} warm-up, "
         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     )
@@ -209,7 +283,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         meta = {
             "torch": torch.__version__,
             "geoopt": geoopt.__version__,
-            "threads": torch.get_num_threads(),
+            "threads": thread_counts,
+            "kernel": _kernel_name(device),
             "device": str(device),
             "python": sys.version.split()[0],
             "cpu_count": os.cpu_count(),

@@ -19,6 +19,10 @@ Two sweeps, each plotted log-log with its fitted exponent ``a`` in ``cost ~ n^a`
   parameter of ``R`` rows, next to ``torch.optim.Adam(fused=True)`` on a plain tensor of the
   same size (the Euclidean floor) and, where installed, ``geoopt.optim.RiemannianAdam``:
   all three should grow like ``R``. The ratio ours / fused Adam is reported at each ``R``.
+  A tensor copy of the parameter's size runs in the same round-robin; 5/3 copies (the five
+  tensor passes ours must make; a copy makes three, as its destination is read into the
+  cache before it is written) is plotted as ours' bandwidth floor.
+  ``--loss-from`` takes the loss sweep from an earlier result (optimizer sweep only).
 
 Timing: a warm-up call, then the median of the timed calls (wall clock, ``torch`` threads as
 set by ``--threads``); the optimizers are stepped round-robin so background load falls on
@@ -40,6 +44,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -49,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 # The benchmark scripts run as files (and are loaded by path in the tests): their folder is
@@ -62,6 +68,10 @@ DEFAULT_BATCHES = (1024, 2048, 4096, 8192, 16384)
 DEFAULT_TOKENS = (1, 4, 8, 16, 32)
 DEFAULT_ROWS = (4096, 16384, 65536, 262144)
 ROW_DIM = 64
+COPY = "tensor copy"
+FLOOR = "ours' bandwidth floor"
+#: tensor passes ours cannot avoid: read x, g, m; write x, m (and 2/d for the row moments)
+OURS_PASSES = 5 + 2 / ROW_DIM
 
 
 # --- loss sweep (runs in the child) -----------------------------------------------------------
@@ -209,6 +219,11 @@ def optimizer_sweep(
             q = geoopt.ManifoldParameter(x0.clone(), manifold=geoopt.Sphere())
             q.grad = grad
             opts["geoopt"] = geoopt.optim.RiemannianAdam([q], lr=1e-3)
+        # the bandwidth floor: a tensor copy makes three passes (read src, read dst into the
+        # cache before writing it, write dst); ours must make 5 (read x, g, m; write x, m,
+        # both read first), so its floor is 5/3 copies
+        src, dst = grad.clone(), torch.empty_like(grad)
+        opts[COPY] = types.SimpleNamespace(step=functools.partial(dst.copy_, src))
         for _ in range(warmup):  # state allocation, first-use costs
             for opt in opts.values():
                 opt.step()
@@ -224,6 +239,9 @@ def optimizer_sweep(
                 cpu[who].append(time.process_time() - c0)
         fused = statistics.median(times["torch fused Adam"])
         fused_cpu = statistics.median(cpu["torch fused Adam"])
+        copy_t, copy_c = times.pop(COPY), cpu.pop(COPY)
+        times[FLOOR] = [t * OURS_PASSES / 3 for t in copy_t]
+        cpu[FLOOR] = [c * OURS_PASSES / 3 for c in copy_c]
         for who, ts in times.items():
             out.append({"rows": rows, "optimizer": who, "time_s": statistics.median(ts),
                         "cpu_s": statistics.median(cpu[who]),
@@ -374,6 +392,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plots", type=Path, help="write the PNG plots into this folder")
+    parser.add_argument("--loss-from", type=Path,
+                        help="take the loss sweep from this earlier --json result instead of "
+                             "measuring it (re-measure the optimizer sweep only)")
     parser.add_argument("--loss-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loss_child:
@@ -392,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     start = time.perf_counter()
-    loss = run_loss_child(args)
+    loss = json.loads(args.loss_from.read_text())["loss"] if args.loss_from else run_loss_child(args)
     optim = optimizer_sweep(args.rows, args.steps, args.threads, args.device, args.warmup)
     result = {
         "meta": {

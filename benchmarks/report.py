@@ -130,17 +130,27 @@ def loss_ratios(losses: list[dict]) -> list[tuple[str, float | None, float | Non
     return rows
 
 
-def radam_ratios(radam: dict) -> list[tuple[str, float | None]]:
-    """``(comparison, ms/step ratio)``: ours against geoopt and against fused Adam."""
+def radam_ratios(radam: dict) -> list[tuple[str, float | None, float | None]]:
+    """``(comparison, wall ratio, CPU ratio)``: ours against geoopt, fused Adam and its
+    bandwidth floor, per layout and thread count."""
     rows = []
     recs = radam["results"]
-    for layout in dict.fromkeys(r["layout"] for r in recs):
-        ours = _find(recs, layout=layout, optimizer="ours")
+    for layout, threads in dict.fromkeys((r["layout"], r.get("threads")) for r in recs):
+        at = f", {threads} thread{'s' if threads != 1 else ''}" if threads is not None else ""
+        ours = _find(recs, layout=layout, optimizer="ours", **_threads(threads))
         for peer, label in (("geoopt", "geoopt RiemannianAdam"), ("fused", "torch fused Adam")):
-            other = _find(recs, layout=layout, optimizer=peer)
-            rows.append((f"RiemannianAdam step, {layout} / {label}",
-                         _div(ours, other, "ms_per_step")))
+            other = _find(recs, layout=layout, optimizer=peer, **_threads(threads))
+            rows.append((f"RiemannianAdam step, {layout}{at} / {label}",
+                         _div(ours, other, "ms_per_step"), _div(ours, other, "cpu_ms_per_step")))
+        if ours and ours.get("floor_ms"):
+            rows.append((f"RiemannianAdam step, {layout}{at} / its bandwidth floor",
+                         ours["ms_per_step"] / ours["floor_ms"], ours.get("cpu_ratio_to_floor")))
     return rows
+
+
+def _threads(threads: int | None) -> dict:
+    """``_find`` filter on the thread count (absent in results written before it was kept)."""
+    return {} if threads is None else {"threads": threads}
 
 
 def throughput_ratios(tp: dict) -> list[tuple[str, float | None, float | None]]:
@@ -211,21 +221,36 @@ def _section_radam(radam: dict | None) -> list[str]:
     if radam is None:
         return [*out, "Not run (no `radam.json`).", ""]
     meta = radam.get("meta", {})
+    load = meta.get("load_average_before_after") or [None, None]
     out += [
         "`benchmarks/bench_radam.py`: one step on the same parameter and gradient, the three",
-        "optimizers stepped round-robin, median ms/step after warm-up. Fused Adam is",
-        "Euclidean (no projection, no retraction): the floor a Riemannian step is measured",
-        f"against. geoopt {meta.get('geoopt', '?')}, torch threads: {meta.get('threads', '?')}.",
+        "optimizers and a tensor copy stepped round-robin, median ms/step after warm-up, at",
+        "each thread count in the same run. Fused Adam is Euclidean (no projection, no",
+        "retraction). The *floor* is the memory traffic a step cannot avoid, timed as",
+        "tensor copies of the parameter's size in the same round-robin (a copy makes three",
+        "passes: it reads the source, reads the destination into the cache before writing",
+        "it, and writes it): ours reads $x, g, m$ and writes $x, m$ (5 passes), fused Adam",
+        "reads $p, g, m, v$ and writes $p, m, v$ (7 passes); *GB/s* is the copy's rate.",
+        "CPU time (all threads of the process) leaves out waiting for a core: on a shared",
+        "machine it is the steadier ratio.",
+        f"geoopt {meta.get('geoopt', '?')}, row kernel of ours: {meta.get('kernel', '?')},",
+        f"load average {_fmt(load[0], 1)} -> {_fmt(load[1], 1)} on {meta.get('cpu_count', '?')} cores.",
         "",
-        "| layout | shape | optimizer | ms/step | / fused Adam | state (MiB) |",
-        "|---|---|---|---:|---:|---:|",
+        "| layout | shape | threads | optimizer | wall ms | CPU ms | / fused Adam (wall) "
+        "| / fused Adam (CPU) | / geoopt (CPU) | GB/s (copy, CPU) | floor CPU ms | / floor (CPU) "
+        "| state (MiB) |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in radam["results"]:
         shape = " x ".join(map(str, r["shape"]))
-        out.append(f"| {r['layout']} | {shape} | {r['optimizer']} | {r['ms_per_step']:.1f} | "
-                   f"{r['ratio_to_fused']:.2f} | {r['state_mib']:.1f} |")
-    out += ["", "| ratio | ms/step |", "|---|---:|"]
-    out += [f"| {d} | {_fmt(v)} |" for d, v in radam_ratios(radam)]
+        out.append(f"| {r['layout']} | {shape} | {r.get('threads', '?')} | {r['optimizer']} | "
+                   f"{r['ms_per_step']:.1f} | {_fmt(r.get('cpu_ms_per_step'), 1)} | "
+                   f"{r['ratio_to_fused']:.2f} | {_fmt(r.get('cpu_ratio_to_fused'))} | "
+                   f"{_fmt(r.get('cpu_ratio_to_geoopt'), 3)} | "
+                   f"{_fmt(r.get('cpu_bandwidth_gb_s'), 1)} | {_fmt(r.get('cpu_floor_ms'), 1)} | "
+                   f"{_fmt(r.get('cpu_ratio_to_floor'))} | {r['state_mib']:.1f} |")
+    out += ["", "| ratio | wall | CPU |", "|---|---:|---:|"]
+    out += [f"| {d} | {_fmt(w)} | {_fmt(c)} |" for d, w, c in radam_ratios(radam)]
     return [*out, ""]
 
 
@@ -475,7 +500,7 @@ def page(results: Path) -> str:
         out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | {_fmt(mm)} |"
                 for d, w, c, mm in loss_ratios(losses)]
     if radam:
-        out += [f"| {d} | {_fmt(v)} | | |" for d, v in radam_ratios(radam)]
+        out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in radam_ratios(radam)]
     if tp:
         out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | |" for d, w, c in throughput_ratios(tp)]
     if tok:

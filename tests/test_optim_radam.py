@@ -12,6 +12,8 @@ import geoopt
 import pytest
 import torch
 
+import manifold_align.optim.fused_cpu as fused_cpu
+import manifold_align.optim.radam as radam
 import manifold_align.optim.rowwise as rowwise
 from manifold_align import Euclidean, Oblique, Product, Sphere
 from manifold_align.optim import RiemannianAdam
@@ -64,14 +66,23 @@ def _assert_close(a_list, b_list, tol=1e-10):
 # --- the update rule is geoopt's -----------------------------------------------------------
 
 
+def _use_torch_kernel(monkeypatch):
+    """Run the row parameters through the cache-blocked torch kernel (numba's absence)."""
+    monkeypatch.setattr(fused_cpu, "available", lambda: False)
+    monkeypatch.setattr(radam, "_NOTICED", {"cpu"})  # its one-time notice counts as given
+
+
+@pytest.mark.parametrize("kernel", ["one-pass", "torch"])
 @pytest.mark.parametrize(
     "block,weight_decay,amsgrad",
     [(None, 0.0, False), (64, 0.1, False), (64, 0.0, True), (None, 0.05, True)],
     ids=["packed", "in-place-blocks-wd", "in-place-blocks-amsgrad", "packed-wd-amsgrad"],
 )
-def test_matches_geoopt_on_sphere_and_oblique(monkeypatch, block, weight_decay, amsgrad):
-    # block=64 numbers per thread: the (40, 6) parameter is walked in place, several
-    # blocks each; the default packs these small parameters into one concatenated block.
+def test_matches_geoopt_on_sphere_and_oblique(monkeypatch, block, weight_decay, amsgrad, kernel):
+    # torch kernel, block=64 numbers per thread: the (40, 6) parameter is walked in place,
+    # several blocks each; the default packs these small parameters into one block.
+    if kernel == "torch":
+        _use_torch_kernel(monkeypatch)
     if block is not None:
         monkeypatch.setattr(rowwise, "BLOCK_ELEMENTS", block)
     specs = [
@@ -397,11 +408,17 @@ def test_benchmark_quick_mode_reports_all_three(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "radam.json"
-    bench.main(["--quick", "--rows", "256", "--json", str(out)])
+    threads = torch.get_num_threads()
+    bench.main(["--quick", "--rows", "256", "--threads", "1", "2", "--json", str(out)])
+    assert torch.get_num_threads() == threads  # the benchmark gives the count back
     records = json.loads(out.read_text())["results"]
-    seen = {(r["layout"], r["optimizer"]) for r in records}
-    assert {o for _, o in seen} == {"ours", "geoopt", "fused"} and len(seen) == 6
+    seen = {(r["layout"], r["threads"], r["optimizer"]) for r in records}
+    assert {o for *_, o in seen} == {"ours", "geoopt", "fused"} and len(seen) == 12
     assert all(r["ms_per_step"] > 0 and math.isfinite(r["ratio_to_fused"]) for r in records)
+    # the bandwidth floor: ours moves 5 + 2/d tensor passes, fused Adam 7, geoopt is not bounded
+    passes = {r["optimizer"]: r["passes"] for r in records}
+    assert passes == {"ours": 5 + 2 / 64, "fused": 7.0, "geoopt": None}
+    assert all(r["floor_ms"] > 0 for r in records if r["passes"])
     ours = [r for r in records if r["optimizer"] == "ours"]
     assert all(r["max_row_norm_error"] < 1e-5 for r in ours)
 
@@ -447,6 +464,8 @@ def test_state_dict_of_geoopt_is_refused_by_shape():
 def test_bfloat16_in_place_blocks_equal_the_packed_path(monkeypatch):
     # Half-precision rows are updated in a float32 copy of each block and written back; the
     # in-place walk (tiny blocks) and the packed path must give the same bits.
+    _use_torch_kernel(monkeypatch)
+
     def run(block):
         if block is not None:
             monkeypatch.setattr(rowwise, "BLOCK_ELEMENTS", block)
@@ -466,8 +485,12 @@ def test_bfloat16_in_place_blocks_equal_the_packed_path(monkeypatch):
     assert (x_packed.float().norm(dim=-1) - 1).abs().max() < 1e-2
 
 
-def test_cpu_threads_do_not_change_the_result():
+@pytest.mark.parametrize("kernel", ["one-pass", "torch"])
+def test_cpu_threads_do_not_change_the_result(monkeypatch, kernel):
     # Large enough (256 Ki numbers) that every operation really is split over threads.
+    if kernel == "torch":
+        _use_torch_kernel(monkeypatch)
+
     def run(threads):
         gen = torch.Generator().manual_seed(9)
         p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64, generator=gen)), manifold=Sphere(64))
@@ -482,3 +505,28 @@ def test_cpu_threads_do_not_change_the_result():
     assert torch.get_num_threads() == before  # restored after each step
     with pytest.raises(ValueError, match="cpu_threads"):
         RiemannianAdam([torch.nn.Parameter(torch.zeros(2))], cpu_threads=0)
+
+
+@pytest.mark.parametrize("cpu_threads", [None, 1, 2])
+def test_step_leaves_the_process_thread_count_alone(monkeypatch, cpu_threads):
+    # An optimizer must not change process-wide state: the step neither reads the machine's
+    # load nor calls torch.set_num_threads, even mid-step, however busy the machine looks;
+    # an explicit cpu_threads is handed to the one-pass kernel's own threads.
+    monkeypatch.setattr("os.getloadavg", lambda: (1e3, 1e3, 1e3))
+    real = torch.set_num_threads
+    outside = torch.get_num_threads()
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    real(2)  # more than one thread, whatever OMP_NUM_THREADS the suite runs under
+    try:
+        gen = torch.Generator().manual_seed(3)
+        p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64, generator=gen)), manifold=Sphere(64))
+        opt = RiemannianAdam([p], lr=0.01, cpu_threads=cpu_threads)
+        for _ in range(2):
+            p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        after = torch.get_num_threads()
+    finally:
+        real(outside)
+    assert calls == []
+    assert after == 2

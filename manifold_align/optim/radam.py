@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
+import warnings
 from collections.abc import Iterable, Iterator
 from numbers import Real
 from typing import Any
@@ -31,6 +31,7 @@ import torch
 from torch.optim.adam import adam as torch_adam
 
 from manifold_align.manifolds import Euclidean, Oblique, Sphere
+from manifold_align.optim import fused_cpu
 from manifold_align.optim.rowwise import HALF_DTYPES, RowAdamHyper, row_adam_
 
 __all__ = ["RiemannianAdam"]
@@ -73,9 +74,13 @@ class RiemannianAdam(torch.optim.Optimizer):
     ``load_state_dict(assign=True)`` or swap-on-conversion, does not turn it Euclidean);
     else Euclidean (plain Adam).
 
-    Execution: ``Sphere``/``Oblique``/``geoopt.Sphere()`` parameters go through one fused,
-    cache-blocked row kernel (:mod:`manifold_align.optim.rowwise`), batched over parameters
-    and tokens; Euclidean ones through torch's own Adam (fused kernel by default, or
+    Execution: ``Sphere``/``Oblique``/``geoopt.Sphere()`` parameters go through a one-pass
+    row kernel that reads and writes each row once: numba on CPU
+    ([row_adam_fused_][manifold_align.optim.fused_cpu.row_adam_fused_]), Triton on CUDA.
+    Where numba (CPU) or Triton (CUDA) cannot be imported, one ``RuntimeWarning`` says so
+    and the cache-blocked torch kernel
+    ([row_adam_][manifold_align.optim.rowwise.row_adam_]) runs instead, with the same
+    results to rounding. Euclidean ones through torch's own Adam (fused kernel by default, or
     ``foreach``/single-tensor as requested); any other geoopt manifold through its own
     ``egrad2rgrad``/``component_inner``/``retr_transp``, one parameter at a time.
 
@@ -104,10 +109,11 @@ class RiemannianAdam(torch.optim.Optimizer):
             ``None``): fused where torch has it (floating point on cpu/cuda/mps/xpu).
         capturable: not supported (``True`` raises).
         differentiable: not supported (``True`` raises).
-        cpu_threads: intra-op threads of the CPU row kernel (set for its duration, then
-            restored). ``None``: torch's current setting, or 1 while the machine is
-            oversubscribed (load average above the core count), where parallel regions
-            wait on the scheduler. Results are the same for any value.
+        cpu_threads: threads of the CPU row kernel. ``None`` (default): as many as torch's
+            current intra-op setting, which is read, never changed. The one-pass kernel
+            runs them in a pool of its own, so nothing process-wide changes; the torch
+            fallback kernel sets torch's count for its duration and restores it (only when
+            ``cpu_threads`` is given). Results are the same for any value.
 
     Raises:
         ValueError: a hyperparameter or ``cpu_threads`` out of range;
@@ -270,16 +276,15 @@ class RiemannianAdam(torch.optim.Optimizer):
         if euclid:
             self._euclidean_step(group, euclid)
         for (_, _, _, t), ps in rows.items():
-            h = self._hyper(group, t)
-            threads = _kernel_threads(group["cpu_threads"]) if ps[0].device.type == "cpu" else None
-            with torch.autocast(ps[0].device.type, enabled=False), _intra_op_threads(threads):
-                row_adam_(
+            with torch.autocast(ps[0].device.type, enabled=False):
+                _row_step(
                     ps,
                     [p.grad for p in ps],  # type: ignore[misc]
                     [self.state[p]["exp_avg"] for p in ps],
                     [self.state[p]["exp_avg_sq"] for p in ps],
                     [self.state[p]["max_exp_avg_sq"] for p in ps] if amsgrad else None,
-                    h,
+                    self._hyper(group, t),
+                    group["cpu_threads"],
                 )
         for p, manifold in generic:
             self._generic_step(group, p, manifold)
@@ -495,30 +500,67 @@ class RiemannianAdam(torch.optim.Optimizer):
                         )
 
 
-def _kernel_threads(requested: int | None) -> int:
-    """Intra-op threads for the CPU row kernel: ``requested``, else torch's setting unless busy.
+def _row_step(
+    ps: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    max_exp_avg_sqs: list[torch.Tensor] | None,
+    h: RowAdamHyper,
+    cpu_threads: int | None,
+) -> None:
+    """One step of row-normalized parameters of one device: the one-pass kernel where there
+    is one (numba on CPU, Triton on CUDA), else the cache-blocked torch kernel."""
+    device = ps[0].device.type
+    if device == "cpu" and fused_cpu.available():
+        threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
+        fused_cpu.row_adam_fused_(
+            ps, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h, threads=threads
+        )
+        return
+    if device == "cuda":
+        triton_kernel = _triton_kernel()
+        if triton_kernel is not None:
+            triton_kernel(ps, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h)
+            return
+    if device == "cpu":
+        _notice_once("cpu", f"numba is not available ({fused_cpu.unavailable_reason()})")
+    with _intra_op_threads(cpu_threads if device == "cpu" else None):
+        row_adam_(ps, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, h)
 
-    The kernel is about eleven torch operations per cache block, each an OpenMP parallel
-    region that waits for all its threads. When the machine has more runnable tasks than
-    cores (1-minute load average above the core count), each wait can last a scheduler time
-    slice, and one thread is then measured 10-50x faster than two. Results do not depend on
-    the thread count (every row is reduced by one thread).
-    """
-    if requested is not None:
-        return requested
-    threads = torch.get_num_threads()
-    if threads > 1:
-        try:
-            if os.getloadavg()[0] > (os.cpu_count() or 1):
-                return 1
-        except OSError:  # no load average on this platform
-            pass
-    return threads
+
+_NOTICED: set[str] = set()
+
+
+def _notice_once(device: str, why: str) -> None:
+    """One warning per process and device that the one-pass kernel is not used, and why."""
+    if device not in _NOTICED:
+        _NOTICED.add(device)
+        warnings.warn(
+            f"RiemannianAdam: {why}; {device} manifold parameters use the slower cache-blocked "
+            f"torch kernel (same results)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _triton_kernel() -> Any:
+    """[row_adam_triton_][manifold_align.optim.fused_triton.row_adam_triton_], or ``None``
+    (with the one-time notice) where Triton cannot be imported."""
+    try:
+        from manifold_align.optim.fused_triton import row_adam_triton_
+    except Exception as exc:  # ImportError, or a Triton that fails to initialise
+        _notice_once("cuda", f"Triton is not available ({type(exc).__name__}: {exc})")
+        return None
+    return row_adam_triton_
 
 
 @contextlib.contextmanager
 def _intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after."""
+    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after.
+
+    ``None`` leaves torch's setting alone (nothing is read or written).
+    """
     before = torch.get_num_threads()
     if n is None or n == before:
         yield

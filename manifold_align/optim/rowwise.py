@@ -82,6 +82,21 @@ class RowAdamHyper:
     bias_correction1: float
     bias_correction2: float
 
+    def kernel_scalars(self) -> tuple[float, ...]:
+        """The scalars of the one-pass kernels, in their order: $\\sigma$, $\\lambda$,
+        $1 - \\beta_1$, $\\beta_2$, $1 - \\beta_2$, $1 - \\beta_2^t$, $\\epsilon$,
+        $\\eta / (1 - \\beta_1^t)$."""
+        return (
+            -1.0 if self.maximize else 1.0,
+            self.weight_decay,
+            1.0 - self.beta1,
+            self.beta2,
+            1.0 - self.beta2,
+            self.bias_correction2,
+            self.eps,
+            self.lr / self.bias_correction1,
+        )
+
 
 def _row_dot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     r"""``(n, d), (n, d) -> (n, 1)``: $\langle a_i, b_i\rangle$ per row, products in ``scratch``.

@@ -1,0 +1,145 @@
+"""The one-pass CPU kernel (numba) against the cache-blocked torch kernel, and its fallback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+
+import geoopt
+import pytest
+import torch
+
+import manifold_align.optim.fused_cpu as fused_cpu
+import manifold_align.optim.radam as radam
+from manifold_align import Oblique, Sphere
+from manifold_align.optim import RiemannianAdam
+
+pytestmark = pytest.mark.skipif(
+    not fused_cpu.available(), reason=f"numba missing: {fused_cpu.unavailable_reason()}"
+)
+
+# Every row-normalized manifold, with a shape that fills several rows of each; one
+# optimizer steps all three (one kernel call each).
+MANIFOLDS = [
+    (Sphere(8), (6, 8)),
+    (Oblique(3, 5), (4, 3, 5)),
+    (geoopt.Sphere(), (5, 7)),
+]
+FLAGS = [
+    {},
+    {"amsgrad": True, "weight_decay": 0.05},
+    {"maximize": True, "weight_decay": 0.1},
+]
+
+
+def _run(manifolds, dtype, steps, flags, *, kernel, monkeypatch):
+    """``steps`` of RiemannianAdam on a smooth loss; the final points and first moments."""
+    with monkeypatch.context() as mp:
+        if kernel == "torch":
+            mp.setattr(fused_cpu, "available", lambda: False)
+            mp.setattr(radam, "_NOTICED", {"cpu"})
+        gen = torch.Generator().manual_seed(1)
+        ps, targets = [], []
+        for manifold, shape in manifolds:
+            x = manifold.projx(torch.randn(shape, generator=gen, dtype=torch.float64)).to(dtype)
+            ps.append(geoopt.ManifoldParameter(x, manifold=manifold))
+            targets.append(torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype))
+        opt = RiemannianAdam(ps, lr=0.02, **flags)
+        sign = -1.0 if flags.get("maximize") else 1.0
+        noise = torch.Generator().manual_seed(2)
+        for _ in range(steps):
+            with torch.no_grad():
+                for p, target in zip(ps, targets):
+                    # gradient of sum((p - target)^2) + sum(p^3), plus the same noise in
+                    # both runs (the iterates keep moving), negated under maximize
+                    kick = torch.randn(p.shape, generator=noise, dtype=torch.float64).to(dtype)
+                    p.grad = sign * (2 * (p - target) + 3 * p**2 + kick)
+            opt.step()
+        return [p.detach().clone() for p in ps], [opt.state[p]["exp_avg"].clone() for p in ps]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)], ids=["f32", "f64"])
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(f) or "plain")
+def test_one_pass_kernel_equals_the_torch_kernel_over_1000_steps(monkeypatch, flags, dtype, tol):
+    xs_new, ms_new = _run(MANIFOLDS, dtype, 1000, flags, kernel="one-pass", monkeypatch=monkeypatch)
+    xs_old, ms_old = _run(MANIFOLDS, dtype, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
+    for (manifold, _), x_new, x_old, m_new, m_old in zip(MANIFOLDS, xs_new, xs_old, ms_new, ms_old):
+        assert (x_new - x_old).abs().max().item() < tol, manifold
+        assert (m_new - m_old).abs().max().item() < tol, manifold
+        # the iterates stayed on the manifold and the moments are not resting at zero
+        assert (x_new.norm(dim=-1) - 1).abs().max().item() < 10 * tol, manifold
+        assert m_new.abs().max().item() > 1e-3, manifold
+
+
+def test_one_pass_kernel_on_bfloat16_keeps_float32_state(monkeypatch):
+    spec = [(Oblique(3, 8), (20, 3, 8))]
+    (x_new,), (m_new,) = _run(spec, torch.bfloat16, 20, {"amsgrad": True}, kernel="one-pass",
+                              monkeypatch=monkeypatch)
+    (x_old,), _ = _run(spec, torch.bfloat16, 20, {"amsgrad": True}, kernel="torch",
+                              monkeypatch=monkeypatch)
+    assert x_new.dtype == torch.bfloat16 and m_new.dtype == torch.float32
+    # both round the same float32 rows to bfloat16: at most one bfloat16 step apart
+    assert (x_new.float() - x_old.float()).abs().max().item() <= 2**-7
+    assert (x_new.float().norm(dim=-1) - 1).abs().max().item() < 1e-2
+
+
+def test_without_numba_the_torch_kernel_runs_after_one_notice(monkeypatch):
+    monkeypatch.setattr(fused_cpu, "available", lambda: False)
+    monkeypatch.setattr(fused_cpu, "unavailable_reason", lambda: "ModuleNotFoundError: numba")
+    monkeypatch.setattr(radam, "_NOTICED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two optimizers, two steps each: one notice in all
+            p = geoopt.ManifoldParameter(Sphere(4).projx(torch.randn(3, 4)), manifold=Sphere(4))
+            opt = RiemannianAdam([p], lr=0.1)
+            for _ in range(2):
+                p.grad = torch.randn(3, 4)
+                opt.step()
+            assert (p.detach().norm(dim=-1) - 1).abs().max() < 1e-6
+    notices = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(notices) == 1
+    message = str(notices[0].message)
+    assert "\n" not in message and "numba" in message and "torch kernel" in message
+
+
+def test_one_pass_kernel_rejects_unsupported_state():
+    x = torch.zeros(2, 3)
+    h = radam.RowAdamHyper(0.1, 0.9, 0.999, 1e-8, 0.0, False, False, 0.1, 0.001)
+    with pytest.raises(TypeError, match="exp_avgs"):
+        fused_cpu.row_adam_fused_([x.half()], [x.half()], [x.half()], [x[:, :1].half()], None, h, threads=1)
+    with pytest.raises(ValueError, match="threads"):
+        fused_cpu.row_adam_fused_([x], [x], [x], [x[:, :1]], None, h, threads=0)
+
+
+def test_a_forked_child_steps_with_threads_of_its_own():
+    # The kernel's thread pool is created in the parent; a fork (DataLoader workers, forked
+    # ranks) inherits the pool object but none of its threads.
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+
+    def step(p, opt):
+        p.grad = torch.ones_like(p)
+        opt.step()
+
+    p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64)), manifold=Sphere(64))
+    opt = RiemannianAdam([p], lr=0.01, cpu_threads=2)  # 256 Ki numbers: two ranges, the pool
+    step(p, opt)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its step finishes
+        try:
+            step(p, opt)
+            os._exit(0 if (p.detach().norm(dim=-1) - 1).abs().max() < 1e-5 else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's step did not finish (its work went to the parent's pool)")
