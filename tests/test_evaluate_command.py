@@ -185,7 +185,7 @@ def test_encode_batches_checks_the_output(run_dir):
     with pytest.raises(ValueError, match="batch 1 gave NaN"):
         encode_batches(
             lambda x: x,
-            [torch.ones(1, 4, 8), torch.full((1, 4, 8), float("nan"))],
+            [torch.full((1, 4, 8), 8**-0.5), torch.full((1, 4, 8), float("nan"))],
             model.manifold,
         )
     with pytest.raises(ValueError, match="no batches"):

@@ -49,6 +49,20 @@ class UnitRows(ContrastiveManifold):
         shape = self._full_shape(size)
         return nx.basis_e1(torch.empty(shape, dtype=dtype, device=device)).clone()
 
+    deviation_formula = "max |norm(x_i) - 1|"
+
+    def deviation(self, x: torch.Tensor) -> torch.Tensor:
+        r"""$\max_i |\|x_i\| - 1|$ over every row of ``x``, a 0-dim float32 (float64) tensor.
+
+        Raises:
+            ValueError: ``x`` does not end in ``point_shape``.
+        """
+        self._check_trailing(x, "x")
+        w = x.detach().to(nx.working_dtype(x.dtype))
+        if w.numel() == 0:
+            return w.new_zeros(())
+        return (torch.linalg.vector_norm(w, dim=-1) - 1).abs().amax()
+
     # --- geoopt's checks ----------------------------------------------------------------------
 
     def _check_point_on_manifold(
