@@ -54,6 +54,9 @@ def test_check_membership_names_the_input_the_deviation_and_the_tolerance(m):
     assert msg.startswith(f"text: not on {m!r}: ")
     assert "= 1 exceeds the tolerance 0.01" in msg and "projx" in msg
     m.check_membership(1.005 * x, "x")  # rounding-sized errors pass
+    nan = x.clone()
+    nan[0].view(-1)[0] = float("nan")
+    m.check_membership(nan, "x")  # non-finite: check_finite's and the guard's to name
     with pytest.raises(ValueError, match=r"exceeds the tolerance 0\.001"):
         m.check_membership(1.005 * x, "x", atol=1e-3)
 

@@ -105,8 +105,8 @@ class InfoNCE(nn.Module):
             synchronisations on every call; the trainer turns it on in its debug mode.
         check_points: reject features off the manifold with a ``ValueError`` naming
             ``image`` or ``text``, the deviation (`ContrastiveManifold.deviation`, e.g.
-            $\max_i |\|x_i\| - 1|$) and the tolerance (`MEMBERSHIP_ATOL`); NaN features fail
-            it too. On by default: O(B D) work next to the loss's O(B^2 D) and one device
+            $\max_i |\|x_i\| - 1|$) and the tolerance (`MEMBERSHIP_ATOL`); NaN features are
+            ``check_finite``'s. On by default: O(B D) work next to the loss's O(B^2 D) and one device
             synchronisation (measured in docs/losses.md); ``False`` skips it.
 
     Raises:

@@ -86,8 +86,8 @@ class SigmoidLoss(nn.Module):
             ``temperature`` or ``logit_bias`` (costs device synchronisations on every call).
         check_points: reject features off the manifold with a ``ValueError`` naming
             ``image`` or ``text``, the deviation (`ContrastiveManifold.deviation`, e.g.
-            $\max_i |\|x_i\| - 1|$) and the tolerance (`MEMBERSHIP_ATOL`); NaN features fail
-            it too. On by default: O(B D) work next to the loss's O(B^2 D) and one device
+            $\max_i |\|x_i\| - 1|$) and the tolerance (`MEMBERSHIP_ATOL`); NaN features are
+            ``check_finite``'s. On by default: O(B D) work next to the loss's O(B^2 D) and one device
             synchronisation (measured in docs/losses.md); ``False`` skips it.
 
     Raises:

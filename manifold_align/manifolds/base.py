@@ -20,6 +20,7 @@ one matrix multiply, the extrinsic and Karcher means built from the manifold's o
 from __future__ import annotations
 
 import abc
+import math
 import operator
 import warnings
 
@@ -144,13 +145,16 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
         unnormalised features fail). Reading the deviation back costs one device
         synchronisation.
 
+        Non-finite points (a NaN or Inf deviation) pass: naming them is the job of the
+        losses' ``check_finite`` and of the trainer's guard, which reports the step.
+
         Raises:
-            ValueError: the `deviation` exceeds ``atol`` or is NaN, naming ``name``, the
+            ValueError: the `deviation` is finite and exceeds ``atol``, naming ``name``, the
                 deviation and the tolerance.
         """
         tol = MEMBERSHIP_ATOL if atol is None else float(atol)
         dev = float(self.deviation(x))
-        if not dev <= tol:  # NaN fails too
+        if math.isfinite(dev) and dev > tol:  # NaN/Inf: check_finite's and the guard's to name
             raise ValueError(
                 f"{name}: not on {self!r}: {self.deviation_formula} = {dev:.3g} exceeds the "
                 f"tolerance {tol:g}; map features onto the manifold with "
