@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", metavar="latest|PATH",
         help="continue from this run's latest checkpoint, or from a checkpoint/run folder",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress (a bar on a terminal, else a line every "
+                        "train.progress_interval_s seconds)")
     parser.add_argument(
         "--overwrite", action="store_true",
         help="write into a non-empty --out that is not this run (its other files are kept; "
