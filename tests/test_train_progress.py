@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from micro_model import MICRO_MODEL
 
 from manifold_align.config import ConfigError, load_config
 from manifold_align.train.config import RunConfig
@@ -115,10 +116,7 @@ def test_fit_prints_plain_lines_when_stderr_is_not_a_terminal(tmp_path):
     from manifold_align.train.trainer import fit
 
     config = load_config(RunConfig, None, [
-        "model.overrides={vision_width: 32, vision_layers: 1, vision_heads: 2, patch_size: 8,"
-        " image_size: 16, text_width: 32, text_layers: 1, text_heads: 2, token_dim: 16,"
-        " context_length: 16}",
-        "data.synthetic.size=64", "data.batch_size=8", "train.steps=4", "train.ckpt_every=0",
+        MICRO_MODEL, "data.synthetic.size=64", "data.batch_size=8", "train.steps=4", "train.ckpt_every=0",
         "train.progress_interval_s=25", "eval.zeroshot_samples=0", "eval.retrieval_samples=0",
     ])
     torch.manual_seed(0)
