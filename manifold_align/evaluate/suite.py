@@ -14,8 +14,8 @@ with training):
 :func:`evaluate_model` encodes them with a model and returns every metric (nested, for
 ``eval.json``); :func:`summary_metrics` picks the headline numbers as a flat
 ``{name: float}``, named as the trainer's periodic evaluation names them in
-``metrics.jsonl`` (:class:`manifold_align.train.evaluation.SyntheticEvaluator` wraps the two
-as the trainer's ``evaluate(model, step)``, so periodic and final evaluation agree).
+``metrics.jsonl`` (`SyntheticEvaluator` wraps the two as the trainer's
+``evaluate(model, step)``, so periodic and final evaluation agree).
 :func:`table_retrieval` runs retrieval and the geometry diagnostics on a
 user's own CSV/TSV table of image paths and captions (several captions per image allowed).
 """
@@ -58,6 +58,7 @@ from manifold_align.evaluate.zeroshot import build_classifier_from_prompts, clas
 
 __all__ = [
     "HeldOut",
+    "SyntheticEvaluator",
     "evaluate_model",
     "summary_metrics",
     "synthetic_heldout",
@@ -284,6 +285,70 @@ def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
         flat["geometry/alignment"] = float(geometry["alignment"])
         flat["geometry/uniformity_image"] = float(geometry["uniformity_image"])
     return {k: v for k, v in flat.items() if math.isfinite(v)}
+
+
+class SyntheticEvaluator:
+    """``evaluator(model, step) -> {metric: value}`` on held-out synthetic images.
+
+    The trainer's periodic evaluation: `synthetic_heldout` rendered once, when the evaluator
+    is built, then `evaluate_model` and `summary_metrics` at each call (zero-shot per
+    attribute with top-1/top-5 and chance, retrieval recall@1/5/10 both ways, geometry), so
+    each evaluation costs only the forward passes.
+
+    Metric names: ``zeroshot/<attribute>/top1``, ``.../top5`` (or ``top{C}`` when the task has
+    fewer than 5 classes), ``zeroshot/<attribute>/chance_top1``, ``zeroshot/mean_top1``,
+    ``retrieval/image_to_text@k``, ``retrieval/text_to_image@k``, ``geometry/gap``,
+    ``geometry/gap_logits``, ``geometry/alignment``, ``geometry/uniformity_image``.
+
+    Args:
+        tokenize: ``list of B strings -> (B, L)`` token ids (the run's tokenizer).
+        image_size: side of the rendered images (the model's ``image_size``).
+        seed: the synthetic data seed (the held-out splits never share an item with ``train``).
+        zeroshot_samples: images for zero-shot classification (``0`` skips it).
+        retrieval_samples: image-caption pairs for retrieval (``0`` skips it).
+        batch_size: images or captions per forward pass.
+        appearance: the training data's appearance settings.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast for the encoders).
+
+    Raises:
+        ValueError: if both sample counts are ``0``, ``batch_size < 1``, or the retrieval
+            split has too few distinct captions.
+    """
+
+    def __init__(
+        self,
+        tokenize: Callable[[list[str]], torch.Tensor],
+        image_size: int,
+        seed: int = 0,
+        zeroshot_samples: int = 1000,
+        retrieval_samples: int = 1000,
+        batch_size: int = 256,
+        appearance: SyntheticConfig | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        if zeroshot_samples <= 0 and retrieval_samples <= 0:
+            raise ValueError("zeroshot_samples, retrieval_samples: at least one must be > 0")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.tokenize = tokenize
+        self.batch_size = batch_size
+        self.precision = precision
+        self.heldout = synthetic_heldout(
+            zeroshot_samples=zeroshot_samples, retrieval_samples=retrieval_samples, seed=seed,
+            image_size=image_size, config=appearance,
+        )
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, step: int = 0) -> dict[str, float]:
+        """Evaluate ``model`` (a two-tower model) now; ``step`` is for the caller's logs."""
+        results = evaluate_model(model, self.tokenize, self.heldout, batch_size=self.batch_size,
+                                 precision=self.precision)
+        out = summary_metrics(results)
+        for attribute, res in results.get("zeroshot", {}).items():
+            for key, value in res.items():
+                if key.startswith(("top", "chance_top")):
+                    out[f"zeroshot/{attribute}/{key}"] = float(value)
+        return out
 
 
 def table_retrieval(
