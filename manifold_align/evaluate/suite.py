@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from manifold_align.data.skipped import (
+    BAD_CAPTION,
+    BAD_ROW,
     EMPTY_CAPTION,
     MISSING_CAPTION,
     SampleError,
@@ -170,6 +172,10 @@ def synthetic_heldout(
         captions,
         scanned,
     )
+
+
+#: Reasons that spoil one row's caption, not its image (the image's other rows still count).
+CAPTION_REASONS = (BAD_ROW, MISSING_CAPTION, EMPTY_CAPTION, BAD_CAPTION)
 
 
 def _scale(model: nn.Module) -> float | None:
@@ -368,8 +374,9 @@ def table_retrieval(
 
     Images are read, transformed and encoded ``batch_size`` at a time (only points are
     kept). Unusable rows are skipped and counted, never raised and never dropped silently:
-    a row with a missing or empty caption; every row of an image that is missing or cannot
-    be decoded (counted per row, under the image's reason).
+    a row whose caption is unusable (`CaptionTable.caption`: missing, empty, not UTF-8, an
+    unparsable row); every row of an image that is missing or cannot be decoded (counted
+    per row, under the image's reason).
 
     Args:
         model: a two-tower model.
@@ -405,22 +412,16 @@ def table_retrieval(
             image, texts, failure = None, [], None
             for row in rows:
                 if failure is not None:  # the image is unreadable: so is every row of it
-                    skipped.record(failure.reason, f"{table.path.name}#row{row}", failure.detail)
+                    skipped.record(failure.reason, table.key(row), failure.detail)
                     continue
-                if image is None:
-                    try:
+                try:  # the image is read once, with its first usable row
+                    text = table.caption(row) if image is not None else None
+                    if image is None:
                         image, text = table.load(row)
-                    except SampleError as exn:
-                        skipped.record(exn.reason, exn.key, exn.detail)
-                        if exn.reason not in (MISSING_CAPTION, EMPTY_CAPTION):
-                            failure = exn
-                        continue
-                    texts.append(text)
-                    continue
-                text = (table.captions[row] or "").strip()
-                if not text:
-                    reason = MISSING_CAPTION if table.captions[row] is None else EMPTY_CAPTION
-                    skipped.record(reason, f"{table.path.name}#row{row}")
+                except SampleError as exn:
+                    skipped.record(exn.reason, exn.key, exn.detail)
+                    if exn.reason not in CAPTION_REASONS:
+                        failure = exn
                     continue
                 texts.append(text)
             if image is None:
