@@ -43,6 +43,7 @@ from manifold_align.data.synthetic import (
     ZERO_SHOT_TASKS,
     SyntheticCaptions,
     SyntheticConfig,
+    SyntheticZeroShot,
     ZeroShotTask,
 )
 from manifold_align.data.tabular import CaptionTable
@@ -133,15 +134,10 @@ def synthetic_heldout(
     empty = torch.empty(0, 3, image_size, image_size)
 
     zs_images, labels = empty, {a: torch.empty(0, dtype=torch.long) for a in attributes}
-    if zeroshot_samples:
-        ds = SyntheticCaptions("zeroshot", zeroshot_samples, seed, image_size, 0.0, config)
-        images, rows = [], []
-        for i in range(zeroshot_samples):
-            scene = ds.scene(i)
-            images.append(transform(ds.render(scene)))
-            rows.append(scene.labels())
-        zs_images = torch.stack(images)
-        labels = {a: torch.tensor([r[a] for r in rows], dtype=torch.long) for a in attributes}
+    if zeroshot_samples:  # the split SyntheticZeroShot reads, labelled by every attribute
+        split = SyntheticZeroShot(ATTRIBUTES[0], zeroshot_samples, seed, image_size, config)
+        zs_images = torch.stack([transform(split[i][0]) for i in range(zeroshot_samples)])
+        labels = split.labels(attributes)
 
     rt_images, captions, scanned = empty, [], 0
     if retrieval_samples:
