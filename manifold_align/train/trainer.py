@@ -21,7 +21,7 @@ every rank keeps its first ``min_r b_r`` pairs (at least 2, else the batch is dr
 logged loss is the mean of the ranks' shares
 (the global loss); rank 0 alone writes metrics and checkpoints (all ranks wait at a barrier
 around each); every rank runs ``evaluate`` on a
-:class:`~manifold_align.evaluate.ranks.RankSplitEncoder`, which spreads the encoding over
+[RankSplitEncoder][manifold_align.evaluate.ranks.RankSplitEncoder], which spreads the encoding over
 the ranks, and rank 0 logs the result.
 
 The data position (global micro-batches consumed) and the skipped-sample count are part of every
@@ -129,7 +129,7 @@ def fit(
         evaluate: ``evaluate(model, step) -> {name: value}``, called in eval mode without
             gradients every ``eval_every`` steps (``0``: never) and after the last step; on
             several ranks every rank calls it (with the same arguments) on a
-            :class:`~manifold_align.evaluate.ranks.RankSplitEncoder`.
+            [RankSplitEncoder][manifold_align.evaluate.ranks.RankSplitEncoder].
         resume: a checkpoint directory to continue from (see
             :func:`~manifold_align.train.checkpoint.find_checkpoint`).
         checkpoint_files: files copied into every checkpoint (``{name: path}``).
