@@ -69,6 +69,16 @@ def test_a_resumed_run_counts_from_its_step_and_close_adds_nothing_when_idle():
     assert out.getvalue().count("\n") == 1
 
 
+def test_a_run_stopped_by_an_error_ends_with_the_error_not_a_progress_line():
+    clock, out = FakeClock(), io.StringIO()
+    p = Progress(10, interval_s=30, stream=out, clock=clock)
+    clock.now += 5
+    p.update(3)
+    p.close(last_line=False)
+    p.close()
+    assert out.getvalue() == ""
+
+
 def test_a_terminal_gets_the_tqdm_bar_and_no_plain_lines():
     clock, out = FakeClock(), Terminal()
     p = Progress(10, interval_s=1, stream=out, clock=clock)

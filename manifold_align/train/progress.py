@@ -118,11 +118,15 @@ class Progress:
         )
         self._mark = (now, self.step)
 
-    def close(self) -> None:
-        """Close the bar, or print a last plain line if steps were done since the previous one."""
+    def close(self, last_line: bool = True) -> None:
+        """Close the bar, or print a last plain line if steps were done since the previous one.
+
+        ``last_line=False`` (a run stopped by an error) prints nothing more, so the error is
+        the last word; closing twice does nothing.
+        """
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._plain and self.step > self._mark[1]:
+        elif self._plain and last_line and self.step > self._mark[1]:
             self._line()
         self._plain = False

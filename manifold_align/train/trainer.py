@@ -319,8 +319,9 @@ def fit(
                 run_eval()
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps:
                 checkpoint()
-    finally:
         bar.close()
+    finally:
+        bar.close(last_line=False)  # after an error: the error is the last line
         if metrics is not None:
             metrics.close()
     last["step"] = step
