@@ -1,7 +1,7 @@
 """The main demo: CLIP's sphere against the oblique multi-token model, on bundled data.
 
 Trains the ``tiny`` configuration twice on the procedurally generated captioned shapes with
-caption noise (``configs/train/tiny-sphere.yaml`` and ``configs/train/tiny-oblique.yaml``),
+caption noise (the shipped configs ``tiny-sphere`` and ``tiny-oblique``),
 evaluates both on held-out images (zero-shot classification of shape, colour, size and
 position; image-text retrieval) and writes a report into the run folder:
 
@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 
 from manifold_align.config import ConfigError, load_config
+from manifold_align.configs import resolve_config
 from manifold_align.data.synthetic import ZERO_SHOT_TASKS
 from manifold_align.train import RunConfig, load_trained, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
-    "sphere": ("CLIP: Sphere, k = 1, learnable temperature", ROOT / "configs/train/tiny-sphere.yaml"),
-    "oblique": ("Oblique, k tokens, multi-token", ROOT / "configs/train/tiny-oblique.yaml"),
+    "sphere": ("CLIP: Sphere, k = 1, learnable temperature", "tiny-sphere"),
+    "oblique": ("Oblique, k tokens, multi-token", "tiny-oblique"),
 }
 FAST = [
     "train.steps=12",
@@ -60,9 +61,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _launch(name: str, path: Path, overrides: list[str], out: Path, threads: int):
+def _launch(name: str, config: str, overrides: list[str], out: Path, threads: int):
     """Start ``manifold-align train`` for one model; its log goes to ``<out>/<name>.log``."""
-    cmd = [sys.executable, "-m", "manifold_align.cli", "train", "--config", str(path),
+    cmd = [sys.executable, "-m", "manifold_align.cli", "train", "--config", config,
            "--out", str(out / name), "--no-progress"]
     for item in overrides:
         cmd += ["--set", item]
@@ -80,7 +81,7 @@ def _train_all(overrides: list[str], out: Path, sequential: bool) -> dict[str, d
     for batch in batches:
         procs = {}
         for name in batch:
-            print(f"== {name}: {MODELS[name][0]} ({MODELS[name][1].relative_to(ROOT)}), "
+            print(f"== {name}: {MODELS[name][0]} (--config {MODELS[name][1]}), "
                   f"{threads} thread(s)", flush=True)
             procs[name] = (*_launch(name, MODELS[name][1], overrides, out, threads),
                            time.perf_counter())
@@ -215,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {args.out} is not empty; choose another --out", file=sys.stderr)
         return 2
     overrides = [*(FAST if args.fast else []), *args.overrides]
-    for path in (p for _, p in MODELS.values()):
+    for config in (c for _, c in MODELS.values()):
         try:
-            load_config(RunConfig, path, overrides)  # a bad override fails here, naming the key
+            load_config(RunConfig, resolve_config(config, "train"), overrides)  # a bad override fails here, naming the key
         except ConfigError as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 2
@@ -240,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         "image-caption pairs (clean captions).",
         "",
     ]
-    for name, (description, path) in MODELS.items():
+    for name, (description, config) in MODELS.items():
         m = models[name]
         params = sum(p.numel() for p in m.parameters())
         lines.append(f"- **{name}**: {description}; embedding manifold `{m.manifold!r}`, "
                      f"similarity range {m.manifold.similarity_range}, temperature "
                      f"{m.temperature!r}, {params:,} parameters; config "
-                     f"`{path.relative_to(ROOT)}`.")
+                     f"`{config}` (shipped: `manifold-align configs {config}`).")
     lines += ["", *_table(runs, cfg), ""]
     _curves(runs, args.out / "curves.png")
     lines += [

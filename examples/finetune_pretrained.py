@@ -3,7 +3,7 @@
 Takes a trained sphere run (CLIP's layout: one class token, EOT pooling, ``Sphere(D)``),
 converts it to the ``-oblique`` model of the same towers with
 :func:`manifold_align.models.convert.sphere_to_oblique` through the config key
-``model.init_from``, fine-tunes it with ``configs/train/finetune-tiny.yaml`` (pretrained blocks
+``model.init_from``, fine-tunes it with the shipped config ``finetune-tiny`` (pretrained blocks
 at a tenth of the rate of the new tokens and heads) and evaluates three models on the same
 held-out data: the sphere source, the converted model at step 0 and the fine-tuned one.
 
@@ -16,7 +16,7 @@ held-out data: the sphere source, the converted model at step 0 and the fine-tun
 Usage (from the repository root, inside the virtual environment):
 
 ```bash
-manifold-align train --config configs/train/tiny-sphere.yaml --out runs/tiny-sphere
+manifold-align train --config tiny-sphere --out runs/tiny-sphere
 python examples/finetune_pretrained.py --source runs/tiny-sphere --out runs/tiny-finetune
 python examples/finetune_pretrained.py --fast --out runs/finetune-smoke   # seconds
 ```
@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 
 from manifold_align.config import ConfigError, load_config
+from manifold_align.configs import resolve_config
 from manifold_align.evaluate.suite import evaluate_model, summary_metrics, synthetic_heldout
 from manifold_align.train import RunConfig, load_trained, train
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs/train/finetune-tiny.yaml"
+CONFIG = resolve_config("finetune-tiny", "train")
 SMALL = ("model.overrides={vision_width: 32, vision_layers: 1, vision_heads: 2, patch_size: 8,"
          " image_size: 16, text_width: 32, text_layers: 1, text_heads: 2}")
 FAST = [
@@ -55,7 +55,7 @@ FAST = [
     "eval.zeroshot_samples=0",
     "eval.retrieval_samples=0",
 ]
-SPHERE_CONFIG = ROOT / "configs/train/tiny-sphere.yaml"
+SPHERE_CONFIG = resolve_config("tiny-sphere", "train")
 FAST_SPHERE = [*FAST, "model.overrides.token_dim=32"]
 FAST_FINETUNE = [*FAST, "model.overrides.tokens=4", "model.overrides.token_dim=8"]
 COLUMNS = [

@@ -24,7 +24,7 @@ import pytest
 from manifold_align.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "train" / "tiny-sphere.yaml"
+TINY = REPO / "manifold_align" / "configs" / "train" / "tiny-sphere.yaml"
 
 # A run small enough to train in seconds (a 16-pixel micro model of tiny-oblique).
 MICRO_RUN = """\

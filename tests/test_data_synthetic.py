@@ -258,3 +258,19 @@ def test_bad_config_and_index():
     with pytest.raises(TypeError, match="index"):
         ds["0"]
     assert ds.clean_caption(-1) == ds.clean_caption(4)
+
+
+def test_one_zero_shot_split_labels_every_attribute_and_the_suite_reads_it():
+    from manifold_align.data.synthetic import ATTRIBUTES, SyntheticZeroShot
+    from manifold_align.evaluate.suite import synthetic_heldout
+
+    split = SyntheticZeroShot("shape", 12, seed=4, image_size=16)
+    labels = split.labels()
+    assert list(labels) == list(ATTRIBUTES)
+    for a in ATTRIBUTES:
+        assert torch.equal(labels[a], SyntheticZeroShot(a, 12, seed=4, image_size=16).targets())
+    with pytest.raises(ValueError, match=r"attributes: unknown \['hue'\]"):
+        split.labels(["hue"])
+    held = synthetic_heldout(zeroshot_samples=12, retrieval_samples=0, seed=4, image_size=16)
+    for a in ATTRIBUTES:
+        assert torch.equal(held.zeroshot_labels[a], labels[a])

@@ -185,7 +185,7 @@ def test_encode_batches_checks_the_output(run_dir):
     with pytest.raises(ValueError, match="batch 1 gave NaN"):
         encode_batches(
             lambda x: x,
-            [torch.ones(1, 4, 8), torch.full((1, 4, 8), float("nan"))],
+            [torch.full((1, 4, 8), 8**-0.5), torch.full((1, 4, 8), float("nan"))],
             model.manifold,
         )
     with pytest.raises(ValueError, match="no batches"):
@@ -239,6 +239,32 @@ def test_table_retrieval_groups_captions_by_image_and_counts_skipped_rows(run_di
         caption_to_image=torch.tensor([0, 1, 0, 2]),
     )
     assert got["retrieval"] == pytest.approx(want)
+
+
+def test_table_retrieval_reads_every_caption_as_the_table_does(run_dir, tmp_path):
+    """A caption that is not UTF-8 spoils its row only, first row of its image or not."""
+    from manifold_align.data.skipped import SampleError
+    from manifold_align.data.synthetic import SyntheticCaptions
+    from manifold_align.data.tabular import CaptionTable
+    from manifold_align.evaluate.suite import table_retrieval
+
+    ds = SyntheticCaptions("retrieval", 2, 0, 16)
+    for i in range(2):
+        ds[i][0].save(tmp_path / f"img{i}.png")
+    rows = [
+        b"img0.png,caf\xe9 au lait",  # Latin-1: not UTF-8, the image's first row
+        b"img0.png,a red circle",
+        b"img1.png,a blue square",
+        b"img1.png,bl\xfc",  # not UTF-8, a later row of its image
+    ]
+    (tmp_path / "pairs.csv").write_bytes(b"filepath,caption\n" + b"\n".join(rows) + b"\n")
+    table = CaptionTable(tmp_path / "pairs.csv")
+    with pytest.raises(SampleError, match="not UTF-8"):
+        table.caption(3)
+    model, tokenizer, _ = load_trained(run_dir)
+    got = table_retrieval(model, tokenizer, table, batch_size=2, chunk_size=2)
+    assert (got["images"], got["captions"]) == (2, 2)
+    assert got["skipped"]["counts"] == {"bad_caption": 2}
 
 
 def test_eval_command_with_a_table(run_dir, tmp_path, capsys):

@@ -13,8 +13,9 @@ from manifold_align.config import from_dict
 from manifold_align.data.tokenizer import default_tokenizer
 from manifold_align.evaluate.benchmarks import parse_benchmark
 from manifold_align.evaluate.demo_datasets import write_benchmark_datasets
+from manifold_align.evaluate.ranks import RankSplitEncoder
 from manifold_align.train.config import RunConfig
-from manifold_align.train.evaluation import BenchmarkEvaluator, RankSplitEncoder
+from manifold_align.train.evaluation import BenchmarkEvaluator
 from manifold_align.train.run import build_run_model
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")

@@ -222,7 +222,7 @@ def test_check_finite_names_the_argument(criterion, bad):
         criterion(m, check_finite=True)(x_bad, y)
     with pytest.raises(ValueError, match=r"^text: .*row 3"):
         criterion(m, check_finite=True)(y, x_bad)
-    # without the flag, no sync and no check: the NaN propagates (documented)
+    # without the flag, no check: the NaN propagates (documented)
     assert not torch.isfinite(criterion(m)(x_bad, y).loss)
 
 

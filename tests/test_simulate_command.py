@@ -82,14 +82,14 @@ def test_command_writes_every_artifact(tmp_path, capsys):
     assert summary.count("| sphere:8 |") == 4
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "simulate").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "manifold_align" / "configs" / "simulate").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load_config(SweepConfig, path)
     assert cfg.steps >= 100
 
 
 def test_standard_sweep_is_48_runs_of_1500_steps():
-    cfg = load_config(SweepConfig, REPO / "configs" / "simulate" / "standard.yaml")
+    cfg = load_config(SweepConfig, REPO / "manifold_align" / "configs" / "simulate" / "standard.yaml")
     n = len(cfg.noise) * len(cfg.manifolds) * len(cfg.temperatures) * len(cfg.batch_sizes)
     assert n * len(cfg.concepts) * cfg.replicates == 48 and cfg.steps == 1500
 

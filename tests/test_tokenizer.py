@@ -285,7 +285,7 @@ def test_data_tokenizer_clip_selects_it_and_full_scale_configs_use_it():
     from manifold_align.train.config import RunConfig
     from manifold_align.train.run import _load_tokenizer
 
-    root = Path(__file__).parents[1] / "configs" / "train"
+    root = Path(__file__).parents[1] / "manifold_align" / "configs" / "train"
     for name in ("ViT-B-16-sphere", "ViT-B-16-oblique"):
         assert load_config(RunConfig, root / f"{name}.yaml").data.tokenizer == "clip"
     tok = _load_tokenizer(load_config(RunConfig, None, ["data.tokenizer=clip"]), 77)

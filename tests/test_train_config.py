@@ -10,8 +10,8 @@ from manifold_align.cli import main
 from manifold_align.config import ConfigError, dump_config, load_config
 from manifold_align.train.config import RunConfig
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml"))
-TINY = Path(__file__).parents[1] / "configs" / "train" / "tiny-sphere.yaml"
+CONFIGS = sorted((Path(__file__).parents[1] / "manifold_align" / "configs" / "train").glob("*.yaml"))
+TINY = Path(__file__).parents[1] / "manifold_align" / "configs" / "train" / "tiny-sphere.yaml"
 
 
 def test_shipped_configs_exist():

@@ -18,12 +18,12 @@ from safetensors.torch import load_file
 
 from manifold_align.config import from_dict
 from manifold_align.data.tokenizer import default_tokenizer
+from manifold_align.evaluate.ranks import RankSplitEncoder
 from manifold_align.losses.distributed import to_distributed
 from manifold_align.train.batches import EpochBatchSampler
 from manifold_align.train.checkpoint import CheckpointError
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import DistEnv, init_distributed
-from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.metrics import read_metrics
 from manifold_align.train.optimizers import build_optimizers
 from manifold_align.train.run import build_run_model, train

@@ -1,7 +1,7 @@
 """The ``manifold-align`` command line: the one layer that parses arguments, prints and exits.
 
-``manifold-align simulate``, ``train`` and ``eval`` each live in a module of this package
-(:mod:`.simulate`, :mod:`.train`, :mod:`.eval`) exposing ``add_arguments(parser)`` and
+``manifold-align simulate``, ``train``, ``eval`` and ``configs`` each live in a module of this package
+(`simulate`, `train`, `eval`, `configs`) exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; a module is imported only when its command is chosen, so
 ``manifold-align simulate`` never imports the trainer. The options they share (``--config``,
 ``--set``, checks of ``--out``) are in :mod:`.options`; library code raises, and
@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("manifold_align.cli.simulate", "toy equilibrium simulation sweeps"),
     "train": ("manifold_align.cli.train", "train a two-tower model from a config"),
     "eval": ("manifold_align.cli.eval", "zero-shot and retrieval evaluation of a run"),
+    "configs": ("manifold_align.cli.configs", "list the shipped configs (names for --config)"),
 }
 
 

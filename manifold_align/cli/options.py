@@ -17,8 +17,12 @@ __all__ = ["add_config_option", "add_set_option", "check_out_file", "check_out_f
 
 
 def add_config_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """``--config FILE`` (a YAML file; ``None`` when not given)."""
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help=help_text)
+    """``--config FILE|NAME`` (a YAML file or a shipped config's name; ``None`` when not given).
+
+    The command resolves the value with
+    [resolve_config][manifold_align.configs.resolve_config].
+    """
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE|NAME", help=help_text)
 
 
 def add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -3,9 +3,10 @@
 ``manifold-align simulate --config FILE [--set key=value ...] --out DIR`` writes to ``DIR``:
 ``config.yaml`` (the resolved settings), ``results.json`` (one record per run),
 ``trajectories.npz``, PNG plots and ``summary.md``, holding the folder's lock meanwhile; a
-folder of another kind (a training run, other files) is refused unless ``--overwrite``. See
-``configs/simulate/`` for the standard sweeps and
-:class:`manifold_align.simulate.config.SweepConfig` for every key.
+folder of another kind (a training run, other files) is refused unless ``--overwrite``.
+``--config`` is a YAML file or the name of a shipped sweep (``manifold-align configs --kind
+simulate`` lists them: ``quick``, ``standard``, ...); see
+`manifold_align.simulate.config.SweepConfig` for every key.
 Exit status 0, or 2 for bad input (a config key, a file, an unusable or busy ``--out``).
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from manifold_align.cli.options import add_config_option, add_set_option, check_out_folder
 from manifold_align.config import dump_config, load_config
+from manifold_align.configs import resolve_config
 from manifold_align.run_folder import open_run_folder
 from manifold_align.simulate.config import SweepConfig
 
@@ -25,7 +27,9 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config``, ``--set`` (repeatable), ``--out`` and ``--quiet`` to ``parser``."""
-    add_config_option(parser, "sweep YAML (configs/simulate/*.yaml)")
+    add_config_option(
+        parser, "sweep YAML, or a shipped sweep's name (manifold-align configs --kind simulate)"
+    )
     add_set_option(
         parser, "override a setting, e.g. --set steps=300 --set 'noise=[0.2, 0.5]' (repeatable)"
     )
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             :mod:`manifold_align.cli.errors` (an unusable ``--out``: in use, someone else's
             files, a link out of it).
     """
-    cfg = load_config(SweepConfig, args.config, args.overrides)
+    path = None if args.config is None else resolve_config(args.config, "simulate")
+    cfg = load_config(SweepConfig, path, args.overrides)
     out: Path = args.out
     check_out_folder(out)
     # Heavy imports only once the config is known to be good.

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -598,10 +598,22 @@ class SyntheticZeroShot(torch.utils.data.Dataset):
 
     def targets(self) -> torch.Tensor:
         """All labels as a LongTensor ``(N,)`` (no rendering)."""
-        return torch.tensor(
-            [self.images.scene(i).labels()[self.attribute] for i in range(len(self))],
-            dtype=torch.long,
-        )
+        return self.labels((self.attribute,))[self.attribute]
+
+    def labels(self, attributes: Sequence[str] = ATTRIBUTES) -> dict[str, torch.Tensor]:
+        """Every image's label under each of ``attributes``: ``{attribute: (N,) int64}``.
+
+        The scenes are generated once (no rendering); every image is labelled by every
+        attribute, so one split serves all the zero-shot tasks.
+
+        Raises:
+            ValueError: an unknown attribute.
+        """
+        unknown = [a for a in attributes if a not in ZERO_SHOT_TASKS]
+        if unknown:
+            raise ValueError(f"attributes: unknown {unknown}, expected some of {list(ZERO_SHOT_TASKS)}")
+        rows = [self.images.scene(i).labels() for i in range(len(self))]
+        return {a: torch.tensor([r[a] for r in rows], dtype=torch.long) for a in attributes}
 
 
 def synthetic_corpus(

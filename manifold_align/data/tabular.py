@@ -188,16 +188,18 @@ class CaptionTable(torch.utils.data.Dataset):
         path = Path(self.paths[index]).expanduser()
         return path if path.is_absolute() else self.image_root / path
 
-    def load(self, index: int) -> tuple[Image.Image, str]:
-        """Row ``index`` as ``(RGB image, caption)``.
+    def key(self, index: int) -> str:
+        """How skip counts name row ``index``: ``pairs.csv#row3``."""
+        return f"{self.path.name}#row{index}"
+
+    def caption(self, index: int) -> str:
+        """Row ``index``'s caption, stripped, without opening its image.
 
         Raises:
-            SampleError: ``bad_row``, ``missing_caption``, ``empty_caption``,
-                ``bad_caption``, ``missing_file``, ``too_many_pixels`` or ``corrupt_image``
-                (checked in that order); the detail gives the row's line in the file.
+            SampleError: ``bad_row``, ``missing_caption``, ``empty_caption`` or
+                ``bad_caption`` (checked in that order); the detail gives the file line.
         """
-        key = f"{self.path.name}#row{index}"
-        line = f"line {self.lines[index]}"
+        key, line = self.key(index), f"line {self.lines[index]}"
         if index in self.errors:
             raise SampleError(BAD_ROW, key, self.errors[index])
         caption = self.captions[index]
@@ -211,6 +213,18 @@ class CaptionTable(torch.utils.data.Dataset):
         not_utf8 = _not_utf8(caption)
         if not_utf8 is not None:
             raise SampleError(BAD_CAPTION, key, f"{line}: caption {not_utf8}")
+        return caption
+
+    def load(self, index: int) -> tuple[Image.Image, str]:
+        """Row ``index`` as ``(RGB image, caption)``.
+
+        Raises:
+            SampleError: the caption's errors (`caption`), then ``missing_file``,
+                ``too_many_pixels`` or ``corrupt_image``; the detail gives the row's line in
+                the file.
+        """
+        key, line = self.key(index), f"line {self.lines[index]}"
+        caption = self.caption(index)
         file = self.resolve(index)
         try:
             data = file.read_bytes()

@@ -30,7 +30,7 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
-from manifold_align.data.synthetic import ZERO_SHOT_TASKS, SyntheticCaptions
+from manifold_align.data.synthetic import ZERO_SHOT_TASKS, SyntheticCaptions, SyntheticZeroShot
 from manifold_align.evaluate.prompts import imagenet_wnids
 
 __all__ = ["write_benchmark_datasets"]
@@ -46,13 +46,11 @@ def _bytes(image: Image.Image, fmt: str) -> bytes:
 def _labelled_images(attribute: str, per_class: int, seed: int, image_size: int) -> list[tuple[Image.Image, int]]:
     """``per_class`` one-object scenes of each class of ``attribute``, in class order."""
     classes = len(ZERO_SHOT_TASKS[attribute].classnames)
-    data = SyntheticCaptions("zeroshot", per_class * classes * 20, seed, image_size)
+    data = SyntheticZeroShot(attribute, per_class * classes * 20, seed, image_size)
     found: dict[int, list[Image.Image]] = {c: [] for c in range(classes)}
-    for i in range(len(data)):
-        scene = data.scene(i)
-        label = scene.labels()[attribute]
+    for i, label in enumerate(data.targets().tolist()):
         if len(found[label]) < per_class:
-            found[label].append(data.render(scene))
+            found[label].append(data[i][0])
         if all(len(v) == per_class for v in found.values()):
             break
     return [(image, c) for c in found for image in found[c]]

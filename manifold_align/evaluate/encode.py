@@ -75,7 +75,8 @@ def encode_batches(
 
     Raises:
         ValueError: if there are no batches, an output is not ``(B, *point_shape)`` for the
-            batch's ``B``, or holds NaN/Inf (naming ``name`` and the batch number).
+            batch's ``B``, holds NaN/Inf, or is off the manifold by more than
+            `MEMBERSHIP_ATOL` (naming ``name``, the batch number and the deviation).
     """
     _check_precision(precision)
     device = torch.device(device)
@@ -96,6 +97,7 @@ def encode_batches(
                 )
             if not torch.isfinite(y).all():
                 raise ValueError(f"{name}: batch {b} gave NaN or infinite points")
+            manifold.check_membership(y, f"{name}: batch {b}")  # O(B D), like the line above
             out.append(y.float() if y.dtype in (torch.float16, torch.bfloat16) else y)
     if not out:
         raise ValueError(f"{name}: no batches to encode")

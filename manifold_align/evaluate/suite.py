@@ -14,8 +14,8 @@ with training):
 :func:`evaluate_model` encodes them with a model and returns every metric (nested, for
 ``eval.json``); :func:`summary_metrics` picks the headline numbers as a flat
 ``{name: float}``, named as the trainer's periodic evaluation names them in
-``metrics.jsonl`` (:class:`manifold_align.train.evaluation.SyntheticEvaluator` wraps the two
-as the trainer's ``evaluate(model, step)``, so periodic and final evaluation agree).
+``metrics.jsonl`` (`SyntheticEvaluator` wraps the two as the trainer's
+``evaluate(model, step)``, so periodic and final evaluation agree).
 :func:`table_retrieval` runs retrieval and the geometry diagnostics on a
 user's own CSV/TSV table of image paths and captions (several captions per image allowed).
 """
@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from manifold_align.data.skipped import (
+    BAD_CAPTION,
+    BAD_ROW,
     EMPTY_CAPTION,
     MISSING_CAPTION,
     SampleError,
@@ -41,6 +43,7 @@ from manifold_align.data.synthetic import (
     ZERO_SHOT_TASKS,
     SyntheticCaptions,
     SyntheticConfig,
+    SyntheticZeroShot,
     ZeroShotTask,
 )
 from manifold_align.data.tabular import CaptionTable
@@ -58,6 +61,7 @@ from manifold_align.evaluate.zeroshot import build_classifier_from_prompts, clas
 
 __all__ = [
     "HeldOut",
+    "SyntheticEvaluator",
     "evaluate_model",
     "summary_metrics",
     "synthetic_heldout",
@@ -130,15 +134,10 @@ def synthetic_heldout(
     empty = torch.empty(0, 3, image_size, image_size)
 
     zs_images, labels = empty, {a: torch.empty(0, dtype=torch.long) for a in attributes}
-    if zeroshot_samples:
-        ds = SyntheticCaptions("zeroshot", zeroshot_samples, seed, image_size, 0.0, config)
-        images, rows = [], []
-        for i in range(zeroshot_samples):
-            scene = ds.scene(i)
-            images.append(transform(ds.render(scene)))
-            rows.append(scene.labels())
-        zs_images = torch.stack(images)
-        labels = {a: torch.tensor([r[a] for r in rows], dtype=torch.long) for a in attributes}
+    if zeroshot_samples:  # the split SyntheticZeroShot reads, labelled by every attribute
+        split = SyntheticZeroShot(ATTRIBUTES[0], zeroshot_samples, seed, image_size, config)
+        zs_images = torch.stack([transform(split[i][0]) for i in range(zeroshot_samples)])
+        labels = split.labels(attributes)
 
     rt_images, captions, scanned = empty, [], 0
     if retrieval_samples:
@@ -169,6 +168,10 @@ def synthetic_heldout(
         captions,
         scanned,
     )
+
+
+#: Reasons that spoil one row's caption, not its image (the image's other rows still count).
+CAPTION_REASONS = (BAD_ROW, MISSING_CAPTION, EMPTY_CAPTION, BAD_CAPTION)
 
 
 def _scale(model: nn.Module) -> float | None:
@@ -286,6 +289,70 @@ def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in flat.items() if math.isfinite(v)}
 
 
+class SyntheticEvaluator:
+    """``evaluator(model, step) -> {metric: value}`` on held-out synthetic images.
+
+    The trainer's periodic evaluation: `synthetic_heldout` rendered once, when the evaluator
+    is built, then `evaluate_model` and `summary_metrics` at each call (zero-shot per
+    attribute with top-1/top-5 and chance, retrieval recall@1/5/10 both ways, geometry), so
+    each evaluation costs only the forward passes.
+
+    Metric names: ``zeroshot/<attribute>/top1``, ``.../top5`` (or ``top{C}`` when the task has
+    fewer than 5 classes), ``zeroshot/<attribute>/chance_top1``, ``zeroshot/mean_top1``,
+    ``retrieval/image_to_text@k``, ``retrieval/text_to_image@k``, ``geometry/gap``,
+    ``geometry/gap_logits``, ``geometry/alignment``, ``geometry/uniformity_image``.
+
+    Args:
+        tokenize: ``list of B strings -> (B, L)`` token ids (the run's tokenizer).
+        image_size: side of the rendered images (the model's ``image_size``).
+        seed: the synthetic data seed (the held-out splits never share an item with ``train``).
+        zeroshot_samples: images for zero-shot classification (``0`` skips it).
+        retrieval_samples: image-caption pairs for retrieval (``0`` skips it).
+        batch_size: images or captions per forward pass.
+        appearance: the training data's appearance settings.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast for the encoders).
+
+    Raises:
+        ValueError: if both sample counts are ``0``, ``batch_size < 1``, or the retrieval
+            split has too few distinct captions.
+    """
+
+    def __init__(
+        self,
+        tokenize: Callable[[list[str]], torch.Tensor],
+        image_size: int,
+        seed: int = 0,
+        zeroshot_samples: int = 1000,
+        retrieval_samples: int = 1000,
+        batch_size: int = 256,
+        appearance: SyntheticConfig | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        if zeroshot_samples <= 0 and retrieval_samples <= 0:
+            raise ValueError("zeroshot_samples, retrieval_samples: at least one must be > 0")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.tokenize = tokenize
+        self.batch_size = batch_size
+        self.precision = precision
+        self.heldout = synthetic_heldout(
+            zeroshot_samples=zeroshot_samples, retrieval_samples=retrieval_samples, seed=seed,
+            image_size=image_size, config=appearance,
+        )
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, step: int = 0) -> dict[str, float]:
+        """Evaluate ``model`` (a two-tower model) now; ``step`` is for the caller's logs."""
+        results = evaluate_model(model, self.tokenize, self.heldout, batch_size=self.batch_size,
+                                 precision=self.precision)
+        out = summary_metrics(results)
+        for attribute, res in results.get("zeroshot", {}).items():
+            for key, value in res.items():
+                if key.startswith(("top", "chance_top")):
+                    out[f"zeroshot/{attribute}/{key}"] = float(value)
+        return out
+
+
 def table_retrieval(
     model: nn.Module,
     tokenize: Callable[[list[str]], torch.Tensor],
@@ -303,8 +370,9 @@ def table_retrieval(
 
     Images are read, transformed and encoded ``batch_size`` at a time (only points are
     kept). Unusable rows are skipped and counted, never raised and never dropped silently:
-    a row with a missing or empty caption; every row of an image that is missing or cannot
-    be decoded (counted per row, under the image's reason).
+    a row whose caption is unusable (`CaptionTable.caption`: missing, empty, not UTF-8, an
+    unparsable row); every row of an image that is missing or cannot be decoded (counted
+    per row, under the image's reason).
 
     Args:
         model: a two-tower model.
@@ -340,22 +408,16 @@ def table_retrieval(
             image, texts, failure = None, [], None
             for row in rows:
                 if failure is not None:  # the image is unreadable: so is every row of it
-                    skipped.record(failure.reason, f"{table.path.name}#row{row}", failure.detail)
+                    skipped.record(failure.reason, table.key(row), failure.detail)
                     continue
-                if image is None:
-                    try:
+                try:  # the image is read once, with its first usable row
+                    text = table.caption(row) if image is not None else None
+                    if image is None:
                         image, text = table.load(row)
-                    except SampleError as exn:
-                        skipped.record(exn.reason, exn.key, exn.detail)
-                        if exn.reason not in (MISSING_CAPTION, EMPTY_CAPTION):
-                            failure = exn
-                        continue
-                    texts.append(text)
-                    continue
-                text = (table.captions[row] or "").strip()
-                if not text:
-                    reason = MISSING_CAPTION if table.captions[row] is None else EMPTY_CAPTION
-                    skipped.record(reason, f"{table.path.name}#row{row}")
+                except SampleError as exn:
+                    skipped.record(exn.reason, exn.key, exn.detail)
+                    if exn.reason not in CAPTION_REASONS:
+                        failure = exn
                     continue
                 texts.append(text)
             if image is None:

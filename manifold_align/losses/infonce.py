@@ -80,7 +80,7 @@ def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 class InfoNCE(nn.Module):
-    """CLIP's symmetric InfoNCE with the manifold's similarity and a temperature object.
+    r"""CLIP's symmetric InfoNCE with the manifold's similarity and a temperature object.
 
     Math: ``S = scale * similarity(image, text)`` (``B x B``),
     ``L = 1/2 mean_i (lse_j S_ij - S_ii) + 1/2 mean_j (lse_i S_ij - S_jj)``.
@@ -103,6 +103,11 @@ class InfoNCE(nn.Module):
         check_finite: reject NaN/Inf features with a ``ValueError`` naming ``image`` or
             ``text``, and a non-finite scale naming ``temperature``. It costs device
             synchronisations on every call; the trainer turns it on in its debug mode.
+        check_points: reject features off the manifold with a ``ValueError`` naming
+            ``image`` or ``text``, the deviation (`ContrastiveManifold.deviation`, e.g.
+            $\max_i |\|x_i\| - 1|$) and the tolerance (`MEMBERSHIP_ATOL`); NaN features are
+            ``check_finite``'s. On by default: O(B D) work next to the loss's O(B^2 D) and one device
+            synchronisation (measured in docs/losses.md); ``False`` skips it.
 
     Raises:
         TypeError: ``manifold`` is not a ``ContrastiveManifold``; a bare number or another type
@@ -123,6 +128,7 @@ class InfoNCE(nn.Module):
         *,
         temperature: Temperature | float | None = None,
         scale: float | None = None,
+        check_points: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(manifold, ContrastiveManifold):
@@ -137,6 +143,7 @@ class InfoNCE(nn.Module):
         self.temperature = resolve_temperature(manifold, temperature_obj, temperature, scale)
         self.tile_size = tile_size
         self.check_finite = bool(check_finite)
+        self.check_points = bool(check_points)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> LossOutput:
         """Loss and diagnostics for paired batches.
@@ -150,11 +157,15 @@ class InfoNCE(nn.Module):
             ``gap_logits``.
 
         Raises:
-            ValueError: wrong point shape, different batch lengths, empty batch, or (with
-                ``check_finite``) NaN/Inf features or scale; the message names the argument.
+            ValueError: wrong point shape, different batch lengths, empty batch, (with
+                ``check_finite``) NaN/Inf features or scale, or (with ``check_points``)
+                features off the manifold; the message names the argument.
             TypeError: non-floating features or features on different devices.
         """
-        x, y = flat_pair(self.manifold, image, text, check_finite=self.check_finite)
+        x, y = flat_pair(
+            self.manifold, image, text, check_finite=self.check_finite,
+            check_points=self.check_points,
+        )
         scale = self.temperature.scale_as(x.dtype, x.device)
         if self.check_finite:
             check_finite_scalar(scale, "temperature")

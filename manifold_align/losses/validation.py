@@ -63,6 +63,7 @@ def flat_pair(
     text: torch.Tensor,
     *,
     check_finite: bool = False,
+    check_points: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a batch of paired points and return them flat, in the loss's compute dtype.
 
@@ -75,11 +76,15 @@ def flat_pair(
         image: image-side points.
         text: text-side points, paired row by row with ``image``.
         check_finite: also reject NaN/Inf entries; this costs one device synchronisation.
+        check_points: also reject points off the manifold
+            (`ContrastiveManifold.check_membership`, its default tolerance); one device
+            synchronisation per batch, O(B D) work next to the loss's O(B^2 D).
 
     Raises:
         TypeError: a non-tensor, a non-floating dtype, or the two on different devices.
         ValueError: a wrong point shape, an empty batch, batches of different lengths, or
-            (with ``check_finite``) non-finite features; the message names the argument.
+            (with ``check_finite``) non-finite features, (with ``check_points``) points off
+            the manifold (or NaN); the message names the argument.
     """
     image = _check_points(manifold, image, "image")
     text = _check_points(manifold, text, "text")
@@ -95,6 +100,9 @@ def flat_pair(
     if check_finite:
         _check_finite(image, "image")
         _check_finite(text, "text")
+    if check_points:
+        manifold.check_membership(image, "image")
+        manifold.check_membership(text, "text")
     dtype = torch.promote_types(torch.promote_types(image.dtype, text.dtype), torch.float32)
     return manifold.flatten(image).to(dtype), manifold.flatten(text).to(dtype)
 

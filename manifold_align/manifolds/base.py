@@ -20,6 +20,7 @@ one matrix multiply, the extrinsic and Karcher means built from the manifold's o
 from __future__ import annotations
 
 import abc
+import math
 import operator
 import warnings
 
@@ -33,10 +34,18 @@ with warnings.catch_warnings():
 
 from manifold_align.manifolds._numerics import broadcast_shape, safe_sqrt, working_dtype
 
-__all__ = ["ContrastiveManifold", "positive_int"]
+__all__ = ["MEMBERSHIP_ATOL", "ContrastiveManifold", "positive_int"]
 
 # Karcher mean: at most this many Riemannian gradient steps (step size 1) from the extrinsic mean.
 _KARCHER_MAX_STEPS = 100
+
+
+#: Default ``atol`` of `ContrastiveManifold.check_membership`, for every dtype. It tolerates
+#: the rounding of any float format: a unit vector normalised in bfloat16 arithmetic is off
+#: by up to about ``5e-3``, and features are often rounded to 16 bits and cast back to
+#: float32. It catches features that were never put on the manifold (norms of 0.3 or 20),
+#: which move similarities out of their range; rounding moves them by a relative ``1e-2``.
+MEMBERSHIP_ATOL = 1e-2
 
 
 def positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -105,6 +114,51 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
             raise ValueError(
                 f"{name}: expected shape (..., {', '.join(map(str, ps))}) for {self!r}, "
                 f"got {tuple(x.shape)}"
+            )
+
+    # --- membership -------------------------------------------------------------------------
+
+    #: What `deviation` measures, as the membership error states it.
+    deviation_formula: str = "max |projx(x) - x|"
+
+    def deviation(self, x: torch.Tensor) -> torch.Tensor:
+        r"""How far the points ``x`` are from the manifold: a 0-dim float32 (float64) tensor.
+
+        Here the largest coordinate moved by the projection, $\max |\pi(x) - x|$; manifolds
+        with a cheaper residual override it (a unit row: $\max_i |\|x_i\| - 1|$). It is 0 on
+        the manifold, NaN when ``x`` holds NaN, and needs no device synchronisation (nothing
+        is read back). ``x``: ``(..., *point_shape)``.
+
+        Raises:
+            ValueError: ``x`` does not end in ``point_shape``.
+        """
+        self._check_trailing(x, "x")
+        if x.numel() == 0:
+            return torch.zeros((), dtype=working_dtype(x.dtype), device=x.device)
+        w = x.detach().to(working_dtype(x.dtype))
+        return (self.projx(w) - w).abs().amax()
+
+    def check_membership(self, x: torch.Tensor, name: str, atol: float | None = None) -> None:
+        """Raise unless every point of ``x`` is on the manifold within ``atol``.
+
+        ``atol`` defaults to `MEMBERSHIP_ATOL` (``1e-2``: any float format's rounding passes,
+        unnormalised features fail). Reading the deviation back costs one device
+        synchronisation.
+
+        Non-finite points (a NaN or Inf deviation) pass: naming them is the job of the
+        losses' ``check_finite`` and of the trainer's guard, which reports the step.
+
+        Raises:
+            ValueError: the `deviation` is finite and exceeds ``atol``, naming ``name``, the
+                deviation and the tolerance.
+        """
+        tol = MEMBERSHIP_ATOL if atol is None else float(atol)
+        dev = float(self.deviation(x))
+        if math.isfinite(dev) and dev > tol:  # NaN/Inf: check_finite's and the guard's to name
+            raise ValueError(
+                f"{name}: not on {self!r}: {self.deviation_formula} = {dev:.3g} exceeds the "
+                f"tolerance {tol:g}; map features onto the manifold with "
+                f"manifold.projx(...) first"
             )
 
     @abc.abstractmethod

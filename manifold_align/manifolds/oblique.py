@@ -19,7 +19,21 @@ class Oblique(UnitRows):
     token as `Sphere` does, and the similarity is the sum of the
     per-token cosines, $s(X, Y) = \sum_i \langle x_i, y_i\rangle \in [-k, k]$ (the negative
     inner-product distance). Every operation accepts any leading batch shape, runs in float32
-    for float16/bfloat16 inputs and returns the input dtype.
+    for float16/bfloat16 inputs and returns the input dtype. The per-token operations are
+    `UnitRows`'s; with $P_{x_i} u_i = u_i - \langle x_i, u_i\rangle x_i$:
+
+    | operation | formula |
+    |---|---|
+    | `projx(X)` | $x_i / \|x_i\|$ per token; $0 \mapsto e_1$ |
+    | `proju(X, U)`, `egrad2rgrad(X, G)` | $P_{x_i} u_i$, $P_{x_i} \nabla_i f$ per token |
+    | `inner(X, U, V)` | $\sum_i \langle u_i, v_i\rangle$ |
+    | `retr(X, U)` | $(x_i + u_i) / \|x_i + u_i\|$ per token |
+    | `expmap(X, U)` | $\cos\|u_i\|\, x_i + \frac{\sin\|u_i\|}{\|u_i\|}\, u_i$ per token |
+    | `logmap(X, Y)` | $\theta_i\, P_{x_i}(y_i - x_i) / \|P_{x_i}(y_i - x_i)\|$ per token |
+    | `dist(X, Y)` | $\sqrt{\sum_i \theta_i^2}$, $\theta_i = 2\,\mathrm{atan2}(\|x_i - y_i\|, \|x_i + y_i\|)$ |
+    | `transp(X, Y, V)` | $P_{y_i} v_i$ per token |
+    | `transp_parallel(X, Y, V)` | $v_i - \frac{\langle y_i, v_i\rangle}{1 + \langle x_i, y_i\rangle}(x_i + y_i)$ per token |
+    | `similarity(X, Y)` | $\sum_i \langle x_i, y_i\rangle \in [-k, k]$ |
 
     Args:
         tokens: number of tokens $k \ge 1$.
@@ -75,21 +89,7 @@ class Oblique(UnitRows):
             )
         return x.reshape(*x.shape[:-1], self.tokens, self.dim)
 
-    # --- points and tangent vectors -------------------------------------------------------
-
-    def projx(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Closest point, per token: $\pi(X)_i = x_i / \|x_i\|$; a zero token becomes $e_1$."""
-        (x,), dtype = self._operands(x=x)
-        return nx.normalize(x).to(dtype)
-
-    def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Tangent projection, per token: $(P_X U)_i = u_i - \langle x_i, u_i\rangle x_i$."""
-        (x, u), dtype = self._operands(x=x, u=u)
-        return nx.proju(x, u).to(dtype)
-
-    def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Riemannian gradient: $\operatorname{grad} f(X) = P_X \nabla f(X)$ (per token)."""
-        return self.proju(x, u)
+    # --- the metric: the tokens combine (the per-token operations are UnitRows') ----------
 
     def inner(
         self,
@@ -106,43 +106,6 @@ class Oblique(UnitRows):
         out = self.component_inner(x, u, v).sum(-2, keepdim=True)
         return out if keepdim else out.squeeze(-1).squeeze(-1)
 
-    def component_inner(
-        self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        r"""Inner product per token: $\langle u_i, v_i\rangle$, shape ``(..., tokens, 1)``.
-
-        Riemannian Adam keeps one second-moment scalar per token, so ``Oblique(k, d)``
-        optimizes exactly like ``k`` independent ``Sphere(d)``.
-        """
-        v = u if v is None else v
-        (x, u, v), dtype = self._operands(x=x, u=u, v=v)
-        out = nx.row_inner(u, v, keepdim=True)
-        return nx.expand_to(out, (*x.shape[:-1], 1)).to(dtype)
-
-    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Retraction by per-token normalization: $R_X(U)_i = (x_i + u_i) / \|x_i + u_i\|$."""
-        (x, u), dtype = self._operands(x=x, u=u)
-        return nx.normalize(x + u, rescale=False).to(dtype)
-
-    def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Exponential map per token: $(\exp_X U)_i = \cos\|u_i\|\, x_i + \frac{\sin\|u_i\|}{\|u_i\|} u_i$.
-
-        Finite value and gradient at $u_i = 0$; renormalized so it stays on the manifold.
-        """
-        (x, u), dtype = self._operands(x=x, u=u)
-        return nx.exp(x, u).to(dtype)
-
-    def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r"""Logarithmic map per token: $(\log_X Y)_i = \theta_i \frac{P_{x_i}(y_i - x_i)}{\|P_{x_i}(y_i - x_i)\|}$.
-
-        $\theta_i$ is the token angle; $\log_X X = 0$ with a finite gradient. An antipodal
-        token ($y_i = -x_i$, log not unique) gets a tangent vector of norm $\pi$ (along the
-        rounding-level part of $y_i$ orthogonal to $x_i$, else along $P_{x_i} e_j$ with
-        $j = \arg\min |x_{ij}|$): finite, and $\exp$ of it is $y_i$.
-        """
-        (x, y), dtype = self._operands(x=x, y=y)
-        return nx.log(x, y).to(dtype)
-
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
         r"""Geodesic distance of the product metric: $d(X, Y) = \sqrt{\sum_i \theta_i^2}$.
 
@@ -156,17 +119,3 @@ class Oblique(UnitRows):
         (x, y), dtype = self._operands(x=x, y=y)
         out = (nx.angle(x, y) ** 2).sum(-2, keepdim=True)
         return (out if keepdim else out.squeeze(-1).squeeze(-1)).to(dtype)
-
-    def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        r"""Vector transport by projection (as pymanopt), per token: $\mathcal{T}_{X\to Y} V = P_Y V$."""
-        (x, y, v), dtype = self._operands(x=x, y=y, v=v)
-        return nx.proju(y, v).to(dtype)
-
-    def transp_parallel(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        r"""Exact parallel transport per token (an isometry).
-
-        $(\Gamma_{X\to Y} V)_i = v_i - \frac{\langle y_i, v_i\rangle}{1 + \langle x_i, y_i\rangle}(x_i + y_i)$;
-        an antipodal token falls back to $P_{y_i} v_i$.
-        """
-        (x, y, v), dtype = self._operands(x=x, y=y, v=v)
-        return nx.parallel_transport(x, y, v).to(dtype)

@@ -217,6 +217,20 @@ class Product(ContrastiveManifold):
             [m.origin(*batch, *m.point_shape, dtype=dtype, device=device) for m in self.factors]
         )
 
+    @property
+    def deviation_formula(self) -> str:  # type: ignore[override]
+        """The factors' formulas: ``max of (Sphere(dim=3): max |norm(x_i) - 1|, ...)``."""
+        return "max of (" + ", ".join(f"{m!r}: {m.deviation_formula}" for m in self.factors) + ")"
+
+    def deviation(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The largest of the factors' deviations, $\max_j \operatorname{dev}_j(x^{(j)})$ (NaN wins).
+
+        Raises:
+            ValueError: ``x`` does not end in ``point_shape``.
+        """
+        devs = [m.deviation(p) for m, p in zip(self.factors, self.split(x), strict=True)]
+        return torch.stack(devs).amax()
+
     # --- geoopt's checks ----------------------------------------------------------------------
 
     def _check_point_on_manifold(

@@ -17,7 +17,21 @@ class Sphere(UnitRows):
     The metric is the one induced by $\mathbb{R}^d$; the similarity is the cosine
     $s(x, y) = \langle x, y\rangle \in [-1, 1]$. Every operation accepts any leading batch
     shape (broadcast between arguments), runs in float32 for float16/bfloat16 inputs and
-    returns the input dtype.
+    returns the input dtype. The row-wise operations are `UnitRows`'s with one row; with
+    $P_x u = u - \langle x, u\rangle x$:
+
+    | operation | formula |
+    |---|---|
+    | `projx(x)` | $x / \|x\|$; $0 \mapsto e_1$ |
+    | `proju(x, u)`, `egrad2rgrad(x, g)` | $P_x u$, $P_x \nabla f$ |
+    | `inner(x, u, v)` | $\langle u, v\rangle$ |
+    | `retr(x, u)` | $(x + u) / \|x + u\|$ |
+    | `expmap(x, u)` | $\cos\|u\|\, x + \frac{\sin\|u\|}{\|u\|}\, u$ |
+    | `logmap(x, y)` | $\theta\, P_x(y - x) / \|P_x(y - x)\|$, $\theta = d(x, y)$ |
+    | `dist(x, y)` | $\theta = 2\,\mathrm{atan2}(\|x - y\|, \|x + y\|)$ |
+    | `transp(x, y, v)` | $P_y v$ |
+    | `transp_parallel(x, y, v)` | $v - \frac{\langle y, v\rangle}{1 + \langle x, y\rangle}(x + y)$ |
+    | `similarity(x, y)` | $\langle x, y\rangle \in [-1, 1]$ |
 
     Args:
         dim: ambient dimension $d \ge 2$.
@@ -52,21 +66,7 @@ class Sphere(UnitRows):
         r"""``(-1.0, 1.0)``: $\langle x, -x\rangle = -1$, $\langle x, x\rangle = 1$."""
         return (-1.0, 1.0)
 
-    # --- points and tangent vectors -------------------------------------------------------
-
-    def projx(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Closest point: $\pi(x) = x / \|x\|$; $\pi(0) = e_1$. ``(..., d) -> (..., d)``."""
-        (x,), dtype = self._operands(x=x)
-        return nx.normalize(x).to(dtype)
-
-    def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Tangent projection: $P_x u = u - \langle x, u\rangle x$. ``(..., d)`` each."""
-        (x, u), dtype = self._operands(x=x, u=u)
-        return nx.proju(x, u).to(dtype)
-
-    def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Riemannian gradient from the Euclidean one: $\operatorname{grad} f = P_x \nabla f$."""
-        return self.proju(x, u)
+    # --- the metric (the row-wise operations are UnitRows') -------------------------------
 
     def inner(
         self,
@@ -80,44 +80,8 @@ class Sphere(UnitRows):
 
         Shape ``(...)``, or ``(..., 1)`` with ``keepdim``, broadcast to ``x``'s batch shape.
         """
-        v = u if v is None else v
-        (x, u, v), dtype = self._operands(x=x, u=u, v=v)
-        out = nx.row_inner(u, v, keepdim=True)
-        out = nx.expand_to(out, (*x.shape[:-1], 1))
-        return (out if keepdim else out.squeeze(-1)).to(dtype)
-
-    def component_inner(
-        self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        r"""Inner product per component (the whole row): $\langle u, v\rangle_x$, shape ``(..., 1)``.
-
-        Riemannian Adam keeps one second-moment scalar per component.
-        """
-        return self.inner(x, u, v, keepdim=True)
-
-    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Retraction by normalization: $R_x(u) = (x + u) / \|x + u\|$ (zero sum -> $e_1$)."""
-        (x, u), dtype = self._operands(x=x, u=u)
-        return nx.normalize(x + u, rescale=False).to(dtype)
-
-    def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""Exponential map: $\exp_x u = \cos\|u\|\, x + \frac{\sin\|u\|}{\|u\|}\, u$.
-
-        Finite value and gradient at $u = 0$ (series for $\cos$ and $\sin t/t$); the result
-        is renormalized so it stays on the sphere for $\|u\|$ up to $10^3$ and beyond.
-        """
-        (x, u), dtype = self._operands(x=x, u=u)
-        return nx.exp(x, u).to(dtype)
-
-    def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r"""Logarithmic map: $\log_x y = \theta\, \frac{P_x(y - x)}{\|P_x(y - x)\|}$, $\theta = d(x, y)$.
-
-        $\log_x x = 0$ with a finite gradient. For antipodal points ($y = -x$, where the log
-        is not unique) it returns a tangent vector of norm $\pi$, along the rounding-level
-        part of $y$ orthogonal to $x$ if any, else along $P_x e_j$, $j = \arg\min_i |x_i|$.
-        """
-        (x, y), dtype = self._operands(x=x, y=y)
-        return nx.log(x, y).to(dtype)
+        out = self.component_inner(x, u, v)
+        return out if keepdim else out.squeeze(-1)
 
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
         r"""Geodesic distance (angle): $d(x, y) = 2\,\mathrm{atan2}(\|x - y\|, \|x + y\|) \in [0, \pi]$.
@@ -132,20 +96,3 @@ class Sphere(UnitRows):
     def dist2(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
         r"""Squared geodesic distance $d(x, y)^2$ (smooth, gradient 0 at $x = y$)."""
         return self.dist(x, y, keepdim=keepdim) ** 2
-
-    def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        r"""Vector transport by projection (as pymanopt): $\mathcal{T}_{x\to y} v = P_y v$.
-
-        Cheap and what the optimizers use; not an isometry. See `transp_parallel`.
-        """
-        (x, y, v), dtype = self._operands(x=x, y=y, v=v)
-        return nx.proju(y, v).to(dtype)
-
-    def transp_parallel(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        r"""Exact parallel transport along the geodesic from $x$ to $y$ (an isometry).
-
-        $\Gamma_{x\to y} v = v - \frac{\langle y, v\rangle}{1 + \langle x, y\rangle}(x + y)$;
-        at antipodal points (geodesic not unique) it falls back to $P_y v$.
-        """
-        (x, y, v), dtype = self._operands(x=x, y=y, v=v)
-        return nx.parallel_transport(x, y, v).to(dtype)

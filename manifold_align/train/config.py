@@ -288,6 +288,8 @@ class TrainSettings:
     ``debug`` scans every gradient and parameter for NaN/Inf at every step (slower) and
     makes the loss reject non-finite features; ``compile`` runs the model through
     ``torch.compile`` (off by default). ``seed`` is in ``[0, 2**32 - 1]`` (numpy's range).
+    ``progress``: a tqdm bar when stderr is a terminal, else (a pipe, a file, SLURM) a plain
+    line ``step, steps/s, loss, ETA`` every ``progress_interval_s`` seconds (> 0).
     ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``.
     ``collective_timeout_s``: how long a rank waits at a collective (all-reduce, barrier)
     for the others before the job fails, instead of torch's 30 minutes (docs/scaling.md).
@@ -304,6 +306,7 @@ class TrainSettings:
     ckpt_every: int = 500
     keep_checkpoints: int = 2
     progress: bool = True
+    progress_interval_s: float = 30.0
     debug: bool = False
     compile: bool = False
     collective_timeout_s: float = 600.0
@@ -314,6 +317,11 @@ class TrainSettings:
             "train", clip_grad_norm=self.clip_grad_norm, eval_every=self.eval_every,
             ckpt_every=self.ckpt_every, keep_checkpoints=self.keep_checkpoints,
         )
+        if not (math.isfinite(self.progress_interval_s) and self.progress_interval_s > 0):
+            raise ConfigError(
+                "train.progress_interval_s: expected a positive number of seconds, got "
+                f"{self.progress_interval_s}"
+            )
         if not math.isfinite(self.clip_grad_norm):
             raise ConfigError(f"train.clip_grad_norm: expected a finite number, got {self.clip_grad_norm}")
         if not _DEVICE.fullmatch(self.device):

@@ -1,16 +1,10 @@
-"""Periodic evaluation during training on the bundled synthetic data's held-out splits.
+"""The trainer's evaluation callbacks: ``evaluate(model, step) -> {name: value}``.
 
-A thin adapter from :mod:`manifold_align.evaluate.suite` (the same suite ``manifold-align
-eval`` runs) to the trainer's ``evaluate(model, step) -> {name: value}`` callback. The
-held-out images are rendered once, when the evaluator is built, so each periodic evaluation
-costs only the forward passes:
-
-* zero-shot classification of each attribute (shape, colour, size, position) on the
-  ``zeroshot`` split, the task's prompt ensemble averaged on the manifold, top-1 and top-5
-  (capped at the number of classes) next to chance ``k / C``;
-* image-to-text and text-to-image recall@1/5/10 on the ``retrieval`` split (distinct clean
-  captions);
-* geometry: the similarity gap (also in logits), alignment and uniformity.
+The held-out synthetic suite is `SyntheticEvaluator` (`manifold_align.evaluate.suite`, the
+same suite ``manifold-align eval`` runs); on ``W`` ranks the trainer wraps the model in
+`RankSplitEncoder` (`manifold_align.evaluate.ranks`), whose encoders spread their rows over
+the ranks and gather the points. Both live with the evaluation and are re-exported here,
+where earlier releases documented them.
 
 :class:`BenchmarkEvaluator` adds standard datasets on disk (``eval.benchmarks``: ImageNet-1k
 and CIFAR zero-shot, COCO/Flickr30k retrieval, image folders, CLIP_benchmark's webdataset
@@ -20,11 +14,6 @@ built, so a wrong path stops the run before its first step. Its metrics are
 ``<name>/image_to_text@k``, ``<name>/text_to_image@k``, and ``<name>/skipped``. On ``W``
 ranks it splits the classes, images and captions over the ranks itself (each rank reads only
 its share of the images) and gathers the results. :func:`combine` joins evaluators.
-
-On ``W`` ranks every rank calls the evaluator with :class:`RankSplitEncoder` around the
-model: each encoder call encodes ``ceil(n / W)`` of its ``n`` rows on each rank and gathers
-the points, so the forward passes are spread over the ranks and every rank then holds all the
-points (the metrics, cheap next to the encoders, are computed on each; rank 0 logs them).
 """
 
 from __future__ import annotations
@@ -34,121 +23,16 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from manifold_align.data.synthetic import SyntheticConfig
 from manifold_align.evaluate.benchmarks import BenchmarkSpec, open_benchmark
+from manifold_align.evaluate.ranks import RankSplitEncoder
 from manifold_align.evaluate.standard import benchmark_metrics, evaluate_benchmark
-from manifold_align.evaluate.suite import evaluate_model, summary_metrics, synthetic_heldout
+from manifold_align.evaluate.suite import SyntheticEvaluator
 
 __all__ = ["BenchmarkEvaluator", "RankSplitEncoder", "SyntheticEvaluator", "benchmark_specs", "combine"]
 
 Evaluator = Callable[[nn.Module, int], dict[str, float]]
-
-
-class RankSplitEncoder(nn.Module):
-    """A two-tower model whose ``encode_image``/``encode_text`` split their rows over the ranks.
-
-    For ``n`` input rows on ``W`` ranks, rank ``r`` encodes rows ``r m .. r m + m - 1`` with
-    ``m = ceil(n / W)`` (the last rows repeated where ``W m > n``), the ranks all-gather their
-    ``m`` points and every rank returns the ``n`` points in input order. Every rank must make
-    the same calls with the same row counts (a deterministic evaluation does). Everything
-    else (``manifold``, ``temperature``, ``vision``, ...) is the wrapped model's. On one
-    process it is the model itself.
-
-    Args:
-        model: the two-tower model (unwrapped, not the DDP module).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self._modules["model"], name)
-
-    def _split(self, encode: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return encode(rows)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        n = rows.shape[0]
-        m = -(-n // world)
-        index = torch.arange(rank * m, (rank + 1) * m, device=rows.device).clamp_(max=n - 1)
-        local = encode(rows[index]).contiguous()
-        parts = [torch.empty_like(local) for _ in range(world)]
-        dist.all_gather(parts, local)
-        return torch.cat(parts)[:n]
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """``model.encode_image`` on this rank's rows, gathered: ``(n, *point_shape)``."""
-        return self._split(self.model.encode_image, images)
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``model.encode_text`` on this rank's rows, gathered: ``(n, *point_shape)``."""
-        return self._split(self.model.encode_text, tokens)
-
-
-class SyntheticEvaluator:
-    """``evaluator(model, step) -> {metric: value}`` on held-out synthetic images.
-
-    Metric names: ``zeroshot/<attribute>/top1``, ``.../top5`` (or ``top{C}`` when the task has
-    fewer than 5 classes), ``zeroshot/<attribute>/chance_top1``, ``zeroshot/mean_top1``,
-    ``retrieval/image_to_text@k``, ``retrieval/text_to_image@k``, ``geometry/gap``,
-    ``geometry/gap_logits``, ``geometry/alignment``, ``geometry/uniformity_image``.
-
-    Args:
-        tokenize: ``list of B strings -> (B, L)`` token ids (the run's tokenizer).
-        image_size: side of the rendered images (the model's ``image_size``).
-        seed: the synthetic data seed (the held-out splits never share an item with ``train``).
-        zeroshot_samples: images for zero-shot classification (``0`` skips it).
-        retrieval_samples: image-caption pairs for retrieval (``0`` skips it).
-        batch_size: images or captions per forward pass.
-        appearance: the training data's appearance settings.
-        precision: ``"fp32"`` or ``"bf16"`` (autocast for the encoders).
-
-    Raises:
-        ValueError: if both sample counts are ``0``, ``batch_size < 1``, or the retrieval
-            split has too few distinct captions.
-    """
-
-    def __init__(
-        self,
-        tokenize: Callable[[list[str]], torch.Tensor],
-        image_size: int,
-        seed: int = 0,
-        zeroshot_samples: int = 1000,
-        retrieval_samples: int = 1000,
-        batch_size: int = 256,
-        appearance: SyntheticConfig | None = None,
-        precision: str = "fp32",
-    ) -> None:
-        if zeroshot_samples <= 0 and retrieval_samples <= 0:
-            raise ValueError("zeroshot_samples, retrieval_samples: at least one must be > 0")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        self.tokenize = tokenize
-        self.batch_size = batch_size
-        self.precision = precision
-        self.heldout = synthetic_heldout(
-            zeroshot_samples=zeroshot_samples, retrieval_samples=retrieval_samples, seed=seed,
-            image_size=image_size, config=appearance,
-        )
-
-    @torch.no_grad()
-    def __call__(self, model: torch.nn.Module, step: int = 0) -> dict[str, float]:
-        """Evaluate ``model`` (a two-tower model) now; ``step`` is for the caller's logs."""
-        results = evaluate_model(model, self.tokenize, self.heldout, batch_size=self.batch_size,
-                                 precision=self.precision)
-        out = summary_metrics(results)
-        for attribute, res in results.get("zeroshot", {}).items():
-            for key, value in res.items():
-                if key.startswith(("top", "chance_top")):
-                    out[f"zeroshot/{attribute}/{key}"] = float(value)
-        return out
 
 
 class BenchmarkEvaluator:

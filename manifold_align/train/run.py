@@ -255,12 +255,8 @@ def build_evaluator(config: RunConfig, tokenizer: Tokenizer, image_size: int) ->
     Raises:
         ConfigError: a benchmark that cannot be opened (named as ``eval.benchmarks``).
     """
-    from manifold_align.train.evaluation import (
-        BenchmarkEvaluator,
-        SyntheticEvaluator,
-        benchmark_specs,
-        combine,
-    )
+    from manifold_align.evaluate.suite import SyntheticEvaluator
+    from manifold_align.train.evaluation import BenchmarkEvaluator, benchmark_specs, combine
 
     ev = config.eval
     parts: list[Evaluate] = []

@@ -21,7 +21,7 @@ every rank keeps its first ``min_r b_r`` pairs (at least 2, else the batch is dr
 logged loss is the mean of the ranks' shares
 (the global loss); rank 0 alone writes metrics and checkpoints (all ranks wait at a barrier
 around each); every rank runs ``evaluate`` on a
-:class:`~manifold_align.train.evaluation.RankSplitEncoder`, which spreads the encoding over
+[RankSplitEncoder][manifold_align.evaluate.ranks.RankSplitEncoder], which spreads the encoding over
 the ranks, and rank 0 logs the result.
 
 The data position (global micro-batches consumed) and the skipped-sample count are part of every
@@ -34,26 +34,25 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from manifold_align.config import to_dict
 from manifold_align.data.skipped import SkippedSamples
+from manifold_align.evaluate.ranks import RankSplitEncoder
 from manifold_align.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import barrier, world
-from manifold_align.train.evaluation import RankSplitEncoder
 from manifold_align.train.guard import check_scalar, check_tensors
 from manifold_align.train.lineage import supersede
 from manifold_align.train.metrics import MetricsWriter, read_metrics
+from manifold_align.train.progress import Progress
 from manifold_align.train.schedule import lr_factor
 
 __all__ = ["RESUMABLE_KEYS", "BatchSource", "fit"]
@@ -66,6 +65,7 @@ RESUMABLE_KEYS = (
     "train.ckpt_every",
     "train.keep_checkpoints",
     "train.progress",
+    "train.progress_interval_s",
     "train.device",
     "train.debug",
     "train.compile",
@@ -108,6 +108,8 @@ def fit(
     resume: str | Path | None = None,
     checkpoint_files: Mapping[str, str | Path] | None = None,
     on_accept: Callable[[], None] | None = None,
+    progress_stream: TextIO | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``config.train.steps`` optimizer steps; return the last records.
 
@@ -127,7 +129,7 @@ def fit(
         evaluate: ``evaluate(model, step) -> {name: value}``, called in eval mode without
             gradients every ``eval_every`` steps (``0``: never) and after the last step; on
             several ranks every rank calls it (with the same arguments) on a
-            :class:`~manifold_align.train.evaluation.RankSplitEncoder`.
+            [RankSplitEncoder][manifold_align.evaluate.ranks.RankSplitEncoder].
         resume: a checkpoint directory to continue from (see
             :func:`~manifold_align.train.checkpoint.find_checkpoint`).
         checkpoint_files: files copied into every checkpoint (``{name: path}``).
@@ -135,6 +137,10 @@ def fit(
             checkpoints it supersedes are moved aside, before anything else is written into
             ``run_dir`` (a refused resume changes nothing there); it may write a first
             checkpoint (``model.init_from`` does).
+        progress_stream: where progress goes (``sys.stderr`` when ``None``): a tqdm bar if
+            it is a terminal, else a plain line every ``train.progress_interval_s`` seconds
+            (`Progress`).
+        clock: the progress lines' clock (``time.monotonic`` when ``None``), for tests.
 
     Checkpoints of ``run_dir`` newer than the one resumed from (all of them for a fresh
     run) are moved aside first (:func:`~manifold_align.train.lineage.supersede`);
@@ -222,9 +228,8 @@ def fit(
         model.train()
         last["eval"] = record("eval", values)
 
-    bar = tqdm(total=tc.steps, initial=step,
-               disable=not (main and tc.progress and sys.stderr.isatty()),
-               dynamic_ncols=True, desc="train")
+    bar = Progress(tc.steps, step, enabled=main and tc.progress,
+                   interval_s=tc.progress_interval_s, stream=progress_stream, clock=clock)
     data = batches.iterate(consumed)
 
     def usable(size: int) -> int:
@@ -294,7 +299,7 @@ def fit(
             if tc.debug:
                 check_tensors(step, model, "parameter")
             step += 1
-            bar.update(1)
+            bar.update(1, loss=loss)
 
             if step % tc.log_every == 0 or step == tc.steps:
                 now = time.perf_counter()
@@ -314,8 +319,9 @@ def fit(
                 run_eval()
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps:
                 checkpoint()
-    finally:
         bar.close()
+    finally:
+        bar.close(last_line=False)  # after an error: the error is the last line
         if metrics is not None:
             metrics.close()
     last["step"] = step
