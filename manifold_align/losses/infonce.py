@@ -11,6 +11,7 @@ from manifold_align.losses.tiled import tiled_info_nce
 from manifold_align.losses.validation import (
     check_finite_scalar,
     check_logits,
+    check_tile_size,
     first_order_only,
     flat_pair,
 )
@@ -93,11 +94,13 @@ class InfoNCE(nn.Module):
 
     Args:
         manifold: the manifold the embeddings live on.
-        temperature_obj: (positional) a :class:`Temperature`, or ``None`` for scale 1. A bare
-            number here raises ``TypeError``: CLIP's temperature 0.07 is a scale of 14.3, so
+        temperature_obj: (positional) a
+            [Temperature][manifold_align.losses.temperature.Temperature], or ``None`` for scale 1. A
+            bare number here raises ``TypeError``: CLIP's temperature 0.07 is a scale of 14.3, so
             say which with a keyword.
-        temperature: (keyword) a :class:`Temperature`, or a number ``tau``: a fixed scale
-            ``1 / tau`` (``temperature=0.07`` is CLIP's initial scale 14.3).
+        temperature: (keyword) a [Temperature][manifold_align.losses.temperature.Temperature], or a
+            number ``tau``: a fixed scale ``1 / tau`` (``temperature=0.07`` is CLIP's initial scale
+            14.3).
         scale: (keyword) a number: ``Temperature.fixed(scale)``, exactly that scale.
         tile_size: ``None`` for dense, else rows per strip of the tiled path.
         check_finite: reject NaN/Inf features with a ``ValueError`` naming ``image`` or
@@ -129,10 +132,7 @@ class InfoNCE(nn.Module):
             raise TypeError(
                 f"manifold: expected a ContrastiveManifold, got {type(manifold).__name__}"
             )
-        if tile_size is not None and (
-            isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
-        ):
-            raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
+        check_tile_size(tile_size)
         self.manifold = manifold
         self.temperature = resolve_temperature(manifold, temperature_obj, temperature, scale)
         self.tile_size = tile_size
@@ -146,8 +146,8 @@ class InfoNCE(nn.Module):
             text: ``(B, *manifold.point_shape)``; row ``i`` is the caption of image ``i``.
 
         Returns:
-            :class:`LossOutput` with the 0-dim loss and ``scale``, ``pos_sim``, ``neg_sim``,
-            ``gap_logits``.
+            [LossOutput][manifold_align.losses.output.LossOutput] with the 0-dim loss and ``scale``,
+            ``pos_sim``, ``neg_sim``, ``gap_logits``.
 
         Raises:
             ValueError: wrong point shape, different batch lengths, empty batch, or (with
