@@ -182,3 +182,32 @@ def test_default_tile_and_bad_tile_sizes():
         tiled_sigmoid(x, x[:3], 1.0, 0.0)
     with pytest.raises(ValueError, match=r"^bias: expected a 0-dim tensor"):
         tiled_sigmoid(x, x, 1.0, torch.zeros(2))
+
+
+def test_benchmark_sigmoid_cases_come_out():
+    """benchmarks/bench_losses.py's SigLIP cases in-process at a tiny size, with their ratios."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_losses.py"
+    spec = importlib.util.spec_from_file_location("bench_losses", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        results = [
+            bench.run_case({"impl": impl, "manifold": "sphere", "batch": 32, "reps": 2,
+                            "threads": 1, "tile": tile})
+            for impl, tile in (("sigmoid", None), ("sigmoid", 5), ("gemm3", None))
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-6)
+    assert all(r["time_s"] > 0 and r["peak_extra_mib"] >= 0 for r in results)
+    args = argparse.Namespace(threads=1, quick=False, batches=[1024], big=False, tile=1024,
+                              sigmoid_big=65536, only="siglip")
+    planned = bench.plan(args, peer=True)
+    assert {(c["impl"], c["batch"]) for c in planned} == {
+        ("openclip_siglip", 1024), ("gemm3", 1024), ("sigmoid", 1024), ("sigmoid", 65536)
+    }
