@@ -78,6 +78,43 @@ def manifold_label(tokens: int | None) -> str:
     return f"Sphere({DIM})" if tokens is None else f"Oblique({tokens}, {DIM // tokens})"
 
 
+def measure(
+    loss_fn, params: list, reps: int, device: str = "cpu"
+) -> tuple[list[tuple[float, float]], float | None]:
+    """``loss_fn().backward()`` once for memory, then ``reps`` timed calls.
+
+    Returns the ``(wall, CPU)`` seconds of the timed calls (of the first call when
+    ``reps = 0``) and the first call's peak memory in MiB: on CUDA the allocator's peak over
+    what was allocated before it, on CPU the resident-set peak over the resident set before
+    it (None where the peak cannot be reset).
+    """
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+
+    def call() -> tuple[float, float]:
+        for p in params:
+            p.grad = None
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss_fn().backward()
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        first = call()
+        peak_mib = (torch.cuda.max_memory_allocated(device) - base) / KIB**2
+    else:
+        exact = reset_peak()
+        rss0 = status_kib("VmRSS") or 0
+        first = call()
+        peak_mib = ((status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
+    return [call() for _ in range(reps)] or [first], peak_mib
+
+
 def loss_case(
     batch: int, tokens: int | None, reps: int, device: str = "cpu", seed: int = 0
 ) -> dict:
@@ -104,31 +141,8 @@ def loss_case(
     # CLIP's initial scale 1 / 0.07, divided by k: every manifold's logits span the same
     # range (the registry's convention: the oblique cap is 100 / k)
     criterion = InfoNCE(manifold, Temperature.learnable(1 / (0.07 * k), 100.0 / k)).to(device)
-    cuda = torch.device(device).type == "cuda"
     params = [x, y, criterion.temperature.logit_scale]
-
-    def call() -> tuple[float, float]:
-        for p in params:
-            p.grad = None
-        t0, c0 = time.perf_counter(), time.process_time()
-        loss = criterion(x, y).loss
-        loss.backward()
-        if cuda:
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0, time.process_time() - c0
-
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        first = call()
-        peak_mib = (torch.cuda.max_memory_allocated(device) - base) / KIB**2
-    else:
-        exact = reset_peak()
-        rss0 = status_kib("VmRSS") or 0
-        first = call()
-        peak_mib = ((status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
-    times = [call() for _ in range(reps)] or [first]
+    times, peak_mib = measure(lambda: criterion(x, y).loss, params, reps, device)
     return {
         "batch": batch,
         "tokens": tokens,
@@ -171,7 +185,7 @@ def loss_sweep(
 def siglip_case(batch: int, impl: str, reps: int, seed: int = 0) -> dict:
     """Forward + backward of ``impl`` (``"ours"`` or ``"openclip"``) SigLIP at one ``B``.
 
-    Memory as in `loss_case` (CPU); ``time_s`` the median of ``reps`` calls after the first.
+    Memory and time as in `measure` (CPU); ``time_s`` the median of the timed calls.
     """
     import torch
 
@@ -199,19 +213,7 @@ def siglip_case(batch: int, impl: str, reps: int, seed: int = 0) -> dict:
             return ours(x, y).loss
 
     params = [x, y, ours.temperature.logit_scale, ours.logit_bias]
-
-    def call() -> tuple[float, float]:
-        for p in params:
-            p.grad = None
-        t0, c0 = time.perf_counter(), time.process_time()
-        loss().backward()
-        return time.perf_counter() - t0, time.process_time() - c0
-
-    exact = reset_peak()
-    rss0 = status_kib("VmRSS") or 0
-    first = call()
-    peak_mib = ((status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
-    times = [call() for _ in range(reps)] or [first]
+    times, peak_mib = measure(loss, params, reps)
     return {
         "batch": batch,
         "impl": impl,
