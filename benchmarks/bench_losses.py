@@ -1,7 +1,11 @@
 """Time and peak memory of our InfoNCE and sigmoid losses against OpenCLIP's.
 
 Ours: InfoNCE (dense and tiled) against OpenCLIP's ``ClipLoss``, and the SigLIP sigmoid loss
-(:class:`~manifold_align.losses.SigmoidLoss`) against OpenCLIP's ``SigLipLoss``.
+(`SigmoidLoss`, strips of 512 rows with its gradients formed in the forward sweep) against
+OpenCLIP's ``SigLipLoss``. Next to them, the floor of any SigLIP on this machine: the three
+bare products of ``B^2 D`` a forward + backward needs (the logits ``x @ y.T``, then ``G @ y``
+and ``G.T @ x``), into buffers allocated beforehand (case ``gemm3``). The full run ends with
+the sigmoid loss alone at ``B = 65536`` (``--sigmoid-big``): its peak memory.
 
 Every case (implementation x manifold x batch size) runs forward + backward in its own
 subprocess, so that peak memory is that case's alone. Memory method (Linux): the process's
@@ -28,9 +32,10 @@ Usage::
     .venv-peers/bin/python benchmarks/bench_losses.py --big      # + tiled B = 65536
     .venv/bin/python benchmarks/bench_losses.py --quick          # B <= 4096, under a minute
 
-Cost: the default run (InfoNCE and SigLIP cases) takes a few minutes with one thread;
-``--big`` adds one forward + backward at B = 65536,
-about 5 CPU-minutes (4 products of 65536^2 x 512).
+Cost: the default run (InfoNCE and SigLIP cases) takes a few minutes with one thread, plus
+the sigmoid loss at ``B = 65536`` (3 products of 65536^2 x 512, about 3 CPU-minutes;
+``--sigmoid-big 0`` skips it); ``--big`` adds the tiled InfoNCE at B = 65536, about 5
+CPU-minutes (4 products).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ MANIFOLDS = {"sphere": "Sphere(512)", "oblique": "Oblique(8, 64)"}
 DIM = 512
 MIB = 2**20
 SIGLIP_BIAS = -10.0
-SIGMOID_IMPLS = ("sigmoid", "openclip_siglip")
+SIGMOID_IMPLS = ("sigmoid", "openclip_siglip", "gemm3")
 
 
 # --- child: one case ------------------------------------------------------------------------
@@ -91,7 +96,20 @@ def run_case(case: dict) -> dict:
     bias = torch.nn.Parameter(torch.tensor(SIGLIP_BIAS))
     xf, yf = x.reshape(b, DIM), y.reshape(b, DIM)
 
-    if case["impl"] == "openclip":
+    if case["impl"] == "gemm3":
+        xd, yd = xf.detach(), yf.detach()
+        logits = xd.new_empty(b, b)
+        out = xd.new_empty(b, DIM)
+        logits.fill_(0.5)  # touch the pages now, not inside the timed products
+        out.fill_(0.0)
+
+        def step() -> torch.Tensor:
+            torch.mm(xd, yd.T, out=logits)
+            torch.mm(logits, yd, out=out)
+            torch.mm(logits.T, xd, out=out)
+            return (out[0, 0] * 0 + temperature.scale * 0 + bias * 0).sum()
+
+    elif case["impl"] == "openclip":
         from open_clip.loss import ClipLoss
 
         peer = ClipLoss()
@@ -108,7 +126,7 @@ def run_case(case: dict) -> dict:
             return siglip(xf, yf, temperature.scale, bias)
 
     elif case["impl"] == "sigmoid":
-        ours = SigmoidLoss(m, temperature, bias_init=SIGLIP_BIAS)
+        ours = SigmoidLoss(m, temperature, bias_init=SIGLIP_BIAS, tile_size=case.get("tile"))
         bias = ours.logit_bias
 
         def step() -> torch.Tensor:
@@ -150,6 +168,7 @@ def run_case(case: dict) -> dict:
         "memory_method": "VmHWM reset" if exact else "ru_maxrss delta",
         "loss": loss_value,
         "scale_grad": float(temperature.logit_scale.grad),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -159,23 +178,30 @@ def run_case(case: dict) -> dict:
 def plan(args: argparse.Namespace, peer: bool) -> list[dict]:
     batches = args.batches or ((256, 1024) if args.quick else (1024, 4096, 16384))
     cases = []
+    infonce, siglip = args.only in (None, "infonce"), args.only in (None, "siglip")
     for b in batches:
-        if peer:
+        if peer and infonce:
             cases.append({"impl": "openclip", "manifold": "sphere", "batch": b})
-        for man in MANIFOLDS:
+        for man in MANIFOLDS if infonce else ():
             cases.append({"impl": "dense", "manifold": man, "batch": b})
             cases.append({"impl": "tiled", "manifold": man, "batch": b, "tile": args.tile})
+        if not siglip:
+            continue
         if peer:
             cases.append({"impl": "openclip_siglip", "manifold": "sphere", "batch": b})
+        cases.append({"impl": "gemm3", "manifold": "sphere", "batch": b})
         for man in MANIFOLDS:
             cases.append({"impl": "sigmoid", "manifold": man, "batch": b})
-        for c in cases:
-            c.setdefault("reps", 1 if b >= 16384 else 4)
-    if args.big or args.quick:
+    for c in cases:  # at B = 16384 the SigLIP cases take the best of two
+        c.setdefault("reps", 4 if c["batch"] < 16384 else 2 if c["impl"] in SIGMOID_IMPLS else 1)
+    if (args.big or args.quick) and infonce:
         big = 4096 if args.quick else 65536
         cases.append(
             {"impl": "tiled", "manifold": "sphere", "batch": big, "tile": args.tile, "reps": 1}
         )
+    sigmoid_big = 4096 if args.quick else args.sigmoid_big
+    if sigmoid_big and siglip:
+        cases.append({"impl": "sigmoid", "manifold": "sphere", "batch": sigmoid_big, "reps": 1})
     for c in cases:
         c["threads"] = args.threads
     return cases
@@ -188,6 +214,8 @@ def _label(r: dict) -> str:
         return "OpenCLIP SigLipLoss (flat 512)"
     if r["impl"] == "sigmoid":
         return f"ours SigLIP, {MANIFOLDS[r['manifold']]}"
+    if r["impl"] == "gemm3":
+        return "3 bare products (SigLIP floor)"
     impl = "dense" if r["impl"] == "dense" else f"tiled T={r['tile']}"
     return f"ours {impl}, {MANIFOLDS[r['manifold']]}"
 
@@ -221,8 +249,11 @@ def ratios(results: list[dict]) -> list[tuple[str, float, float, str]]:
                 add(f"B={b}: {impl} Oblique(8,64) / Sphere(512)", obl, ours, "<= 1.05")
         peer = _find(results, impl="openclip_siglip", batch=b)
         ours = _find(results, impl="sigmoid", manifold="sphere", batch=b)
+        floor = _find(results, impl="gemm3", batch=b)
+        if peer and floor:
+            add(f"B={b}: 3 bare products / OpenCLIP SigLipLoss", floor, peer, "-")
         if peer and ours:
-            add(f"B={b}: SigLIP / OpenCLIP SigLipLoss", ours, peer, "-")
+            add(f"B={b}: SigLIP / OpenCLIP SigLipLoss", ours, peer, "<= 0.6")
             mem = ours["peak_extra_mib"] / peer["peak_extra_mib"]
             rows.append(
                 (f"B={b}: SigLIP / OpenCLIP SigLipLoss peak extra memory", mem, float("nan"), "-")
@@ -256,6 +287,11 @@ def report(results: list[dict], peer_note: str, wall: float, args: argparse.Name
         f"| {d} | {v:.3f} | {'-' if c != c else f'{c:.3f}'} | {a} |"
         for d, v, c, a in ratios(results)
     ]
+    loads = [r["load_average"] for r in results if r.get("load_average") is not None]
+    if loads:
+        lines += ["", f"Load average (1 min) at the end of each case: {min(loads):.1f} to "
+                  f"{max(loads):.1f} on {os.cpu_count()} CPUs: wall times include waiting for "
+                  "a core, CPU times do not."]
     lines += ["", f"Total wall time: {wall:.0f} s."]
     return "\n".join(lines) + "\n"
 
@@ -284,6 +320,7 @@ def plot(results: list[dict], path: Path) -> bool:
             "tiled": "tab:orange",
             "openclip_siglip": "black",
             "sigmoid": "tab:green",
+            "gemm3": "tab:olive",
         }[r["impl"]]
         for r in results
     ]
@@ -314,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1024 4096 16384)")
     p.add_argument("--big", action="store_true", help="add the tiled loss alone at B = 65536")
     p.add_argument("--tile", type=int, default=1024, help="rows per strip of the tiled loss")
+    p.add_argument("--sigmoid-big", type=int, default=65536, metavar="B",
+                   help="add the sigmoid loss alone at this B (default 65536; 0: skip)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--only", choices=("infonce", "siglip"), help="one family of cases")
     p.add_argument("--out", type=Path, default=Path("runs/bench_losses"))
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

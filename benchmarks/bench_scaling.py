@@ -15,6 +15,12 @@ Two sweeps, each plotted log-log with its fitted exponent ``a`` in ``cost ~ n^a`
   registry's oblique temperatures do; a scale of ``1 / 0.07`` at ``k = 32`` would put most
   ``exp`` results among the subnormal floats, a slow path of the CPU (about 10 times slower
   ``exp`` on this machine), which measures the float format, not the geometry.
+* **SigLIP.** Our `SigmoidLoss` (strips of 512 rows, gradients formed in the forward sweep)
+  on ``Sphere(512)`` next to OpenCLIP's ``SigLipLoss`` (where installed) on the same flat
+  features, scale 10 and bias -10, forward + backward at each ``B``, in the same child
+  process as the loss sweep: time should grow like ``B^2`` (three products of ``B^2 D``), our
+  peak memory like ``B`` (two ``512 x B`` strips and ``O(B D)`` gradients), OpenCLIP's like
+  ``B^2``.
 * **Optimizer.** One :class:`manifold_align.optim.RiemannianAdam` step on a ``Sphere(64)``
   parameter of ``R`` rows, next to ``torch.optim.Adam(fused=True)`` on a plain tensor of the
   same size (the Euclidean floor) and, where installed, ``geoopt.optim.RiemannianAdam``:
@@ -82,6 +88,43 @@ def manifold_label(tokens: int | None) -> str:
     return f"Sphere({DIM})" if tokens is None else f"Oblique({tokens}, {DIM // tokens})"
 
 
+def measure(
+    loss_fn, params: list, reps: int, device: str = "cpu"
+) -> tuple[list[tuple[float, float]], float | None]:
+    """``loss_fn().backward()`` once for memory, then ``reps`` timed calls.
+
+    Returns the ``(wall, CPU)`` seconds of the timed calls (of the first call when
+    ``reps = 0``) and the first call's peak memory in MiB: on CUDA the allocator's peak over
+    what was allocated before it, on CPU the resident-set peak over the resident set before
+    it (None where the peak cannot be reset).
+    """
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+
+    def call() -> tuple[float, float]:
+        for p in params:
+            p.grad = None
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss_fn().backward()
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        first = call()
+        peak_mib = (torch.cuda.max_memory_allocated(device) - base) / KIB**2
+    else:
+        exact = reset_peak()
+        rss0 = status_kib("VmRSS") or 0
+        first = call()
+        peak_mib = ((status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
+    return [call() for _ in range(reps)] or [first], peak_mib
+
+
 def loss_case(
     batch: int, tokens: int | None, reps: int, device: str = "cpu", seed: int = 0
 ) -> dict:
@@ -108,31 +151,8 @@ def loss_case(
     # CLIP's initial scale 1 / 0.07, divided by k: every manifold's logits span the same
     # range (the registry's convention: the oblique cap is 100 / k)
     criterion = InfoNCE(manifold, Temperature.learnable(1 / (0.07 * k), 100.0 / k)).to(device)
-    cuda = torch.device(device).type == "cuda"
     params = [x, y, criterion.temperature.logit_scale]
-
-    def call() -> tuple[float, float]:
-        for p in params:
-            p.grad = None
-        t0, c0 = time.perf_counter(), time.process_time()
-        loss = criterion(x, y).loss
-        loss.backward()
-        if cuda:
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0, time.process_time() - c0
-
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        first = call()
-        peak_mib = (torch.cuda.max_memory_allocated(device) - base) / KIB**2
-    else:
-        exact = reset_peak()
-        rss0 = status_kib("VmRSS") or 0
-        first = call()
-        peak_mib = ((status_kib("VmHWM") or 0) - rss0) / KIB if exact else None
-    times = [call() for _ in range(reps)] or [first]
+    times, peak_mib = measure(lambda: criterion(x, y).loss, params, reps, device)
     return {
         "batch": batch,
         "tokens": tokens,
@@ -172,11 +192,76 @@ def loss_sweep(
     return out
 
 
-def run_loss_child(args: argparse.Namespace) -> list[dict]:
-    """The loss sweep in a child process with a fixed mmap threshold (see the module doc)."""
+def siglip_case(batch: int, impl: str, reps: int, seed: int = 0) -> dict:
+    """Forward + backward of ``impl`` (``"ours"`` or ``"openclip"``) SigLIP at one ``B``.
+
+    Memory and time as in `measure` (CPU); ``time_s`` the median of the timed calls.
+    """
+    import torch
+
+    from manifold_align import Sphere
+    from manifold_align.losses import SigmoidLoss, Temperature
+
+    manifold = Sphere(DIM)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = manifold.projx(torch.randn(batch, DIM, generator=gen))
+        y = manifold.projx(0.5 * x + torch.randn(batch, DIM, generator=gen))
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    ours = SigmoidLoss(manifold, Temperature.learnable(10.0, 100.0), bias_init=-10.0)
+    if impl == "openclip":
+        from open_clip.loss import SigLipLoss
+
+        peer = SigLipLoss()
+
+        def loss():
+            return peer(x, y, ours.temperature.scale, ours.logit_bias)
+    else:
+
+        def loss():
+            return ours(x, y).loss
+
+    params = [x, y, ours.temperature.logit_scale, ours.logit_bias]
+    times, peak_mib = measure(loss, params, reps)
+    return {
+        "batch": batch,
+        "impl": impl,
+        "series": "ours SigmoidLoss" if impl == "ours" else "OpenCLIP SigLipLoss",
+        "time_s": statistics.median(t for t, _ in times),
+        "cpu_s": statistics.median(c for _, c in times),
+        "times_s": [t for t, _ in times],
+        "peak_extra_mib": peak_mib,
+    }
+
+
+def siglip_sweep(batches: list[int], threads: int, reps: int, grid_max: int) -> list[dict]:
+    """Ours and (where installed) OpenCLIP's SigLIP at each ``B``, smallest first; above
+    ``grid_max`` one call each (it is also the memory call)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    impls = ["ours"] + (["openclip"] if importlib.util.find_spec("open_clip") else [])
+    for impl in impls:  # first-use costs stay out of the cases
+        siglip_case(64, impl, reps=1)
+    out = []
+    for b in sorted(batches):
+        for impl in impls:
+            r = siglip_case(b, impl, reps if b <= grid_max else 0)
+            out.append(r)
+            mem = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.0f}"
+            print(f"  siglip {r['series']:20s} B={b:6d} {r['time_s']:8.4f} s "
+                  f"{r['cpu_s']:8.4f} s CPU {mem:>7s} MiB", file=sys.stderr, flush=True)
+    return out
+
+
+def run_loss_child(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """The loss and SigLIP sweeps in a child process with a fixed mmap threshold (see the
+    module doc): ``{"loss": [...], "siglip": [...]}``."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * KIB))
     spec = {"batches": args.batches, "tokens": args.tokens, "threads": args.threads,
-            "reps": args.reps, "grid_max": args.grid_max, "device": args.device}
+            "reps": args.reps, "grid_max": args.grid_max, "device": args.device,
+            "sweeps": args.sweeps}
     proc = subprocess.run(
         [sys.executable, __file__, "--loss-child", json.dumps(spec)],
         stdout=subprocess.PIPE, text=True, env=env, check=False,
@@ -292,12 +377,24 @@ def fits(loss: list[dict], optim: list[dict]) -> list[dict]:
     return rows
 
 
+def siglip_fits(siglip: list[dict]) -> list[dict]:
+    """Fitted exponents of the SigLIP sweep: time and memory vs B, ours and OpenCLIP's."""
+    rows = []
+    for key, what in (("time_s", "SigLIP wall time"), ("cpu_s", "SigLIP CPU time"),
+                      ("peak_extra_mib", "SigLIP peak memory")):
+        for name, (xs, ys) in _series(siglip, key, "series", "batch").items():
+            rows.append({"cost": what, "series": name, "against": "B",
+                         "exponent": exponent(xs, ys)})
+    return rows
+
+
 def markdown(result: dict) -> str:
     """The loss grid (time, memory, and time relative to Sphere(512) at the same B), the
     optimizer table and the fitted exponents."""
     loss, optim = result["loss"], result["optimizer"]
     sphere = {r["batch"]: r for r in loss if r["tokens"] is None}
     lines = [
+        *siglip_table(result.get("siglip", [])),
         "| B | manifold | wall (s) | CPU (s) | CPU / Sphere(512) | peak extra (MiB) |",
         "|---:|---|---:|---:|---:|---:|",
     ]
@@ -318,6 +415,53 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def siglip_table(siglip: list[dict]) -> list[str]:
+    """Markdown rows of the SigLIP sweep, with ours / OpenCLIP at each B (empty if not run)."""
+    if not siglip:
+        return []
+    peer = {r["batch"]: r for r in siglip if r["impl"] == "openclip"}
+    lines = ["| B | SigLIP | wall (s) | CPU (s) | peak extra (MiB) | CPU / OpenCLIP "
+             "| memory / OpenCLIP |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in siglip:
+        p = peer.get(r["batch"])
+        cpu = f"{r['cpu_s'] / p['cpu_s']:.2f}" if p and p["cpu_s"] else "-"
+        mem = (f"{r['peak_extra_mib'] / p['peak_extra_mib']:.2f}"
+               if p and r["peak_extra_mib"] and p["peak_extra_mib"] else "-")
+        peak = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.0f}"
+        lines.append(f"| {r['batch']} | {r['series']} | {r['time_s']:.4f} | {r['cpu_s']:.4f} "
+                     f"| {peak} | {cpu} | {mem} |")
+    return [*lines, ""]
+
+
+def plot_siglip(siglip: list[dict], out_dir: Path) -> Path:
+    """``bench_scaling_siglip.png``: SigLIP CPU time and peak memory against B, log-log."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, title, power in ((axes[0], "cpu_s", "SigLIP fwd + bwd, CPU time (s)", 2),
+                                  (axes[1], "peak_extra_mib", "peak extra memory (MiB)", 1)):
+        series = _series(siglip, key, "series", "batch")
+        for name, (xs, ys) in series.items():
+            a = exponent(xs, ys)
+            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
+        ours = series.get("ours SigmoidLoss")
+        if ours:
+            xs, ys = ours
+            ax.plot(xs, [ys[0] * (x / xs[0]) ** power for x in xs], "k:",
+                    label=f"~ B^{power}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "bench_scaling_siglip.png"
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
 def plot(result: dict, out_dir: Path) -> list[Path]:
     """``bench_scaling_loss.png`` (time and memory vs B) and ``bench_scaling_optim.png``;
     an empty list if matplotlib is missing."""
@@ -329,29 +473,31 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    for ax, key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
-                           (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
-                           (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
-        series = _series(result["loss"], key, "manifold", "batch")
-        for name, (xs, ys) in series.items():
-            a = exponent(xs, ys)
-            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
-        if series:
-            xs, ys = next(iter(series.values()))
-            ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size B")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "bench_scaling_loss.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
+    paths = [plot_siglip(result["siglip"], out_dir)] if result.get("siglip") else []
+    if result["loss"]:
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+        for ax, key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
+                               (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
+                               (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
+            series = _series(result["loss"], key, "manifold", "batch")
+            for name, (xs, ys) in series.items():
+                a = exponent(xs, ys)
+                ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
+            if series:
+                xs, ys = next(iter(series.values()))
+                ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size B")
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "bench_scaling_loss.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    if not result["optimizer"]:
+        return paths
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
         series = _series(result["optimizer"], key, "optimizer", "rows")
@@ -393,14 +539,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plots", type=Path, help="write the PNG plots into this folder")
     parser.add_argument("--loss-from", type=Path,
-                        help="take the loss sweep from this earlier --json result instead of "
-                             "measuring it (re-measure the optimizer sweep only)")
+                        help="take the loss sweeps from this earlier --json result instead of "
+                             "measuring them (re-measure the optimizer sweep only)")
+    parser.add_argument("--sweeps", default="loss,siglip,optimizer",
+                        help="comma-separated subset of loss, siglip, optimizer")
     parser.add_argument("--loss-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loss_child:
         spec = json.loads(args.loss_child)
-        print(json.dumps(loss_sweep(spec["batches"], spec["tokens"], spec["threads"],
-                                    spec["reps"], spec["grid_max"], spec["device"])))
+        out = {"loss": [], "siglip": []}
+        if "loss" in spec["sweeps"]:
+            out["loss"] = loss_sweep(spec["batches"], spec["tokens"], spec["threads"],
+                                     spec["reps"], spec["grid_max"], spec["device"])
+        if "siglip" in spec["sweeps"] and spec["device"] == "cpu":
+            out["siglip"] = siglip_sweep(spec["batches"], spec["threads"], spec["reps"],
+                                         spec["grid_max"])
+        print(json.dumps(out))
         return {}
     bad = [k for k in args.tokens if k <= 0 or DIM % k]
     if bad:
@@ -413,8 +567,14 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     start = time.perf_counter()
-    loss = json.loads(args.loss_from.read_text())["loss"] if args.loss_from else run_loss_child(args)
-    optim = optimizer_sweep(args.rows, args.steps, args.threads, args.device, args.warmup)
+    if args.loss_from:
+        earlier = json.loads(args.loss_from.read_text())
+        loss, siglip = earlier["loss"], earlier.get("siglip", [])
+    else:
+        child = run_loss_child(args)
+        loss, siglip = child["loss"], child["siglip"]
+    optim = (optimizer_sweep(args.rows, args.steps, args.threads, args.device, args.warmup)
+             if "optimizer" in args.sweeps else [])
     result = {
         "meta": {
             "torch": torch.__version__,
@@ -424,12 +584,13 @@ def main(argv: list[str] | None = None) -> dict:
             "machine": platform.machine(),
             "memory_method": "CUDA max_memory_allocated" if args.device.startswith("cuda")
             else "VmHWM reset, MALLOC_MMAP_THRESHOLD_=65536"
-            if any(r["peak_extra_mib"] is not None for r in loss) else "unavailable",
+            if any(r["peak_extra_mib"] is not None for r in loss + siglip) else "unavailable",
             "wall_s": time.perf_counter() - start,
         },
         "loss": loss,
+        "siglip": siglip,
         "optimizer": optim,
-        "fits": fits(loss, optim),
+        "fits": fits(loss, optim) + siglip_fits(siglip),
     }
     print(markdown(result))
     if args.plots is not None:

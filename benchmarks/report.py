@@ -118,6 +118,10 @@ def loss_ratios(losses: list[dict]) -> list[tuple[str, float | None, float | Non
                              _div(obl, sphere[impl], "peak_extra_mib")))
         peer = _find(losses, impl="openclip_siglip", batch=b)
         ours = _find(losses, impl="sigmoid", manifold="sphere", batch=b)
+        floor = _find(losses, impl="gemm3", batch=b)
+        if floor and peer:
+            rows.append((f"SigLIP floor (3 bare products) / OpenCLIP SigLipLoss, B={b}",
+                         _div(floor, peer, "time_s"), _div(floor, peer, "cpu_s"), None))
         if ours and peer:
             rows.append((f"SigLIP, Sphere(512) / OpenCLIP SigLipLoss, B={b}",
                          _div(ours, peer, "time_s"), _div(ours, peer, "cpu_s"),
@@ -198,22 +202,45 @@ def _section_losses(losses: list[dict] | None) -> list[str]:
         "`Sphere(512)` and `Oblique(8, 64)`; the peer is OpenCLIP's `ClipLoss` on the same",
         "flat features. The SigLIP sigmoid loss (`SigmoidLoss`, learnable scale init 10 and",
         "bias init -10) is measured the same way against OpenCLIP's `SigLipLoss` given the",
-        "same scale and bias. Time is the fastest repetition after the first.",
+        "same scale and bias; ours works in strips of 512 rows and forms its gradients in the",
+        "forward sweep (three products of `B^2 D`, `O(B D)` saved). *3 bare products* is the",
+        "floor of any SigLIP here: the logits `x @ y.T`, then `G @ y` and `G.T @ x`, into",
+        "buffers allocated beforehand. Time is the fastest repetition after the first.",
         "",
         "| implementation | manifold | B | wall (s) | CPU (s) | peak extra (MiB) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in losses:
         impl = {"openclip": "OpenCLIP ClipLoss", "openclip_siglip": "OpenCLIP SigLipLoss",
-                "dense": "ours InfoNCE dense", "sigmoid": "ours SigLIP"}.get(
+                "dense": "ours InfoNCE dense", "sigmoid": "ours SigLIP",
+                "gemm3": "3 bare products (SigLIP floor)"}.get(
             r["impl"], f"ours InfoNCE tiled (T={r.get('tile')})")
-        man = "flat 512" if r["impl"].startswith("openclip") else (
+        man = "flat 512" if r["impl"].startswith("openclip") or r["impl"] == "gemm3" else (
             "Sphere(512)" if r["manifold"] == "sphere" else "Oblique(8, 64)")
         out.append(f"| {impl} | {man} | {r['batch']} | {r['time_s']:.3f} | "
                    f"{r['cpu_s']:.3f} | {r['peak_extra_mib']:.0f} |")
     out += ["", "| ratio | wall | CPU | peak memory |", "|---|---:|---:|---:|"]
     out += [f"| {d} | {_fmt(w)} | {_fmt(c)} | {_fmt(m)} |" for d, w, c, m in loss_ratios(losses)]
+    loads = [r["load_average"] for r in losses if r.get("load_average") is not None]
+    if loads:
+        out += ["", f"Load average (1 min) at the end of each case: {min(loads):.1f} to "
+                f"{max(loads):.1f}: wall times include waiting for a core, CPU times do not."]
+    out += [""] + [line for r in losses if r["impl"] == "sigmoid" and r["batch"] >= 32768
+                   for line in _big_sigmoid(r)]
     return [*out, "", "![loss benchmark](img/bench_suite_losses.png)", ""]
+
+
+def _big_sigmoid(r: dict) -> list[str]:
+    """The sigmoid loss alone at a large batch: its whole-process and extra peak memory."""
+    return [
+        f"**SigLIP at B = {r['batch']:,}** (strips of 512 rows, `O(B D)` saved): the whole "
+        f"process peaks at {r['peak_total_mib'] / 1024:.2f} GiB "
+        f"({r['peak_total_mib'] * 2**20 / 1e9:.2f} GB; aim: under 3 GB), of which "
+        f"{r['peak_extra_mib'] / 1024:.2f} GiB is the forward + backward's own working memory "
+        f"beyond the inputs; {r['time_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU. Dense logits "
+        f"alone would be {4 * r['batch'] ** 2 / 2**30:.0f} GiB.",
+        "",
+    ]
 
 
 def _section_radam(radam: dict | None) -> list[str]:
@@ -334,6 +361,7 @@ def _section_scaling(sc: dict | None) -> list[str]:
         mem = _fmt(r["peak_extra_mib"], 0)
         out.append(f"| {r['batch']} | {r['manifold']} | {r['time_s']:.4f} | {r['cpu_s']:.4f} | "
                    f"{_fmt(rel)} | {mem} |")
+    out += _scaling_siglip(sc.get("siglip"))
     out += ["", "![optimizer scaling](img/bench_scaling_optim.png)", "",
             "| rows x 64 | optimizer | wall ms/step | CPU ms/step | wall / fused Adam "
             "| CPU / fused Adam |", "|---:|---|---:|---:|---:|---:|"]
@@ -341,6 +369,26 @@ def _section_scaling(sc: dict | None) -> list[str]:
             f"{1e3 * r['cpu_s']:.2f} | {r['ratio_to_fused']:.2f} | "
             f"{r['cpu_ratio_to_fused']:.2f} |" for r in sc["optimizer"]]
     return [*out, ""]
+
+
+def _scaling_siglip(siglip: list[dict] | None) -> list[str]:
+    """The SigLIP sweep: ours against OpenCLIP's at each B, and the plot."""
+    if not siglip:
+        return []
+    peer = {r["batch"]: r for r in siglip if r["impl"] == "openclip"}
+    out = ["", "**SigLIP** (`siglip` sweep, same child process): our `SigmoidLoss` (strips of",
+           "512 rows, gradients formed in the forward sweep) and OpenCLIP's `SigLipLoss` on",
+           "`Sphere(512)` features, scale 10, bias -10. Time grows like `B^2` for both (three",
+           "products of `B^2 D` each); our memory like `B`, OpenCLIP's like `B^2`.", "",
+           "![SigLIP scaling](img/bench_scaling_siglip.png)", "",
+           "| B | SigLIP | wall (s) | CPU (s) | peak extra (MiB) | CPU / OpenCLIP "
+           "| memory / OpenCLIP |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in siglip:
+        p = peer.get(r["batch"])
+        out.append(f"| {r['batch']} | {r['series']} | {r['time_s']:.4f} | {r['cpu_s']:.4f} | "
+                   f"{_fmt(r['peak_extra_mib'], 0)} | {_fmt(_div(r, p, 'cpu_s'))} | "
+                   f"{_fmt(_div(r, p, 'peak_extra_mib'))} |")
+    return out
 
 
 def _section_tokenizer(tok: dict | None) -> list[str]:

@@ -3,7 +3,8 @@
 # CLIP_benchmark; scripts/peers_env.sh), then the page docs/benchmarks.md regenerated from the
 # results.
 #
-#   bash scripts/bench.sh            full CPU run (~15 min on 2 shared cores): JSON results into
+#   bash scripts/bench.sh            full CPU run (~20 min on 2 idle cores; the sigmoid loss
+#                                    alone at B = 65536 is 4 CPU-minutes of it): JSON results into
 #                                    benchmarks/results/, plots into docs/img/bench_*.png, and
 #                                    docs/benchmarks.md
 #   bash scripts/bench.sh --quick    smoke run (about a minute): the same, under runs/bench-quick/

@@ -79,8 +79,10 @@ def test_scaling_quick_numbers_come_out(tmp_path, keep_threads):
     }
     assert all(r["time_s"] > 0 for r in result["optimizer"])
     assert all(f["exponent"] is None or math.isfinite(f["exponent"]) for f in result["fits"])
+    assert {(r["batch"], r["impl"]) for r in result["siglip"]} >= {(64, "ours"), (256, "ours")}
+    assert all(r["cpu_s"] >= 0 and r["time_s"] > 0 for r in result["siglip"])
     assert {Path(p).name for p in result["plots"]} == {
-        "bench_scaling_loss.png", "bench_scaling_optim.png"
+        "bench_scaling_loss.png", "bench_scaling_optim.png", "bench_scaling_siglip.png"
     }
     assert all(Path(p).stat().st_size > 0 for p in result["plots"])
     assert "| 256 | Oblique(8, 64) |" in bench.markdown(result)

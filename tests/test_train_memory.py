@@ -76,6 +76,8 @@ def test_loss_memory_follows_the_documented_formulas():
     assert loss_bytes("infonce-tiled", b, w, d, tile=128) == 8 * 128 * big_b + 16 * big_b * d
     assert loss_bytes("sigmoid-ring", b, w, d) == 8 * b * b + 16 * b * d
     assert loss_bytes("sigmoid-gather", b, w, d) == 8 * b * big_b + 8 * big_b * d
+    # the sigmoid loss works in strips: one process on B = 65536 holds two 512 x B strips
+    assert loss_bytes("sigmoid-ring", 65536, 1, d, tile=512) == 8 * 512 * 65536 + 16 * 65536 * d
     with pytest.raises(ValueError, match="kind"):
         loss_bytes("clip", b, w, d)
     with pytest.raises(ValueError, match="batch"):

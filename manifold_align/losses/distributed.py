@@ -1,40 +1,39 @@
 """Exact distributed forms of the contrastive losses: each rank computes its rows of the global loss.
 
-Setting: ``W`` ranks (a ``torch.distributed`` process group), each holding ``b`` local pairs
-(the same ``b`` on every rank), global batch ``B = W b``; rank ``r`` owns global rows
-``r b .. r b + b - 1``. Each rank returns its *share* ``L_r`` of the global loss ``L``, scaled so
-that
+Setting: $W$ ranks (a ``torch.distributed`` process group), each holding $b$ local pairs
+(the same $b$ on every rank), global batch $B = W b$; rank $r$ owns global rows
+$o_r = r b, \\dots, r b + b - 1$. Each rank returns its *share* $L_r$ of the global loss $L$,
+scaled so that $\\frac1W \\sum_r L_r = L$, which is what DistributedDataParallel needs: it
+averages gradients over ranks, so the averaged gradient of every parameter (tower weights,
+``logit_scale``, ``logit_bias``) is $\\partial L / \\partial\\theta$ of one process on the full
+batch. Features are gathered *with gradients*
+([gather_with_grad][manifold_align.losses.collectives.gather_with_grad]): the backward of the
+gather sums (reduce-scatters) every rank's gradient for a block back onto the rank that owns
+it. The gradient a rank sees for its own local features is therefore $W\\,\\partial L /
+\\partial x_{\\text{local}}$; DDP's $1/W$ turns it into the single-process gradient of the
+tower parameters.
 
-    mean_r L_r = L,
-
-which is what DistributedDataParallel needs: it averages gradients over ranks, so the averaged
-gradient of every parameter (tower weights, ``logit_scale``, ``logit_bias``) is ``dL/dtheta`` of
-one process on the full batch. Features are gathered *with gradients*: the backward of the gather
-sums (reduce-scatters) every rank's gradient for a block back onto the rank that owns it. The
-gradient a rank sees for its own local features is therefore ``W * dL/dx_local``; DDP's ``1/W``
-turns it into the single-process gradient of the tower parameters.
-
-* InfoNCE (dense and tiled): gather images ``X`` and texts ``Y``; rank ``r`` computes its image
+* InfoNCE (dense and tiled): gather images $X$ and texts $Y$; rank $r$ computes its image
   rows against all texts and its text rows against all images,
-
-      L_r = 1/(2b) sum_{i in r} (lse_j S_ij - S_ii) + 1/(2b) sum_{j in r} (lse_i S_ij - S_jj),
-
-  ``S = scale * sim(X, Y)``. A text row ``j`` of ``scale * sim(Y, X)`` is column ``j`` of
-  ``S``, so no column statistics cross ranks. Per rank: two ``b x B`` logits blocks (dense) or a
-  few ``tile x B`` strips (tiled).
-* Sigmoid (SigLIP): rank ``r`` computes its image rows against all texts,
-  ``L_r = 1/b (sum_{i in r} sum_j softplus(t_ij) - sum_{i in r} t_ii)``, getting the texts
+  $L_r = \\frac{1}{2b} \\sum_{i \\in r} (\\operatorname{lse}_j S_{ij} - S_{ii}) +
+  \\frac{1}{2b} \\sum_{j \\in r} (\\operatorname{lse}_i S_{ij} - S_{jj})$, $S = s\\,XY^\\top$.
+  A text row $j$ of $s\\,Y X^\\top$ is column $j$ of $S$, so no column statistics cross
+  ranks. Per rank: two $b \\times B$ logits blocks (dense) or a few ``tile x B`` strips
+  (tiled, [RowsCrossEntropy][manifold_align.losses.tiled.RowsCrossEntropy]).
+* Sigmoid (SigLIP): rank $r$ computes its image rows against all texts,
+  $L_r = \\frac1b \\sum_{i \\in r} \\sum_j \\operatorname{softplus}(-z_{ij} t_{ij})$, with the
+  strip kernel [sigmoid_sweep][manifold_align.losses.tiled.sigmoid_sweep], getting the texts
   either around a ring of neighbour exchanges (``exchange="ring"``, SigLIP's scheme: one
-  ``b x b`` block a step while the next ``b x D`` block is in flight; the backward sends the
-  blocks round again with their gradients; ``O(b^2 + b D)`` memory per rank) or with one gather
-  (``exchange="gather"``, ``b x B`` logits per rank).
+  $b \\times b$ block a step while the next $b \\times D$ block is in flight, each block's
+  text gradient travelling with it back to its owner) or with one gather
+  (``exchange="gather"``).
 
-Communication per call, in features of ``D`` numbers: InfoNCE gathers ``2 B`` and
-reduce-scatters ``2 B`` in the backward; the sigmoid ring sends ``(W - 1) b`` forward and
-``(2W - 1) b`` backward per rank; the sigmoid gather ``B`` each way.
+Communication per call, in features of $D$ numbers: InfoNCE gathers $2B$ and
+reduce-scatters $2B$ in the backward; the sigmoid ring sends $(W - 1) b$ texts and $W b$ text
+gradients per rank, all in the forward; the sigmoid gather $B$ each way.
 
 Without an initialised process group, or with a group of one rank, every loss here is exactly
-the local loss of :mod:`manifold_align.losses`.
+the local loss of [manifold_align.losses][].
 """
 
 from __future__ import annotations
@@ -44,11 +43,29 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from manifold_align.losses.collectives import (
+    all_gather,
+    finish,
+    gather_with_grad,
+    rank_and_world,
+    start_shift,
+)
 from manifold_align.losses.infonce import InfoNCE
 from manifold_align.losses.output import LossOutput, pair_diagnostics
-from manifold_align.losses.sigmoid import SigmoidLoss, pair_softplus, softplus
+from manifold_align.losses.sigmoid import SigmoidLoss
 from manifold_align.losses.temperature import Temperature
-from manifold_align.losses.validation import check_finite_scalar, first_order_only, flat_pair
+from manifold_align.losses.tiled import (
+    SIGMOID_TILE,
+    RowsCrossEntropy,
+    TiledSigmoid,
+    sigmoid_sweep,
+)
+from manifold_align.losses.validation import (
+    check_finite_scalar,
+    check_tile_size,
+    first_order_only,
+    flat_pair,
+)
 from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = [
@@ -63,169 +80,77 @@ __all__ = [
 
 _EXCHANGES = ("ring", "gather")
 
-# torch >= 2.13 names these ``*_single``; older releases only have ``*_tensor``.
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-
-
-def rank_and_world(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
-    """``(rank, world_size)`` in ``group`` (default: the world), ``(0, 1)`` without a process group.
-
-    Raises:
-        ValueError: the calling process is not a member of ``group``.
-    """
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0, 1
-    rank = dist.get_rank(group)
-    if rank < 0:
-        raise ValueError("group: this process is not a member of the given process group")
-    return rank, dist.get_world_size(group)
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """Concatenate every rank's ``(b, ...)`` block in rank order; backward reduce-scatters (sum)."""
-
-    @staticmethod
-    def forward(ctx, x, group):  # type: ignore[override]
-        ctx.group = group
-        world = dist.get_world_size(group)
-        out = x.new_empty((world * x.shape[0], *x.shape[1:]))
-        _all_gather(out, x.contiguous(), group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        world = dist.get_world_size(ctx.group)
-        out = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))
-        _reduce_scatter(out, grad.contiguous(), group=ctx.group)
-        return out, None
-
-
-def gather_with_grad(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """All ranks' blocks ``(W b, ...)`` in rank order, differentiable.
-
-    Math: forward ``X = [x_0; ...; x_{W-1}]``; backward ``grad x_r = sum_s (dL_s/dX)[block r]``,
-    one reduce-scatter (the same volume as the gather, half an all-reduce's). Summing, not
-    averaging, is what makes DDP's gradient average exact (see the module docs). First-order
-    gradients only. Every rank must pass the same shape; without a process group (or with one
-    rank) ``x`` is returned unchanged.
-
-    Args:
-        x: ``(b, ...)`` this rank's block.
-        group: the process group; ``None`` for the world.
-
-    Returns:
-        ``(W b, ...)``.
-    """
-    _, world = rank_and_world(group)
-    if world == 1:
-        return x
-    return _GatherWithGrad.apply(x, group)
-
-
-def _global_rank(group: dist.ProcessGroup | None, rank: int) -> int:
-    return rank if group is None else dist.get_global_rank(group, rank)
-
-
-def _start_shift(
-    t: torch.Tensor, group: dist.ProcessGroup | None, rank: int, world: int
-) -> tuple[torch.Tensor, list]:
-    """Start sending ``t`` to rank ``r + 1`` and receiving rank ``r - 1``'s block of its shape.
-
-    Returns the receive buffer and the requests to ``wait()`` on before reading it (or
-    overwriting ``t``).
-    """
-    received = torch.empty_like(t)
-    ops = [
-        dist.P2POp(dist.isend, t, _global_rank(group, (rank + 1) % world), group),
-        dist.P2POp(dist.irecv, received, _global_rank(group, (rank - 1) % world), group),
-    ]
-    return received, dist.batch_isend_irecv(ops)
-
-
-def _finish(requests: list) -> None:
-    for request in requests:
-        request.wait()
-
 
 class _RingSigmoid(torch.autograd.Function):
-    """SigLIP's ring: this rank's image rows against every rank's texts, one ``b x b`` block a step.
+    """SigLIP's ring: this rank's image rows against every rank's texts, one block a step.
 
-    ``apply(x, y, scale, bias, group)``: ``x, y (b, D)``, ``scale``, ``bias`` 0-dim, one dtype.
-    Returns ``(sum_k sum_ij softplus(-z^k_ij t^k_ij), total)`` (``z^0`` is +1 on the diagonal,
-    every other label -1; :func:`pair_softplus`) with ``t^k = scale x Y_{r-k}^T +
-    bias`` the block of rank ``r - k``'s texts and ``total = sum_k <sum_i x_i, sum_j (Y_{r-k})_j>``
-    (not differentiable). The next block is in flight while the current one is computed.
+    ``apply(x, y, scale, bias, group, tile)``: ``x, y (b, D)``, ``scale``, ``bias`` 0-dim, one
+    dtype. Returns ``(loss_sum, total)``: $\\sum_k \\sum_{ij} \\operatorname{softplus}(-z^k_{ij}
+    t^k_{ij})$ with $t^k = s\\,x Y_{r-k}^\\top + b$ the block of rank $r - k$'s texts ($z^0 = +1$
+    on the diagonal, every other label $-1$), and the non-differentiable
+    $\\mathrm{total} = \\sum_k \\langle \\sum_i x_i, \\sum_j (Y_{r-k})_j\\rangle$. Each block goes
+    through [sigmoid_sweep][manifold_align.losses.tiled.sigmoid_sweep] while the next is in
+    flight.
 
-    Backward: the blocks go round again, each with the gradient accumulated for it so far,
-    ``G^k = grad * (sigmoid(t^k) - [k = 0] I)`` (its diagonal computed as ``-sigmoid(-t)``, exact): ``grad x += scale G^k Y_{r-k}``, the travelling
-    gradient ``+= scale G^k^T x``, ``grad scale += sum_i <x_i, (G^k Y_{r-k})_i>``, ``grad bias +=
-    sum G^k``; after ``W`` shifts each block's gradient is back on its owner. Saves only ``x``,
-    ``y``: memory ``O(b D + b^2)`` per rank, not ``O(b B)``.
+    Gradients are formed in the same sweep (when any input requires grad, which must then be
+    so on every rank): $G^k$ gives $G^k Y_{r-k}$ (this rank's image gradient and scale
+    gradient) and $G^{k\\top} (s x)$, added to the gradient travelling with block $r - k$,
+    which is sent on to rank $r + 1$ after each step; after $W$ shifts every block's text
+    gradient is back on its owner. Saves ``O(b D)``; the backward only multiplies by the
+    incoming gradient. Memory per rank: two ``tile x b`` strips and a few ``b x D`` buffers.
     """
 
     @staticmethod
-    def forward(ctx, x, y, scale, bias, group):  # type: ignore[override]
+    def forward(ctx, x, y, scale, bias, group, tile):  # type: ignore[override]
         rank, world = rank_and_world(group)
+        needs = ctx.needs_input_grad
+        rows, cols, bias_grad = needs[0] or needs[2], needs[1], needs[3]
         with torch.autocast(device_type=x.device.type, enabled=False):
-            xs = x * scale
             x_sum = x.sum(0)
             block, loss, total = y.contiguous(), x.new_zeros(()), x.new_zeros(())
+            gy_all = torch.zeros_like(x) if rows else None
+            gsum_all = x.new_zeros(()) if bias_grad else None
+            travelling = torch.zeros_like(y) if cols else None
             for k in range(world):
-                if k + 1 < world:
-                    received, requests = _start_shift(block, group, rank, world)
-                t = torch.mm(xs, block.T).add_(bias)
-                loss += pair_softplus(t) if k == 0 else softplus(t).sum()
+                if k + 1 < world:  # the next block's features, while this one is computed
+                    received, requests = start_shift(block, group, rank, world)
+                part, gy, gtx, gsum = sigmoid_sweep(
+                    x, block, scale, bias, tile, 0 if k == 0 else None,
+                    grad_rows=rows, grad_cols=cols, grad_sum=bias_grad,
+                )
+                loss += part
                 total += torch.dot(x_sum, block.sum(0))
+                if rows:
+                    gy_all += gy
+                if bias_grad:
+                    gsum_all += gsum
+                if cols:  # this block's text gradient goes on with it, back to its owner
+                    travelling.add_(gtx)
+                    travelling, grad_requests = start_shift(travelling, group, rank, world)
+                    finish(grad_requests)
                 if k + 1 < world:
-                    _finish(requests)
+                    finish(requests)
                     block = received
-        ctx.save_for_backward(x, y, scale, bias)
-        ctx.group, ctx.rank, ctx.world = group, rank, world
+            dscale = torch.linalg.vecdot(x, gy_all).sum() if rows else None
+        ctx.save_for_backward(gy_all, travelling, scale, dscale, gsum_all)
         ctx.mark_non_differentiable(total)
         return loss, total
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_total):  # type: ignore[override]
         first_order_only("ring SigLIP")
-        x, y, scale, bias = ctx.saved_tensors
-        group, rank, world = ctx.group, ctx.rank, ctx.world
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            grad_loss = grad_loss.to(x.dtype)
-            xs = x * scale
-            grad_x = torch.zeros_like(x)
-            grad_scale, grad_bias = x.new_zeros(()), x.new_zeros(())
-            block, travelling = y.contiguous(), torch.zeros_like(y)
-            for k in range(world):
-                if k + 1 < world:  # the next block's features, while this one is computed
-                    received, requests = _start_shift(block, group, rank, world)
-                g = torch.mm(xs, block.T).add_(bias)
-                if k == 0:  # d/dt softplus(-t) = -sigmoid(-t): exact where sigmoid(t) - 1 is 0
-                    positives = g.diagonal().neg().sigmoid_().neg_()
-                    g.sigmoid_().diagonal().copy_(positives)
-                else:
-                    g.sigmoid_()
-                g.mul_(grad_loss)
-                gb = torch.mm(g, block)
-                grad_scale += torch.linalg.vecdot(x, gb).sum()
-                grad_bias += g.sum()
-                grad_x.add_(gb)
-                travelling.addmm_(g.T, x)
-                travelling, grad_requests = _start_shift(travelling, group, rank, world)
-                _finish(grad_requests)
-                if k + 1 < world:
-                    _finish(requests)
-                    block = received
-            grad_x.mul_(scale)
-            grad_y = travelling.mul_(scale)
+        gy, gty, scale, dscale, gsum = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        return (
-            grad_x,
-            grad_y,
-            grad_scale if needs[2] else None,
-            grad_bias if needs[3] else None,
-            None,
-        )
+        with torch.autocast(device_type=scale.device.type, enabled=False):
+            g = grad_loss.to(scale.dtype)
+            return (
+                gy * (g * scale) if needs[0] else None,
+                gty * g if needs[1] else None,
+                dscale * g if needs[2] else None,
+                gsum * g if needs[3] else None,
+                None,
+                None,
+            )
 
 
 def _check_ranks(
@@ -254,7 +179,7 @@ def _check_ranks(
         local += [float(not bool(torch.isfinite(v.detach()).all())) for v in values.values()]
     local_t = torch.tensor(local, dtype=torch.float64, device=first.device)
     table = torch.empty(world * len(local), dtype=torch.float64, device=first.device)
-    _all_gather(table, local_t, group=group)
+    all_gather(table, local_t, group=group)
     rows = table.view(world, len(local)).tolist()
     sizes = [int(r[0]) for r in rows]
     if check_sizes and len(set(sizes)) != 1:
@@ -278,56 +203,6 @@ def _check_ranks(
                 f"rows on this rank (first: row {row}); ranks with non-finite {name}: {ranks}"
             )
         raise ValueError(f"{name}: non-finite values on rank(s) {ranks} of {world}")
-
-
-class _RowsCrossEntropy(torch.autograd.Function):
-    """``sum_i (lse_j S_ij - S_{i, offset + i})`` of ``S = scale * a @ b.T``, strip by strip.
-
-    ``apply(a, b, scale, offset, tile)``: ``a (n, D)`` rows, ``b (N, D)`` all columns, ``scale``
-    0-dim, all one floating dtype; positives at columns ``offset .. offset + n - 1``. Saves only
-    the features and ``n`` logsumexps; the backward recomputes each ``tile x N`` strip and forms
-    ``G = grad * (softmax_row(S) - E)``, then ``grad a = scale G b``, ``grad b = scale G^T a``,
-    ``grad scale = sum_i <a_i, (G b)_i>``.
-    """
-
-    @staticmethod
-    def forward(ctx, a, b, scale, offset, tile):  # type: ignore[override]
-        with torch.autocast(device_type=a.device.type, enabled=False):
-            n = a.shape[0]
-            lse = a.new_empty(n)
-            pos = a.new_empty(n)
-            bt = b.T
-            for start in range(0, n, tile):
-                s = torch.mm(a[start : start + tile], bt).mul_(scale)
-                lse[start : start + tile] = torch.logsumexp(s, dim=1)
-                pos[start : start + tile] = s.diagonal(offset=offset + start)
-            loss = (lse - pos).sum()
-        ctx.save_for_backward(a, b, scale, lse)
-        ctx.offset, ctx.tile = offset, tile
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
-        first_order_only("distributed InfoNCE")
-        a, b, scale, lse = ctx.saved_tensors
-        offset, tile = ctx.offset, ctx.tile
-        with torch.autocast(device_type=a.device.type, enabled=False):
-            weight = grad_output.to(a.dtype)
-            grad_a = torch.empty_like(a)
-            grad_b = torch.zeros_like(b)
-            grad_scale = a.new_zeros(())
-            bt = b.T
-            for start in range(0, a.shape[0], tile):
-                rows = a[start : start + tile]
-                g = torch.mm(rows, bt).mul_(scale).sub_(lse[start : start + tile, None]).exp_()
-                g.diagonal(offset=offset + start).sub_(1.0)
-                g.mul_(weight)
-                gb = torch.mm(g, b)
-                grad_scale += torch.linalg.vecdot(rows, gb).sum()
-                grad_a[start : start + tile] = gb.mul_(scale)
-                grad_b.addmm_(g.T, rows)
-            grad_b.mul_(scale)
-        return grad_a, grad_b, grad_scale if ctx.needs_input_grad[2] else None, None, None
 
 
 def _check_flat(
@@ -358,17 +233,18 @@ def distributed_info_nce(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """This rank's share of the global symmetric InfoNCE, and the gathered features.
 
-    Math: with ``X``, ``Y`` all ranks' features (``B x D``), ``S = scale * X Y^T``, ``o = r b``,
-    ``L_r = 1/(2b) sum_{i<b} (lse_j S_{o+i,j} - S_{o+i,o+i}) + 1/(2b) sum_{j<b} (lse_i S_{i,o+j}
-    - S_{o+j,o+j})``, so ``mean_r L_r`` is the single-process loss on the full batch. Computed
-    with autocast off in the features' dtype (float32 or float64).
+    Math: with $X$, $Y$ all ranks' features ($B \\times D$), $S = s\\,X Y^\\top$, $o = r b$,
+    $L_r = \\frac{1}{2b} \\sum_{i<b} (\\operatorname{lse}_j S_{o+i,j} - S_{o+i,o+i}) +
+    \\frac{1}{2b} \\sum_{j<b} (\\operatorname{lse}_i S_{i,o+j} - S_{o+j,o+j})$, so
+    $\\frac1W \\sum_r L_r$ is the single-process loss on the full batch. Computed with autocast
+    off in the features' dtype (float32 or float64).
 
-    Memory per rank: dense, two ``b x B`` logits blocks (image rows against all texts, text rows
-    against all images) and their softmax; tiled, a few ``tile_size x B`` strips and ``O(b)``
-    saved statistics. Plus ``2 B D`` for the gathered features.
+    Memory per rank: dense, two $b \\times B$ logits blocks (image rows against all texts, text
+    rows against all images) and their softmax; tiled, a few ``tile_size x B`` strips and
+    ``O(b)`` saved statistics. Plus $2 B D$ for the gathered features.
 
     Args:
-        manifold: the manifold whose ``similarity`` (dense) / flattening (both) defines ``S``.
+        manifold: the manifold whose ``similarity`` (dense) / flattening (both) defines $S$.
         x: ``(b, D)`` this rank's flat image features, ``D = manifold.flat_dim``.
         y: ``(b, D)`` this rank's flat text features, row ``i`` paired with ``x[i]``.
         scale: 0-dim scale tensor of the features' dtype (gradients flow to it).
@@ -384,10 +260,7 @@ def distributed_info_nce(
         TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
     """
     _check_flat(manifold, x, y, scale)
-    if tile_size is not None and (
-        isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
-    ):
-        raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
+    check_tile_size(tile_size)
     rank, _ = rank_and_world(group)
     b = x.shape[0]
     offset = rank * b
@@ -400,8 +273,8 @@ def distributed_info_nce(
             text_rows = m.similarity(m.unflatten(y * scale), m.unflatten(xs))
             loss = 0.5 * (F.cross_entropy(image_rows, labels) + F.cross_entropy(text_rows, labels))
         else:
-            image_side = _RowsCrossEntropy.apply(x, ys, scale, offset, tile_size)
-            text_side = _RowsCrossEntropy.apply(y, xs, scale, offset, tile_size)
+            image_side = RowsCrossEntropy.apply(x, ys, scale, offset, tile_size)
+            text_side = RowsCrossEntropy.apply(y, xs, scale, offset, tile_size)
             loss = (image_side + text_side) / (2 * b)
     return loss, xs, ys
 
@@ -415,54 +288,59 @@ def distributed_sigmoid(
     *,
     exchange: str = "ring",
     group: dist.ProcessGroup | None = None,
+    tile_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's share of the global SigLIP loss, and the sum of its rows' similarities.
 
-    Math: with ``t = scale * sim(x, Y) + bias`` (``b x B``, ``Y`` all ranks' texts) and positives
-    at columns ``r b + i``, ``L_r = 1/b (sum_ij softplus(t_ij) - sum_i t_{i, rb+i})``, so
-    ``mean_r L_r = 1/B (sum_ij softplus(t_ij) - sum_i t_ii)``, the single-process loss. Computed
-    with autocast off in the features' dtype.
+    Math: with $t = s\\,x Y^\\top + b$ ($b \\times B$, $Y$ all ranks' texts) and positives at
+    columns $o_r + i$, $L_r = \\frac1b \\sum_{ij} \\operatorname{softplus}(-z_{ij} t_{ij})$, so
+    $\\frac1W \\sum_r L_r$ is the single-process loss. Computed with autocast off in the
+    features' dtype, by the strip kernel
+    [sigmoid_sweep][manifold_align.losses.tiled.sigmoid_sweep] (gradients formed in the
+    forward sweep; first-order only). It relies on ``similarity(x, y) == flatten(x) @
+    flatten(y).T``, which every manifold here guarantees.
 
-    ``exchange="ring"`` (SigLIP's scheme): ``W`` steps; at step ``k`` this rank holds the texts
-    of rank ``r - k`` (``b x b`` logits) while the next block is already on its way from
-    ``r - 1`` (``W - 1`` point-to-point shifts of ``b x D``). The backward recomputes the blocks
-    and sends them round again with the gradient accumulated for each (``2W - 1`` shifts), so a
-    rank never holds more than one ``b x b`` block: memory ``O(b^2 + b D)``. It relies on
-    ``similarity(x, y) == flatten(x) @ flatten(y).T``, which every manifold here guarantees.
-    ``exchange="gather"``: one gather of all texts (``B x D``), ``b x B`` logits kept for the
-    backward, one reduce-scatter of their gradient.
+    ``exchange="ring"`` (SigLIP's scheme): $W$ steps; at step $k$ this rank holds the texts of
+    rank $r - k$ ($b \\times b$ logits, in strips) while the next block is already on its way
+    from $r - 1$ ($W - 1$ point-to-point shifts of $b \\times D$); the text gradient of each
+    block travels with it and is back on its owner after $W$ more shifts, so a rank never
+    holds more than two ``tile x b`` strips and a few $b \\times D$ buffers. If any input
+    requires grad on one rank, it must on every rank (the gradients' shifts are collective).
+    ``exchange="gather"``: one gather of all texts ($B \\times D$), strips of
+    ``tile x B``, one reduce-scatter of the text gradient in the backward.
 
     Args:
-        manifold: the manifold whose ``similarity`` defines the logits.
+        manifold: the manifold the flat features belong to.
         x: ``(b, D)`` this rank's flat image features.
         y: ``(b, D)`` this rank's flat text features, row ``i`` paired with ``x[i]``.
         scale: 0-dim scale of the features' dtype.
         bias: 0-dim logit bias.
         exchange: ``"ring"`` or ``"gather"``.
         group: the process group; ``None`` for the world.
+        tile_size: rows per strip, ``None`` for ``SIGMOID_TILE`` (512).
 
     Returns:
-        ``(loss_r, total)``: the 0-dim share and the detached ``sum_{i in r, j} <x_i, y_j>``
-        (for the global diagnostics).
+        ``(loss_r, total)``: the 0-dim share and the detached
+        $\\sum_{i \\in r, j} \\langle x_i, y_j\\rangle$ (for the global diagnostics).
 
     Raises:
-        ValueError: bad shapes or an unknown ``exchange``.
+        ValueError: bad shapes, an unknown ``exchange`` or a bad ``tile_size``.
         TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
     """
     _check_flat(manifold, x, y, scale)
     if exchange not in _EXCHANGES:
         raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
+    check_tile_size(tile_size)
+    tile = SIGMOID_TILE if tile_size is None else tile_size
     rank, world = rank_and_world(group)
     b = x.shape[0]
-    m = manifold
     with torch.autocast(device_type=x.device.type, enabled=False):
         bias = bias.to(x.dtype)
         if exchange == "ring" and world > 1:
-            loss, total = _RingSigmoid.apply(x, y, scale, bias, group)
+            loss, total = _RingSigmoid.apply(x, y, scale, bias, group, tile)
             return loss / b, total
         ys = gather_with_grad(y, group)
-        t = m.similarity(m.unflatten(x * scale), m.unflatten(ys)) + bias
-        loss = pair_softplus(t, offset=rank * b) / b
+        loss = TiledSigmoid.apply(x, ys, scale, bias, tile, rank * b) / b
         return loss, torch.dot(x.detach().sum(0), ys.detach().sum(0))
 
 
@@ -488,16 +366,17 @@ def _global_pair_diagnostics(
 
 
 class DistributedInfoNCE(InfoNCE):
-    """:class:`InfoNCE` over the global batch of a process group, each rank computing its rows.
+    """[InfoNCE][manifold_align.losses.infonce.InfoNCE] over the global batch of a process group,
+    each rank computing its rows.
 
     A drop-in replacement (a subclass with the same parameters and ``state_dict`` keys): put it
     where the local loss was, inside the module DistributedDataParallel wraps or next to it.
     ``forward(image, text)`` takes this rank's ``(b, *point_shape)`` features and returns
     ``LossOutput(loss_r, diagnostics)`` with ``loss_r`` this rank's share (see
-    :func:`distributed_info_nce`; ``mean_r loss_r`` is the full-batch loss, so average it over
-    ranks to log it) and diagnostics of the **global** batch (from the gathered features, no
-    extra communication). Without a process group, or in a group of one rank, it is exactly
-    :class:`InfoNCE`.
+    [distributed_info_nce][manifold_align.losses.distributed.distributed_info_nce]; ``mean_r
+    loss_r`` is the full-batch loss, so average it over ranks to log it) and diagnostics of the
+    **global** batch (from the gathered features, no extra communication). Without a process group,
+    or in a group of one rank, it is exactly [InfoNCE][manifold_align.losses.infonce.InfoNCE].
 
     Gradients: the temperature's gradient on each rank is that rank's share; the local
     features' gradient is ``W`` times the full-batch one. DDP's average over ranks (or an
@@ -505,10 +384,12 @@ class DistributedInfoNCE(InfoNCE):
     single-process gradients. First-order only.
 
     Args:
-        manifold: as for :class:`InfoNCE`.
-        temperature_obj, temperature, scale: as for :class:`InfoNCE`.
-        tile_size: as for :class:`InfoNCE`.
-        check_finite: as for :class:`InfoNCE`, checked on every rank at once (see below).
+        manifold: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        temperature_obj, temperature, scale: as for
+            [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        tile_size: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        check_finite: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE], checked on every rank
+            at once (see below).
         group: the process group; ``None`` for the world. Stored on the module (a module holding
             a non-default group cannot be deep-copied).
         check_sizes: verify that every rank holds the same number of pairs (one small gather and
@@ -518,7 +399,7 @@ class DistributedInfoNCE(InfoNCE):
     non-finite input, every rank raises, so no rank is left waiting in the next collective.
 
     Raises:
-        As :class:`InfoNCE`.
+        As [InfoNCE][manifold_align.losses.infonce.InfoNCE].
     """
 
     def __init__(
@@ -547,10 +428,11 @@ class DistributedInfoNCE(InfoNCE):
         group: dist.ProcessGroup | None = None,
         check_sizes: bool = True,
     ) -> DistributedInfoNCE:
-        """The distributed form of ``loss``, sharing its :class:`Temperature` (same parameter).
+        """The distributed form of ``loss``, sharing its
+        [Temperature][manifold_align.losses.temperature.Temperature] (same parameter).
 
         Raises:
-            TypeError: ``loss`` is not an :class:`InfoNCE`.
+            TypeError: ``loss`` is not an [InfoNCE][manifold_align.losses.infonce.InfoNCE].
         """
         if not isinstance(loss, InfoNCE):
             raise TypeError(f"loss: expected an InfoNCE, got {type(loss).__name__}")
@@ -571,14 +453,14 @@ class DistributedInfoNCE(InfoNCE):
             text: ``(b, *manifold.point_shape)``, this rank's text points, paired row by row.
 
         Returns:
-            :class:`LossOutput`: ``loss_r`` and ``scale``, ``pos_sim``, ``neg_sim``,
-            ``gap_logits`` over all ``W b`` pairs.
+            [LossOutput][manifold_align.losses.output.LossOutput]: ``loss_r`` and ``scale``,
+            ``pos_sim``, ``neg_sim``, ``gap_logits`` over all ``W b`` pairs.
 
         Raises:
-            ValueError: as :meth:`InfoNCE.forward`, or on every rank when any rank holds a
-                different batch size (``check_sizes``) or non-finite features or scale
-                (``check_finite``).
-            TypeError: as :meth:`InfoNCE.forward`.
+            ValueError: as [InfoNCE.forward][manifold_align.losses.infonce.InfoNCE.forward], or on
+                every rank when any rank holds a different batch size (``check_sizes``) or
+                non-finite features or scale (``check_finite``).
+            TypeError: as [InfoNCE.forward][manifold_align.losses.infonce.InfoNCE.forward].
         """
         _, world = rank_and_world(self.group)
         if world == 1:
@@ -603,27 +485,34 @@ class DistributedInfoNCE(InfoNCE):
 
 
 class DistributedSigmoidLoss(SigmoidLoss):
-    """:class:`SigmoidLoss` over the global batch of a process group, each rank its image rows.
+    """[SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss] over the global batch of a process
+    group, each rank its image rows.
 
     A drop-in replacement (same parameters and ``state_dict`` keys). ``forward(image, text)``
     returns ``LossOutput(loss_r, diagnostics)``: ``loss_r`` this rank's share (see
-    :func:`distributed_sigmoid`; ``mean_r loss_r`` is the full-batch loss) and diagnostics of the
-    **global** batch (one all-reduce of two numbers). Without a process group, or in a group of
-    one rank, it is exactly :class:`SigmoidLoss`. Gradients as for :class:`DistributedInfoNCE`
-    (``logit_bias`` like ``logit_scale``).
+    [distributed_sigmoid][manifold_align.losses.distributed.distributed_sigmoid]; ``mean_r loss_r``
+    is the full-batch loss) and diagnostics of the **global** batch (one all-reduce of two numbers).
+    Without a process group, or in a group of one rank, it is exactly
+    [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss]. Gradients as for
+    [DistributedInfoNCE][manifold_align.losses.distributed.DistributedInfoNCE] (``logit_bias`` like
+    ``logit_scale``).
 
     Args:
-        manifold: as for :class:`SigmoidLoss`.
-        temperature_obj, temperature, scale: as for :class:`SigmoidLoss`.
-        bias_init: as for :class:`SigmoidLoss`.
-        check_finite: as for :class:`SigmoidLoss`, checked on every rank at once.
+        manifold: as for [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
+        temperature_obj, temperature, scale: as for
+            [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
+        bias_init: as for `SigmoidLoss`.
+        check_finite: as for `SigmoidLoss`, checked on every rank at once.
+        tile_size: as for `SigmoidLoss`: rows per strip of each block.
         exchange: ``"ring"`` (neighbour shifts, SigLIP's scheme) or ``"gather"``.
         group: the process group; ``None`` for the world.
         check_sizes: verify equal local batch sizes on every rank (one small gather per call).
-            Both checks are collective, as for :class:`DistributedInfoNCE`.
+            Both checks are collective, as for
+            [DistributedInfoNCE][manifold_align.losses.distributed.DistributedInfoNCE].
 
     Raises:
-        As :class:`SigmoidLoss`; ``ValueError`` for an unknown ``exchange``.
+        As [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss]; ``ValueError`` for an unknown
+        ``exchange``.
     """
 
     def __init__(
@@ -636,12 +525,13 @@ class DistributedSigmoidLoss(SigmoidLoss):
         *,
         temperature: Temperature | float | None = None,
         scale: float | None = None,
+        tile_size: int | None = None,
         exchange: str = "ring",
         group: dist.ProcessGroup | None = None,
         check_sizes: bool = True,
     ) -> None:
         super().__init__(manifold, temperature_obj, bias_init, check_finite,
-                         temperature=temperature, scale=scale)
+                         temperature=temperature, scale=scale, tile_size=tile_size)
         if exchange not in _EXCHANGES:
             raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
         self.exchange = exchange
@@ -660,7 +550,7 @@ class DistributedSigmoidLoss(SigmoidLoss):
         """The distributed form of ``loss``, sharing its temperature and ``logit_bias``.
 
         Raises:
-            TypeError: ``loss`` is not a :class:`SigmoidLoss`.
+            TypeError: ``loss`` is not a [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
         """
         if not isinstance(loss, SigmoidLoss):
             raise TypeError(f"loss: expected a SigmoidLoss, got {type(loss).__name__}")
@@ -669,6 +559,7 @@ class DistributedSigmoidLoss(SigmoidLoss):
             loss.temperature,
             float(loss.logit_bias.detach()),
             loss.check_finite,
+            tile_size=loss.tile_size,
             exchange=exchange,
             group=group,
             check_sizes=check_sizes,
@@ -684,14 +575,14 @@ class DistributedSigmoidLoss(SigmoidLoss):
             text: ``(b, *manifold.point_shape)``, this rank's text points, paired row by row.
 
         Returns:
-            :class:`LossOutput`: ``loss_r`` and ``scale``, ``pos_sim``, ``neg_sim``,
-            ``gap_logits`` over all ``W b`` pairs, and ``bias``.
+            [LossOutput][manifold_align.losses.output.LossOutput]: ``loss_r`` and ``scale``,
+            ``pos_sim``, ``neg_sim``, ``gap_logits`` over all ``W b`` pairs, and ``bias``.
 
         Raises:
-            ValueError: as :meth:`SigmoidLoss.forward`, or on every rank when any rank holds a
-                different batch size (``check_sizes``) or non-finite features, scale or bias
-                (``check_finite``).
-            TypeError: as :meth:`SigmoidLoss.forward`.
+            ValueError: as [SigmoidLoss.forward][manifold_align.losses.sigmoid.SigmoidLoss.forward],
+                or on every rank when any rank holds a different batch size (``check_sizes``) or
+                non-finite features, scale or bias (``check_finite``).
+            TypeError: as [SigmoidLoss.forward][manifold_align.losses.sigmoid.SigmoidLoss.forward].
         """
         _, world = rank_and_world(self.group)
         if world == 1:
@@ -705,7 +596,8 @@ class DistributedSigmoidLoss(SigmoidLoss):
             check_finite=self.check_finite,
         )
         loss, total = distributed_sigmoid(
-            self.manifold, x, y, scale, self.logit_bias, exchange=self.exchange, group=self.group
+            self.manifold, x, y, scale, self.logit_bias,
+            exchange=self.exchange, group=self.group, tile_size=self.tile_size,
         )
         with torch.autocast(device_type=x.device.type, enabled=False):
             trace = torch.linalg.vecdot(x.detach(), y.detach()).sum()
@@ -729,14 +621,16 @@ def to_distributed(
 ) -> DistributedInfoNCE | DistributedSigmoidLoss:
     """The distributed form of a library loss, sharing its parameters (``state_dict`` unchanged).
 
-    ``model.loss = to_distributed(model.loss)`` makes a :class:`~manifold_align.models.TwoTower`
-    compute the global loss; the optimizer's references to ``logit_scale``/``logit_bias`` stay
-    valid. A loss that is already distributed is rebuilt with the new settings.
+    ``model.loss = to_distributed(model.loss)`` makes a
+    [TwoTower][manifold_align.models.two_tower.TwoTower] compute the global loss; the optimizer's
+    references to ``logit_scale``/``logit_bias`` stay valid. A loss that is already distributed is
+    rebuilt with the new settings.
 
     Args:
-        loss: an :class:`InfoNCE` or :class:`SigmoidLoss`.
-        group: see :class:`DistributedInfoNCE`.
-        check_sizes: see :class:`DistributedInfoNCE`.
+        loss: an [InfoNCE][manifold_align.losses.infonce.InfoNCE] or
+            [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
+        group: see [DistributedInfoNCE][manifold_align.losses.distributed.DistributedInfoNCE].
+        check_sizes: see [DistributedInfoNCE][manifold_align.losses.distributed.DistributedInfoNCE].
         exchange: the sigmoid loss's text exchange (ignored for InfoNCE).
 
     Raises:
@@ -749,3 +643,4 @@ def to_distributed(
             loss, exchange=exchange, group=group, check_sizes=check_sizes
         )
     raise TypeError(f"loss: expected InfoNCE or SigmoidLoss, got {type(loss).__name__}")
+

@@ -11,6 +11,7 @@ from manifold_align.losses.tiled import tiled_info_nce
 from manifold_align.losses.validation import (
     check_finite_scalar,
     check_logits,
+    check_tile_size,
     first_order_only,
     flat_pair,
 )
@@ -26,7 +27,8 @@ class _SymmetricCE(torch.autograd.Function):
     """Symmetric cross-entropy of ``(*batch, B, B)`` logits with a hand-written backward.
 
     Saves the logits and ``O(B)`` logsumexps; the backward builds
-    ``dL/dl_ij = (exp(l_ij - lse_row_i) + exp(l_ij - lse_col_j) - 2 [i == j]) / (2B)`` in the
+    $\\partial L/\\partial \\ell_{ij} = \\big(e^{\\ell_{ij} - \\operatorname{lse}_k \\ell_{ik}} +
+    e^{\\ell_{ij} - \\operatorname{lse}_k \\ell_{kj}} - 2[i = j]\\big) / (2B)$ in the
     one buffer it returns, adding the column term ``_ROWS`` rows at a time: peak memory is the
     saved logits, the gradient and a ``_ROWS x B`` temporary, where autograd through two
     ``logsumexp`` calls would hold several ``B x B`` temporaries.
@@ -57,7 +59,8 @@ class _SymmetricCE(torch.autograd.Function):
 def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Mean symmetric softmax cross-entropy of square logits whose diagonal holds the positives.
 
-    Math: ``L = 1/2 mean_i (lse_j l_ij - l_ii) + 1/2 mean_j (lse_i l_ij - l_jj)``, i.e. CLIP's
+    Math: $L = \\frac{1}{2B}\\sum_i (\\operatorname{lse}_j \\ell_{ij} - \\ell_{ii}) +
+    \\frac{1}{2B}\\sum_j (\\operatorname{lse}_i \\ell_{ij} - \\ell_{jj})$, i.e. CLIP's
     ``(CE(l, arange) + CE(l.T, arange)) / 2`` from one matrix: the text side is the column
     logsumexp of the same logits, not a second product. Computed in float32 (float64 stays
     float64) even under autocast; the backward is hand-written (one ``B x B`` buffer) and
@@ -82,8 +85,9 @@ def info_nce_from_logits(logits: torch.Tensor) -> torch.Tensor:
 class InfoNCE(nn.Module):
     r"""CLIP's symmetric InfoNCE with the manifold's similarity and a temperature object.
 
-    Math: ``S = scale * similarity(image, text)`` (``B x B``),
-    ``L = 1/2 mean_i (lse_j S_ij - S_ii) + 1/2 mean_j (lse_i S_ij - S_jj)``.
+    Math: $S = s\\,\\mathrm{sim}(X, Y)$ ($B \\times B$),
+    $L = \\frac{1}{2B}\\sum_i (\\operatorname{lse}_j S_{ij} - S_{ii}) +
+    \\frac{1}{2B}\\sum_j (\\operatorname{lse}_i S_{ij} - S_{jj})$.
 
     The dense path builds ``S`` once (the text side reads its columns); the tiled path
     (``tile_size`` set) never holds more than a few ``tile_size x B`` strips, recomputes them
@@ -93,11 +97,13 @@ class InfoNCE(nn.Module):
 
     Args:
         manifold: the manifold the embeddings live on.
-        temperature_obj: (positional) a :class:`Temperature`, or ``None`` for scale 1. A bare
-            number here raises ``TypeError``: CLIP's temperature 0.07 is a scale of 14.3, so
+        temperature_obj: (positional) a
+            [Temperature][manifold_align.losses.temperature.Temperature], or ``None`` for scale 1. A
+            bare number here raises ``TypeError``: CLIP's temperature 0.07 is a scale of 14.3, so
             say which with a keyword.
-        temperature: (keyword) a :class:`Temperature`, or a number ``tau``: a fixed scale
-            ``1 / tau`` (``temperature=0.07`` is CLIP's initial scale 14.3).
+        temperature: (keyword) a [Temperature][manifold_align.losses.temperature.Temperature], or a
+            number ``tau``: a fixed scale ``1 / tau`` (``temperature=0.07`` is CLIP's initial scale
+            14.3).
         scale: (keyword) a number: ``Temperature.fixed(scale)``, exactly that scale.
         tile_size: ``None`` for dense, else rows per strip of the tiled path.
         check_finite: reject NaN/Inf features with a ``ValueError`` naming ``image`` or
@@ -135,10 +141,7 @@ class InfoNCE(nn.Module):
             raise TypeError(
                 f"manifold: expected a ContrastiveManifold, got {type(manifold).__name__}"
             )
-        if tile_size is not None and (
-            isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
-        ):
-            raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
+        check_tile_size(tile_size)
         self.manifold = manifold
         self.temperature = resolve_temperature(manifold, temperature_obj, temperature, scale)
         self.tile_size = tile_size
@@ -153,8 +156,8 @@ class InfoNCE(nn.Module):
             text: ``(B, *manifold.point_shape)``; row ``i`` is the caption of image ``i``.
 
         Returns:
-            :class:`LossOutput` with the 0-dim loss and ``scale``, ``pos_sim``, ``neg_sim``,
-            ``gap_logits``.
+            [LossOutput][manifold_align.losses.output.LossOutput] with the 0-dim loss and ``scale``,
+            ``pos_sim``, ``neg_sim``, ``gap_logits``.
 
         Raises:
             ValueError: wrong point shape, different batch lengths, empty batch, (with

@@ -42,10 +42,11 @@ def pair_diagnostics(
 ) -> dict[str, torch.Tensor]:
     """Mean positive and negative similarity of flat feature batches, in O(B D), no B x B pass.
 
-    Math, with ``S = x @ y.T`` (``B x B``):
-    ``pos_sim = tr(S) / B = mean_i <x_i, y_i>``;
-    ``neg_sim = (sum_ij S_ij - tr(S)) / (B^2 - B)`` with ``sum_ij S_ij = <sum_i x_i, sum_j y_j>``;
-    ``gap_logits = scale * (pos_sim - neg_sim)``. ``neg_sim`` is NaN when ``B == 1``.
+    Math, with $S = x y^\\top$ ($B \\times B$):
+    $\\mathrm{pos} = \\operatorname{tr}(S) / B = \\frac1B \\sum_i \\langle x_i, y_i\\rangle$;
+    $\\mathrm{neg} = (\\sum_{ij} S_{ij} - \\operatorname{tr} S) / (B^2 - B)$ with
+    $\\sum_{ij} S_{ij} = \\langle \\sum_i x_i, \\sum_j y_j\\rangle$;
+    $\\mathrm{gap} = s\\,(\\mathrm{pos} - \\mathrm{neg})$. ``neg_sim`` is NaN when ``B == 1``.
 
     Args:
         x: ``(B, D)`` flat image features.

@@ -5,13 +5,14 @@ CLIP learns it through its logarithm and projects it back under a maximum after 
 optimizer step. Here that choice is explicit and one of three modes:
 
 * ``Temperature.learnable(init, max)``: ``scale = exp(logit_scale)`` with a trainable
-  0-dim parameter ``logit_scale`` (initialised to ``log(init)``); call :meth:`Temperature.clamp_`
-  after ``optimizer.step()`` to project ``logit_scale <= log(max)``.
+  0-dim parameter ``logit_scale`` (initialised to ``log(init)``); call
+  [Temperature.clamp_][manifold_align.losses.temperature.Temperature.clamp_] after ``optimizer.step()`` to
+  project ``logit_scale <= log(max)``.
   ``Temperature.learnable(manifold=m)`` takes its defaults from ``m``'s similarity range.
 * ``Temperature.fixed(value)``: ``scale = value`` exactly, in the loss's dtype; nothing to train.
 * ``Temperature.none()``: ``scale = 1``, the raw similarity is the logit.
 
-The losses take a :class:`Temperature`, or the keywords ``scale=`` (a fixed scale) or
+The losses take a [Temperature][manifold_align.losses.temperature.Temperature], or the keywords ``scale=`` (a fixed scale) or
 ``temperature=`` (a fixed temperature ``tau``, scale ``1 / tau``): a bare number is refused,
 because CLIP users mean a temperature (0.07) where the scale is its inverse (14.3).
 
@@ -55,7 +56,9 @@ def _positive_finite(name: str, value: float) -> float:
 class Temperature(nn.Module):
     """Inverse temperature ``scale`` of a contrastive loss.
 
-    Build it with :meth:`learnable`, :meth:`fixed` or :meth:`none`, not with the constructor.
+    Build it with [learnable][manifold_align.losses.temperature.Temperature.learnable],
+    [fixed][manifold_align.losses.temperature.Temperature.fixed] or [none][manifold_align.losses.temperature.Temperature.none],
+    not with the constructor.
 
     Math: ``logits = scale * similarity``; learnable mode stores ``logit_scale = log(scale)``
     and its projection is ``logit_scale <- min(logit_scale, log(max))``.
@@ -82,7 +85,7 @@ class Temperature(nn.Module):
         else:
             # Not persistent: a fixed scale is configuration, and a learnable checkpoint loaded
             # into a fixed temperature must fail on the unexpected ``logit_scale`` key. It also
-            # tells :meth:`scale_as` which device the module lives on.
+            # tells scale_as which device the module lives on.
             self.register_buffer("fixed_log_scale", log_value, persistent=False)
 
     @classmethod
@@ -100,7 +103,7 @@ class Temperature(nn.Module):
 
         Args:
             init: initial scale; default ``1 / (0.07 w)``.
-            max: the cap enforced by :meth:`clamp_`; default ``100 / w``; ``math.inf`` for none.
+            max: the cap enforced by `clamp_`; default ``100 / w``; ``math.inf`` for none.
             manifold: the manifold whose ``similarity_range`` sets ``w`` for the defaults.
 
         Raises:
@@ -129,7 +132,7 @@ class Temperature(nn.Module):
 
     @classmethod
     def fixed(cls, value: float) -> Temperature:
-        """Constant scale ``value`` (finite, > 0), exactly (see :meth:`scale_as`); nothing to train."""
+        """Constant scale ``value`` (finite, > 0), exactly (see `scale_as`); nothing to train."""
         value = _positive_finite("value", value)
         return cls("fixed", value, value)
 
@@ -148,7 +151,7 @@ class Temperature(nn.Module):
         """The scale as a float32 0-dim tensor, differentiable when learnable.
 
         Learnable: ``exp(logit_scale)``; fixed and none: the number given, rounded once to
-        float32 (see :meth:`scale_as` for other dtypes).
+        float32 (see `scale_as` for other dtypes).
         """
         return self.scale_as(torch.float32)
 
@@ -165,7 +168,7 @@ class Temperature(nn.Module):
         return torch.tensor(self.value, dtype=dtype, device=device)
 
     def forward(self) -> torch.Tensor:
-        """Return :attr:`scale`."""
+        """Return `scale`."""
         return self.scale
 
     @torch.no_grad()
@@ -191,10 +194,10 @@ def resolve_temperature(
     temperature: Temperature | float | None,
     scale: float | None,
 ) -> Temperature:
-    """The :class:`Temperature` a loss on ``manifold`` uses, from its three ways of saying it.
+    """The `Temperature` a loss on ``manifold`` uses, from its three ways of saying it.
 
-    At most one of: ``temperature_obj`` (the positional argument) a :class:`Temperature`;
-    the keyword ``temperature=`` a :class:`Temperature` or a number ``tau``
+    At most one of: ``temperature_obj`` (the positional argument) a `Temperature`;
+    the keyword ``temperature=`` a `Temperature` or a number ``tau``
     (``Temperature.fixed(1 / tau)``); the keyword ``scale=s`` (``Temperature.fixed(s)``).
     None of them: ``Temperature.none()`` (scale 1).
 

@@ -8,7 +8,13 @@ import torch
 
 from manifold_align.manifolds.base import ContrastiveManifold
 
-__all__ = ["check_finite_scalar", "check_logits", "first_order_only", "flat_pair"]
+__all__ = [
+    "check_finite_scalar",
+    "check_logits",
+    "check_tile_size",
+    "first_order_only",
+    "flat_pair",
+]
 
 
 def first_order_only(name: str) -> None:
@@ -30,6 +36,18 @@ def first_order_only(name: str) -> None:
             f"with manifold.similarity and use torch.nn.functional.cross_entropy, which "
             f"autograd differentiates twice."
         )
+
+
+def check_tile_size(tile_size: object) -> None:
+    """Accept ``None`` or a positive int (``True`` is not a tile size).
+
+    Raises:
+        ValueError: anything else, naming ``tile_size``.
+    """
+    if tile_size is not None and (
+        isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
+    ):
+        raise ValueError(f"tile_size: expected None or a positive int, got {tile_size!r}")
 
 
 def _check_points(manifold: ContrastiveManifold, t: object, name: str) -> torch.Tensor:

@@ -50,7 +50,8 @@ class ModelConfig:
             ``"fixed"`` (``temperature_init``) or ``"none"`` (scale 1).
         temperature_init, temperature_max: the inverse temperature (scale) and its cap.
         sigmoid_bias_init: initial logit bias of the sigmoid loss.
-        loss_tile_size: ``None`` for the dense InfoNCE, else rows per tile.
+        loss_tile_size: ``None`` for the dense InfoNCE (the sigmoid loss: strips of 512 rows),
+            else rows per tile (strip).
         grad_checkpointing: per-block activation checkpointing in both towers.
         activation: the MLP activation of both towers, ``"gelu"`` (OpenCLIP's default) or
             ``"quick_gelu"`` (OpenAI's released CLIP weights, OpenCLIP's ``-quickgelu`` names).
@@ -139,8 +140,6 @@ class ModelConfig:
             raise ValueError(f"sigmoid_bias_init: expected a finite number, got {self.sigmoid_bias_init}")
         if self.loss_tile_size is not None and self.loss_tile_size <= 0:
             raise ValueError(f"loss_tile_size: expected None or > 0, got {self.loss_tile_size}")
-        if self.loss_tile_size is not None and self.loss != "infonce":
-            raise ValueError("loss_tile_size: only the 'infonce' loss has a tiled form")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
 
@@ -304,7 +303,9 @@ def build_model(
         if config.loss == "infonce":
             loss: InfoNCE | SigmoidLoss = InfoNCE(manifold, temperature, config.loss_tile_size)
         else:
-            loss = SigmoidLoss(manifold, temperature, config.sigmoid_bias_init)
+            loss = SigmoidLoss(
+                manifold, temperature, config.sigmoid_bias_init, tile_size=config.loss_tile_size
+            )
         model = TwoTower(vision, text, loss)
     model.config = config
     return model

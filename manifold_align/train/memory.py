@@ -16,9 +16,10 @@ flat feature dimension ``D`` (``tokens x token_dim``) and activation element siz
   block keeps only its fp32 input (``4 s h``) and one block at a time is recomputed:
   ``b sum_towers (4 L s h + c s h e)``.
 * **Loss** (float32 logits, see docs/losses.md): dense InfoNCE ``4 * 4 b B`` (two ``b x B``
-  blocks and their softmax), tiled ``2 * 4 T B``, sigmoid ring ``2 * 4 b^2``, sigmoid gather
-  ``2 * 4 b B``; plus the gathered features and their gradients, ``2 * 4 * 2 B D`` (InfoNCE)
-  or ``2 * 4 B D`` (sigmoid).
+  blocks and their softmax), tiled ``2 * 4 T B``; the sigmoid loss works in strips of ``T``
+  rows (512 unless ``loss_tile_size`` says otherwise): ring ``2 * 4 min(T, b) b``, gather
+  ``2 * 4 min(T, b) B``; plus the gathered features and their gradients,
+  ``2 * 4 * 2 B D`` (InfoNCE) or ``2 * 4 B D`` (sigmoid).
 
 It leaves out the CUDA context (~0.5 GiB), the allocator's fragmentation, the
 communication buckets of DDP (``4 P`` bytes at most) and the input batch; count 10-20 % on
@@ -33,6 +34,7 @@ from typing import Literal
 
 import torch
 
+from manifold_align.losses.tiled import SIGMOID_TILE
 from manifold_align.models.registry import ModelConfig, build_model, model_config
 
 __all__ = [
@@ -126,7 +128,7 @@ def loss_bytes(kind: LossKind, batch: int, world_size: int, dim: int, tile: int 
         batch: ``b``, pairs per rank.
         world_size: ``W``; the global batch is ``B = W b``.
         dim: ``D``, the flat feature dimension.
-        tile: ``T``, rows per tile of the tiled InfoNCE.
+        tile: ``T``, rows per strip of the tiled InfoNCE and of the sigmoid loss.
 
     Raises:
         ValueError: an unknown ``kind`` or a non-positive size.
@@ -140,9 +142,9 @@ def loss_bytes(kind: LossKind, batch: int, world_size: int, dim: int, tile: int 
     if kind == "infonce-tiled":
         return 2 * 4 * min(tile, b) * B + 2 * 4 * 2 * B * dim
     if kind == "sigmoid-ring":
-        return 2 * 4 * b * b + 2 * 4 * 2 * b * dim
+        return 2 * 4 * min(tile, b) * b + 2 * 4 * 2 * b * dim
     if kind == "sigmoid-gather":
-        return 2 * 4 * b * B + 2 * 4 * B * dim
+        return 2 * 4 * min(tile, b) * B + 2 * 4 * B * dim
     raise ValueError(
         f"kind: expected 'infonce', 'infonce-tiled', 'sigmoid-ring' or 'sigmoid-gather', got {kind!r}"
     )
@@ -173,11 +175,12 @@ def estimate_memory(
         else:
             loss = "infonce-tiled" if config.loss_tile_size else "infonce"
     dim = config.tokens * config.token_dim
+    default_tile = SIGMOID_TILE if loss.startswith("sigmoid") else 1024
     return MemoryEstimate(
         parameters=params,
         model_state=state,
         activations=activation_bytes(config, batch, precision, grad_checkpointing),
-        loss=loss_bytes(loss, batch, world_size, dim, config.loss_tile_size or 1024),
+        loss=loss_bytes(loss, batch, world_size, dim, config.loss_tile_size or default_tile),
     )
 
 
