@@ -136,8 +136,8 @@ def largest_saved(fn):
 def test_saved_state_is_linear_in_the_batch():
     """Nothing of size B x B is kept for the backward (autograd through the logits keeps B x B)."""
     b, d = 48, 8
-    x = torch.randn(b, d, requires_grad=True)
-    y = torch.randn(b, d, requires_grad=True)
+    x = Sphere(d).projx(torch.randn(b, d)).requires_grad_()
+    y = Sphere(d).projx(torch.randn(b, d)).requires_grad_()
     s = torch.tensor(2.0, requires_grad=True)
     bias = torch.tensor(-1.0, requires_grad=True)
     assert largest_saved(lambda: tiled_sigmoid(x, y, s, bias, 8)) == b * d
@@ -160,8 +160,8 @@ def test_only_the_gradients_asked_for():
 
 
 def test_second_derivatives_are_refused_not_wrong():
-    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(5, 3, dtype=torch.float64)
+    x = Sphere(3).projx(torch.randn(5, 3, dtype=torch.float64)).requires_grad_()
+    y = Sphere(3).projx(torch.randn(5, 3, dtype=torch.float64))
     crit = SigmoidLoss(Sphere(3), scale=2.0)
     for loss in (tiled_sigmoid(x, y, 2.0, -1.0, 2), crit(x, y).loss + (x**2).sum()):
         with pytest.raises(RuntimeError, match=r"^SigLIP: .*first-order only"):
