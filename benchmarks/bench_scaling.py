@@ -301,57 +301,50 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, out_dir: Path) -> list[Path]:
-    """``bench_scaling_loss.png`` (time and memory vs B) and ``bench_scaling_optim.png``;
-    an empty list if matplotlib is missing."""
+    """``bench_scaling_loss.png`` (time and memory vs B) and ``bench_scaling_optim.png``,
+    panels stacked at the width of a docs page (manifold_align.plot_style); an empty list if
+    matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is None:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from manifold_align import plot_style
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    for ax, key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
-                           (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
-                           (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
-        series = _series(result["loss"], key, "manifold", "batch")
-        for name, (xs, ys) in series.items():
-            a = exponent(xs, ys)
-            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
-        if series:
-            xs, ys = next(iter(series.values()))
-            ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size B")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "bench_scaling_loss.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    with plot_style.style():
+        fig, axes = plot_style.panels(1, 3, size=(7.6, 2.9), sharex=True)
+        for (ax,), key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
+                                  (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
+                                  (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
+            series = _series(result["loss"], key, "manifold", "batch")
+            for name, (xs, ys) in series.items():
+                a = exponent(xs, ys)
+                ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
+            if series:
+                xs, ys = next(iter(series.values()))
+                ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(loc="upper left")
+        axes[-1][0].set_xlabel("batch size B")
+        paths.append(plot_style.save(fig, out_dir / "bench_scaling_loss.png"))
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
-        series = _series(result["optimizer"], key, "optimizer", "rows")
-        for name, (xs, ys) in series.items():
-            a = exponent(xs, ys)
-            ax.plot(xs, [1e3 * y for y in ys], marker="o",
-                    label=f"{name} (a={a:.2f})" if a else name)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel(f"parameter rows R (each a point of Sphere({ROW_DIM}))")
-        ax.set_ylabel("ms per step")
-        ax.set_title(f"one optimizer step, {what} time")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "bench_scaling_optim.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+        fig, axes = plot_style.panels(1, 2, size=(7.6, 3.0), sharex=True)
+        for (ax,), key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
+            series = _series(result["optimizer"], key, "optimizer", "rows")
+            for name, (xs, ys) in series.items():
+                a = exponent(xs, ys)
+                ax.plot(xs, [1e3 * y for y in ys], marker="o",
+                        label=f"{name} (a={a:.2f})" if a else name)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_ylabel("ms per step")
+            ax.set_title(f"one optimizer step, {what} time")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(loc="upper left")
+        axes[-1][0].set_xlabel(f"parameter rows R (each a point of Sphere({ROW_DIM}))")
+        paths.append(plot_style.save(fig, out_dir / "bench_scaling_optim.png"))
     return paths
 
 
