@@ -189,7 +189,7 @@ def _scale_one_runs(records: list[dict]) -> list[dict]:
 
 def _plot_vs_components(records: list[dict], path: Path) -> None:
     noises = sorted(_unique(records, "noise"))
-    fig, axes = _panels(1, width=4.6, height=3.6)
+    fig, axes = _panels(1, width=6.6, height=3.8)  # the legend takes the right part
     ax = axes[0][0]
     hs = sorted(_unique(records, "components"))
     concepts = records[0]["concepts"]
@@ -205,13 +205,13 @@ def _plot_vs_components(records: list[dict], path: Path) -> None:
             ax.axhline(g, color=f"C{i}", ls="--", lw=1)
     ax.set_xlabel("similarity range h (tokens)")
     ax.set_ylabel("measured gap (dashed: g*)")
-    ax.legend()
+    fig.legend(loc="outside right upper")
     ax.grid(alpha=0.3)
     plot_style.save(fig, path)
 
 
 def _plot_vs_batch(records: list[dict], path: Path) -> None:
-    fig, axes = _panels(1, width=4.6, height=3.6)
+    fig, axes = _panels(1, width=6.6, height=3.8)  # the legend takes the right part
     ax = axes[0][0]
     series = _unique([{"k": (r["manifold"], r["temperature_label"], r["concepts"], r["noise"])} for r in records], "k")
     for i, (m, t, c, p) in enumerate(series):
@@ -227,7 +227,7 @@ def _plot_vs_batch(records: list[dict], path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size B")
     ax.set_ylabel("measured gap (dashed: g*)")
-    ax.legend()
+    fig.legend(loc="outside right upper")
     ax.grid(alpha=0.3)
     plot_style.save(fig, path)
 
