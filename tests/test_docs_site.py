@@ -119,6 +119,22 @@ def test_leaked_sphinx_roles_are_found_in_rendered_html():
     assert sphinx_roles.leaked_roles(html) == [":meth:`scale_as`", ":py:class:`~a.B`"]
 
 
+def test_a_leaked_role_fails_the_build_even_when_warnings_are_hidden():
+    from types import SimpleNamespace
+
+    from mkdocs.exceptions import PluginError
+
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="api.md"))
+    sphinx_roles.on_pre_build({})
+    sphinx_roles.on_page_content("<p>ok</p>", page, {}, None)
+    sphinx_roles.on_post_build({})  # a clean build passes
+    sphinx_roles.on_page_content("<p>:class:<code>X</code></p>", page, {}, None)
+    with pytest.raises(PluginError, match=r"1 Sphinx roles shown as text in api.md \(1\)"):
+        sphinx_roles.on_post_build({})
+    sphinx_roles.on_pre_build({})  # the next build (mkdocs serve) starts clean
+    sphinx_roles.on_post_build({})
+
+
 # --- mkdocs.yml works from any directory -----------------------------------------------------
 
 def test_config_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):

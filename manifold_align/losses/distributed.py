@@ -506,7 +506,9 @@ class DistributedInfoNCE(InfoNCE):
 
     Args:
         manifold: as for :class:`InfoNCE`.
-        temperature_obj, temperature, scale: as for :class:`InfoNCE`.
+        temperature_obj: as for :class:`InfoNCE`.
+        temperature: as for :class:`InfoNCE`.
+        scale: as for :class:`InfoNCE`.
         tile_size: as for :class:`InfoNCE`.
         check_finite: as for :class:`InfoNCE`, checked on every rank at once (see below).
         group: the process group; ``None`` for the world. Stored on the module (a module holding
@@ -518,7 +520,7 @@ class DistributedInfoNCE(InfoNCE):
     non-finite input, every rank raises, so no rank is left waiting in the next collective.
 
     Raises:
-        As :class:`InfoNCE`.
+        TypeError, ValueError: as :class:`InfoNCE` raises them.
     """
 
     def __init__(
@@ -614,7 +616,9 @@ class DistributedSigmoidLoss(SigmoidLoss):
 
     Args:
         manifold: as for :class:`SigmoidLoss`.
-        temperature_obj, temperature, scale: as for :class:`SigmoidLoss`.
+        temperature_obj: as for :class:`SigmoidLoss`.
+        temperature: as for :class:`SigmoidLoss`.
+        scale: as for :class:`SigmoidLoss`.
         bias_init: as for :class:`SigmoidLoss`.
         check_finite: as for :class:`SigmoidLoss`, checked on every rank at once.
         exchange: ``"ring"`` (neighbour shifts, SigLIP's scheme) or ``"gather"``.
@@ -623,7 +627,8 @@ class DistributedSigmoidLoss(SigmoidLoss):
             Both checks are collective, as for :class:`DistributedInfoNCE`.
 
     Raises:
-        As :class:`SigmoidLoss`; ``ValueError`` for an unknown ``exchange``.
+        TypeError, ValueError: as :class:`SigmoidLoss` raises them; ``ValueError`` also for an
+            unknown ``exchange``.
     """
 
     def __init__(

@@ -3,7 +3,8 @@
 mkdocstrings renders Google-style docstrings as Markdown, so `:meth:`x`` reaches the reader
 as the text ":meth:" before `x`. Every rendered page (the API reference included) is scanned
 for a role followed by inline code; each one is a warning naming the page and the role, and
-`strict: true` in mkdocs.yml turns warnings into a failed build. Write `name` in backticks,
+the build then fails with an error counting them (so `mkdocs build -q`, which hides warnings
+from `--strict` as well, fails too). Write `name` in backticks,
 or the autorefs link [name][manifold_align.module.name] (see docs/design.md, Conventions).
 A role shown inside code (as here) is not rendered as a role and is not flagged.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import html
 import logging
 import re
+
+from mkdocs.exceptions import PluginError
 
 log = logging.getLogger("mkdocs.hooks.sphinx_roles")
 
@@ -29,11 +32,27 @@ def leaked_roles(page_html: str) -> list[str]:
             for role, target in LEAKED_ROLE.findall(page_html) if role in ROLES]
 
 
+_found: dict[str, int] = {}
+
+
+def on_pre_build(config):
+    _found.clear()
+
+
 def on_page_content(html_text, page, config, files):
     leaks = leaked_roles(html_text)
+    if leaks:
+        _found[page.file.src_uri] = len(leaks)
     for leak in leaks[:10]:
         log.warning("%s: Sphinx role %s shown as text; write `name` or "
                     "[name][manifold_align.module.name]", page.file.src_uri, leak)
     if len(leaks) > 10:
         log.warning("%s: ... and %d more Sphinx roles", page.file.src_uri, len(leaks) - 10)
     return html_text
+
+
+def on_post_build(config):
+    if _found:
+        pages = ", ".join(f"{page} ({n})" for page, n in sorted(_found.items()))
+        raise PluginError(f"{sum(_found.values())} Sphinx roles shown as text in {pages}; "
+                          "write `name` or [name][manifold_align.module.name]")
