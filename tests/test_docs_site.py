@@ -51,6 +51,17 @@ def test_typeset_math_and_code_pass():
     assert check_rendered.findings(dom) == ([], 1)
 
 
+def test_scripts_and_fonts_from_other_hosts_are_reported():
+    dom = ('<html><head><link rel="stylesheet" href="https://fonts.googleapis.com/css?f=R">'
+           '<script src="//cdn.example.org/mathjax.js"></script>'
+           '<script src="../assets/mathjax/tex-mml-chtml.js"></script>'
+           '<link rel="stylesheet" href="http://127.0.0.1:8000/a.css"></head>'
+           '<body><a href="https://example.org">a link is fine</a></body></html>')
+    problems, _ = check_rendered.findings(dom)
+    assert [p.split()[1] for p in problems] == ["https://fonts.googleapis.com/css?f=R",
+                                               "//cdn.example.org/mathjax.js"]
+
+
 def test_mathjax_error_nodes_are_reported():
     dom = '<html><body><mjx-merror data-mjx-error="Undefined control sequence \\foo">'
     dom += "</mjx-merror></body></html>"

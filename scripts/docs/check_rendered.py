@@ -7,7 +7,8 @@ relative to SITE_DIR) with `chromium --headless --dump-dom` after its scripts ra
 host but 127.0.0.1 unresolvable, so a page that needs a CDN for its math fails here. In the
 DOM as the reader sees it (code, scripts and MathJax's own output left out) it looks for
 `\\(`, `\\)`, `\\[`, `\\]` or `$$` (TeX that nothing typeset, the table of contents included)
-and for MathJax's error nodes (TeX that MathJax could not parse). Exit 0 when every page is
+for MathJax's error nodes (TeX that MathJax could not parse), and for scripts or stylesheets
+(web fonts included) loaded from another host. Exit 0 when every page is
 clean, 1 otherwise (one line per finding), 2 when Chromium cannot be found.
 """
 
@@ -26,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
+# A script or stylesheet (fonts included) fetched from another host at view time.
+EXTERNAL = re.compile(r"(https?:)?//(?!127\.0\.0\.1[:/]|localhost[:/])", re.IGNORECASE)
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$")
 # Elements whose text a reader does not see as prose: code is allowed to show TeX.
 SKIP = {"script", "style", "noscript", "template", "code", "pre", "kbd", "samp",
@@ -45,12 +48,16 @@ class _Text(HTMLParser):
         self.text: list[str] = []
         self.rendered = 0
         self.errors: list[str] = []
+        self.external: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         if tag == "mjx-container":
             self.rendered += 1
         if tag == "mjx-merror":
             self.errors.append(dict(attrs).get("data-mjx-error") or "TeX error")
+        url = dict(attrs).get("src" if tag == "script" else "href") or ""
+        if tag in ("script", "link") and EXTERNAL.match(url):
+            self.external.append(url)
         if tag in VOID:
             return
         self.stack.append(tag)
@@ -73,8 +80,8 @@ class _Text(HTMLParser):
 
 
 def findings(dom: str) -> tuple[list[str], int]:
-    """Problems in one page's rendered DOM (raw TeX with context, MathJax errors) and how
-    many formulas MathJax rendered."""
+    """Problems in one page's rendered DOM (raw TeX with context, MathJax errors, scripts or
+    stylesheets from other hosts) and how many formulas MathJax rendered."""
     parser = _Text()
     parser.feed(dom)
     parser.close()
@@ -84,6 +91,8 @@ def findings(dom: str) -> tuple[list[str], int]:
         lo, hi = max(0, m.start() - 40), min(len(text), m.end() + 40)
         problems.append(f"raw TeX {m.group()!r} visible: ...{text[lo:hi]}...")
     problems += [f"MathJax error: {e}" for e in parser.errors]
+    problems += [f"loads {url} from the network (the site must work offline)"
+                 for url in parser.external]
     return problems, parser.rendered
 
 
