@@ -303,43 +303,44 @@ def _torch_version() -> str:
 
 
 def plot(results: list[dict], path: Path) -> bool:
-    """Bar charts of time and peak memory per case; False if matplotlib is missing."""
+    """Time and peak memory per case, grouped by B; False if matplotlib is missing.
+
+    Three panels stacked (wall time, CPU time, peak extra memory), log scale, one bar per case
+    in each batch-size group (colour: implementation; hatched: the oblique manifold), one
+    legend below: readable at the width of a docs page (manifold_align.plot_style)."""
     if importlib.util.find_spec("matplotlib") is None:
         return False
-    import matplotlib
+    from manifold_align import plot_style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
-
-    labels = [f"{_label(r)}\nB={r['batch']}" for r in results]
-    colors = [
-        {
-            "openclip": "tab:gray",
-            "dense": "tab:blue",
-            "tiled": "tab:orange",
-            "openclip_siglip": "black",
-            "sigmoid": "tab:green",
-            "gemm3": "tab:olive",
-        }[r["impl"]]
-        for r in results
-    ]
+    colors = {"openclip": "tab:gray", "dense": "tab:blue", "tiled": "tab:orange",
+              "openclip_siglip": "black", "sigmoid": "tab:green", "gemm3": "tab:olive"}
     panels = (
         ("time_s", "wall time, forward + backward (s)"),
         ("cpu_s", "CPU time, forward + backward (s)"),
         ("peak_extra_mib", "peak extra memory (MiB)"),
     )
-    fig, axes = plt.subplots(1, 3, figsize=(18, 0.45 * len(results) + 1.5))
-    for i, (ax, (key, title)) in enumerate(zip(axes, panels)):
-        ax.barh(range(len(results)), [r[key] for r in results], color=colors)
-        ax.set_yticks(range(len(results)), labels if i == 0 else [""] * len(results))
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(title)
-        ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    cases = list(dict.fromkeys(_label(r) for r in results))
+    batches = sorted({r["batch"] for r in results})
+    width = 0.8 / len(cases)
+    with plot_style.style():
+        fig, axes = plot_style.panels(1, len(panels), size=(7.6, 2.6))
+        for (ax,), (key, title) in zip(axes, panels):
+            for i, case in enumerate(cases):
+                rs = {r["batch"]: r for r in results if _label(r) == case}
+                first = next(iter(rs.values()))
+                xs = [j + (i - (len(cases) - 1) / 2) * width
+                      for j, b in enumerate(batches) if b in rs]
+                ax.bar(xs, [rs[b][key] for b in batches if b in rs], width=width,
+                       color=colors[first["impl"]], edgecolor="white", linewidth=0.5,
+                       hatch="///" if first["manifold"] == "oblique" else None, label=case)
+            ax.set_xticks(range(len(batches)), [f"B = {b}" for b in batches])
+            ax.set_yscale("log")
+            ax.grid(axis="x", visible=False)
+            ax.set_title(title)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot_style.save(fig, path)
     return True
 
 

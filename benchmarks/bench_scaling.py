@@ -435,88 +435,91 @@ def siglip_table(siglip: list[dict]) -> list[str]:
 
 def plot_siglip(siglip: list[dict], out_dir: Path) -> Path:
     """``bench_scaling_siglip.png``: SigLIP CPU time and peak memory against B, log-log."""
-    import matplotlib.pyplot as plt
+    from manifold_align import plot_style
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, key, title, power in ((axes[0], "cpu_s", "SigLIP fwd + bwd, CPU time (s)", 2),
-                                  (axes[1], "peak_extra_mib", "peak extra memory (MiB)", 1)):
-        series = _series(siglip, key, "series", "batch")
-        for name, (xs, ys) in series.items():
-            a = exponent(xs, ys)
-            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
-        ours = series.get("ours SigmoidLoss")
-        if ours:
-            xs, ys = ours
-            ax.plot(xs, [ys[0] * (x / xs[0]) ** power for x in xs], "k:",
-                    label=f"~ B^{power}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size B")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=9)
-    fig.tight_layout()
-    path = out_dir / "bench_scaling_siglip.png"
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
-
-
-def plot(result: dict, out_dir: Path) -> list[Path]:
-    """``bench_scaling_loss.png`` (time and memory vs B) and ``bench_scaling_optim.png``;
-    an empty list if matplotlib is missing."""
-    if importlib.util.find_spec("matplotlib") is None:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [plot_siglip(result["siglip"], out_dir)] if result.get("siglip") else []
-    if result["loss"]:
-        fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-        for ax, key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
-                               (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
-                               (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
-            series = _series(result["loss"], key, "manifold", "batch")
+    with plot_style.style():
+        fig, axes = plot_style.panels(1, 2, size=(7.6, 3.0), sharex=True)
+        for (ax,), key, title, power in (
+            (axes[0], "cpu_s", "SigLIP fwd + bwd, CPU time (s)", 2),
+            (axes[1], "peak_extra_mib", "peak extra memory (MiB)", 1),
+        ):
+            series = _series(siglip, key, "series", "batch")
             for name, (xs, ys) in series.items():
                 a = exponent(xs, ys)
                 ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
-            if series:
-                xs, ys = next(iter(series.values()))
-                ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
+            ours = series.get("ours SigmoidLoss")
+            if ours:
+                xs, ys = ours
+                ax.plot(xs, [ys[0] * (x / xs[0]) ** power for x in xs], "k:",
+                        label=f"~ B^{power}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("batch size B")
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out_dir / "bench_scaling_loss.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
-    if not result["optimizer"]:
-        return paths
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
-        series = _series(result["optimizer"], key, "optimizer", "rows")
+            ax.legend(loc="upper left")
+        axes[-1][0].set_xlabel("batch size B")
+        return plot_style.save(fig, out_dir / "bench_scaling_siglip.png")
+
+
+def plot(result: dict, out_dir: Path) -> list[Path]:
+    """``bench_scaling_loss.png`` (time and memory vs B) and ``bench_scaling_optim.png``,
+    panels stacked at the width of a docs page (manifold_align.plot_style); an empty list if
+    matplotlib is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return []
+    from manifold_align import plot_style
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [plot_siglip(result["siglip"], out_dir)] if result.get("siglip") else []
+    with plot_style.style():
+        if result["loss"]:
+            paths.append(_plot_loss(result["loss"], out_dir))
+        if result["optimizer"]:
+            paths.append(_plot_optimizer(result["optimizer"], out_dir))
+    return paths
+
+
+def _plot_loss(loss: list[dict], out_dir: Path) -> Path:
+    from manifold_align import plot_style
+
+    fig, axes = plot_style.panels(1, 3, size=(7.6, 2.9), sharex=True)
+    for (ax,), key, title in ((axes[0], "time_s", "InfoNCE fwd + bwd, wall time (s)"),
+                              (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
+                              (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
+        series = _series(loss, key, "manifold", "batch")
+        for name, (xs, ys) in series.items():
+            a = exponent(xs, ys)
+            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
+        if series:
+            xs, ys = next(iter(series.values()))
+            ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper left")
+    axes[-1][0].set_xlabel("batch size B")
+    return plot_style.save(fig, out_dir / "bench_scaling_loss.png")
+
+
+def _plot_optimizer(optimizer: list[dict], out_dir: Path) -> Path:
+    from manifold_align import plot_style
+
+    fig, axes = plot_style.panels(1, 2, size=(7.6, 3.0), sharex=True)
+    for (ax,), key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
+        series = _series(optimizer, key, "optimizer", "rows")
         for name, (xs, ys) in series.items():
             a = exponent(xs, ys)
             ax.plot(xs, [1e3 * y for y in ys], marker="o",
                     label=f"{name} (a={a:.2f})" if a else name)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel(f"parameter rows R (each a point of Sphere({ROW_DIM}))")
         ax.set_ylabel("ms per step")
         ax.set_title(f"one optimizer step, {what} time")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "bench_scaling_optim.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
+        ax.legend(loc="upper left")
+    axes[-1][0].set_xlabel(f"parameter rows R (each a point of Sphere({ROW_DIM}))")
+    return plot_style.save(fig, out_dir / "bench_scaling_optim.png")
 
 
 def main(argv: list[str] | None = None) -> dict:

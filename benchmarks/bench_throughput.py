@@ -260,31 +260,30 @@ def markdown(results: list[dict]) -> str:
 
 
 def plot(results: list[dict], path: Path) -> bool:
-    """Bar chart of samples/s per configuration and model; False if matplotlib is missing."""
+    """Bar chart of samples/s per configuration and model (manifold_align.plot_style); False
+    if matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is None:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from manifold_align import plot_style
 
     configs = list(dict.fromkeys(r["config"] for r in results))
-    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 3.8), squeeze=False)
-    for ax, config in zip(axes[0], configs, strict=True):
-        recs = [r for r in results if r["config"] == config]
-        colors = ["tab:gray" if r["model"] == "OpenCLIP" else "tab:blue" for r in recs]
-        ax.bar(range(len(recs)), [r["samples_per_s"] for r in recs], color=colors)
-        ax.set_xticks(range(len(recs)), [r["model"] for r in recs], rotation=15, fontsize=8)
-        for i, r in enumerate(recs):
-            if "ratio_time" in r:
-                ax.annotate(f"time x{r['ratio_time']:.2f}", (i, r["samples_per_s"]),
-                            ha="center", va="bottom", fontsize=8)
-        ax.set_ylabel("samples/s (higher is better)")
-        ax.set_title(f"{config}, batch {recs[0]['batch']}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plot_style.style():
+        fig, axes = plot_style.panels(len(configs), size=(4.2, 3.6))
+        for ax, config in zip(axes[0], configs, strict=True):
+            recs = [r for r in results if r["config"] == config]
+            colors = ["tab:gray" if r["model"] == "OpenCLIP" else "tab:blue" for r in recs]
+            ax.bar(range(len(recs)), [r["samples_per_s"] for r in recs], color=colors)
+            ax.set_xticks(range(len(recs)), [r["model"] for r in recs], rotation=15)
+            for i, r in enumerate(recs):
+                if "ratio_time" in r:
+                    ax.annotate(f"time x{r['ratio_time']:.2f}", (i, r["samples_per_s"]),
+                                ha="center", va="bottom")
+            ax.set_ylabel("samples/s (higher is better)")
+            ax.set_title(f"{config}, batch {recs[0]['batch']}")
+            ax.margins(y=0.15)
+            ax.grid(axis="x", visible=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot_style.save(fig, path)
     return True
 
 

@@ -170,33 +170,28 @@ def _smooth(values: list[float], width: int) -> list[float]:
 
 
 def _curves(runs: dict[str, dict], path: Path) -> Path:
-    import matplotlib
+    from manifold_align import plot_style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, run in runs.items():
-        train_recs = [r for r in run["records"] if r["kind"] == "train"]
-        steps = [r["step"] for r in train_recs]
-        axes[0].plot(steps, _smooth([r["loss"] for r in train_recs], 5), label=name)
-        axes[1].plot(steps, [r["scale"] for r in train_recs], label=name)
-        ev = [r for r in run["records"] if r["kind"] == "eval" and "zeroshot/mean_top1" in r]
-        axes[2].plot([r["step"] for r in ev], [r["zeroshot/mean_top1"] for r in ev], marker="o",
-                     label=name)
-    chance = sum(1 / len(t.classnames) for t in ZERO_SHOT_TASKS.values()) / len(ZERO_SHOT_TASKS)
-    axes[2].axhline(chance, color="grey", ls="--", lw=1, label="chance")
-    titles = ("training loss (moving average of 5 logs)", "learned scale 1/τ",
-              "zero-shot mean top-1 (held-out)")
-    for ax, title in zip(axes, titles):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    with plot_style.style():
+        fig, axes = plot_style.panels(1, 3, size=(7.6, 2.7), sharex=True)  # stacked: page width
+        axes = [row[0] for row in axes]
+        for name, run in runs.items():
+            train_recs = [r for r in run["records"] if r["kind"] == "train"]
+            steps = [r["step"] for r in train_recs]
+            axes[0].plot(steps, _smooth([r["loss"] for r in train_recs], 5), label=name)
+            axes[1].plot(steps, [r["scale"] for r in train_recs], label=name)
+            ev = [r for r in run["records"] if r["kind"] == "eval" and "zeroshot/mean_top1" in r]
+            axes[2].plot([r["step"] for r in ev], [r["zeroshot/mean_top1"] for r in ev],
+                         marker="o", label=name)
+        chance = sum(1 / len(t.classnames) for t in ZERO_SHOT_TASKS.values()) / len(ZERO_SHOT_TASKS)
+        plot_style.chance_line(axes[2], chance)
+        titles = ("training loss (moving average of 5 logs)", "learned scale 1/τ",
+                  "zero-shot mean top-1 (held-out)")
+        for ax, title in zip(axes, titles):
+            ax.set_title(title)
+            ax.legend()
+        axes[-1].set_xlabel("step")
+        return plot_style.save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,15 +22,11 @@ import time
 from pathlib import Path
 
 import geoopt
-import matplotlib
 import torch
 
-from manifold_align import Oblique, Sphere
+from manifold_align import Oblique, Sphere, plot_style
 from manifold_align.manifolds import ContrastiveManifold
 from manifold_align.optim import RiemannianAdam
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 def uniformity(manifold: ContrastiveManifold, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -98,16 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             f"largest drift off the manifold {r['max_off_manifold']:.1e}, {r['seconds']:.1f} s"
         )
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results.items():
-        ax.plot(r["max_sim_frac"], label=name)
-    ax.set_xlabel("Riemannian Adam step")
-    ax.set_ylabel("max off-diagonal similarity / range high")
-    ax.set_title(f"{args.points} points pushed apart (uniformity loss)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / "packing.png", dpi=120)
+    with plot_style.style():
+        fig, axes = plot_style.panels(1, size=(6.4, 4.2))
+        ax = axes[0][0]
+        for name, r in results.items():
+            ax.plot(r["max_sim_frac"], label=name)
+        ax.set_xlabel("Riemannian Adam step")
+        ax.set_ylabel("max off-diagonal similarity / range high")
+        ax.set_title(f"{args.points} points pushed apart (uniformity loss)")
+        ax.legend()
+        plot_style.save(fig, args.out / "packing.png")
     (args.out / "packing.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out / 'packing.png'} and {args.out / 'packing.json'}")
     return 0

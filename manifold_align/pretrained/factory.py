@@ -127,7 +127,9 @@ def create_model_and_transforms(
     Other arguments as :func:`create_model`.
 
     Raises:
-        As :func:`create_model`; ValueError for a mean/std that is not 3 numbers.
+        ValueError, FileNotFoundError, ~manifold_align.pretrained.PretrainedError: as
+            :func:`create_model` raises them; ``ValueError`` also for a mean/std that is not 3
+            numbers.
     """
     from manifold_align.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform
 

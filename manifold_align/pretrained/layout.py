@@ -65,7 +65,8 @@ def transformer_rules(
     """Rules of ``layers`` blocks ``{ours}.{i}.*`` <-> ``{theirs}.{i}.*``.
 
     Args:
-        ours, theirs: the two stacks' prefixes, e.g. ``"vision.transformer.blocks"``.
+        ours: our stack's prefix, e.g. ``"vision.transformer.blocks"``.
+        theirs: the peer's stack's prefix.
         layers: the number of blocks.
         names: our block key (see ``_BLOCK_KEYS``) -> the peer's; a 3-tuple (``q, k, v``)
             marks a ``"qkv"`` split of our fused input projection.

@@ -1,7 +1,8 @@
 """Write a finished sweep to disk: ``results.json``, ``trajectories.npz``, PNG plots and
 ``summary.md``.
 
-Plots (matplotlib ``Figure`` objects rendered by Agg to PNG; pyplot's global state is untouched):
+Plots (matplotlib ``Figure`` objects rendered by Agg to PNG in the style of
+`manifold_align.plot_style`; pyplot's global state is untouched):
 
 * ``gap_vs_noise.png``: measured gap against noise, one panel per manifold, one series per
   temperature, with the theory's $g^\\star(p)$ (dashed) and each temperature's ceiling
@@ -33,15 +34,13 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from manifold_align import plot_style
 from manifold_align.simulate import sigmoid_theory, theory, topology_report
 from manifold_align.simulate.sweep import SweepResult
 
 __all__ = ["write_report"]
-
-_DPI = 72
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -76,10 +75,16 @@ def _theory_curve(ps: np.ndarray, concepts: int) -> np.ndarray:
     return np.array([theory.equilibrium_gap(float(p), 2, concepts) for p in ps])
 
 
-def _panels(n: int, rows: int = 1, width: float = 3.6, height: float = 3.0):
-    # A bare Figure renders with Agg and leaves pyplot's global backend and state alone.
-    fig = Figure(figsize=(width * n, height * rows))
-    return fig, fig.subplots(rows, n, squeeze=False)
+def _panels(n: int, rows: int = 1, width: float = 4.6, height: float = 3.4):
+    """`rows x n` panels; a single row of more than two wraps onto a grid two wide (readable
+    at the width of a page), still returned as one row of `n` axes."""
+    if rows > 1 or n <= 2:
+        return plot_style.panels(n, rows, size=(width, height))
+    fig, grid = plot_style.panels(2, math.ceil(n / 2), size=(width, height))
+    flat = [ax for row in grid for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, [flat[:n]]
 
 
 def _series_key(r: dict, vary_bc: bool) -> str:
@@ -112,7 +117,7 @@ def _plot_vs_noise(records: list[dict], path: Path, *, quantity: str) -> None:
             ax.plot([r["noise"] for r in sel], y, "o-", color=colors[t], label=t, ms=4)
             if quantity == "gap" and sel[0]["max_gap"] is not None:
                 ax.axhline(sel[0]["max_gap"], color=colors[t], ls=":", lw=1)
-        ax.set_title(m, fontsize=9)
+        ax.set_title(m)
         ax.set_xlabel("caption noise p")
         ax.set_ylabel("gap (logit units)" if quantity == "gap" else "final scale")
         if quantity == "gap":
@@ -121,13 +126,12 @@ def _plot_vs_noise(records: list[dict], path: Path, *, quantity: str) -> None:
         else:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    axes[0][0].legend()
+    plot_style.save(fig, path)
 
 
 def _plot_predicted_vs_measured(records: list[dict], path: Path) -> None:
-    fig, axes = _panels(1, width=4.2, height=3.8)
+    fig, axes = _panels(1, width=8.2, height=4.4)  # the legend takes the right part
     ax = axes[0][0]
     manifolds = _unique(records, "manifold")
     markers = {t: mk for t, mk in zip(_unique(records, "temperature"), "os^")}
@@ -144,10 +148,9 @@ def _plot_predicted_vs_measured(records: list[dict], path: Path) -> None:
         ax.fill_between([0, hi], [0, 0.9 * hi], [0, 1.1 * hi], color="k", alpha=0.08, label="±10%")
     ax.set_xlabel("predicted reachable gap min(g*, G_max)")
     ax.set_ylabel("measured gap")
-    ax.legend(fontsize=6)
+    fig.legend(loc="outside right upper")  # beside the points, not on them
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    plot_style.save(fig, path)
 
 
 def _plot_trajectories(result: SweepResult, path: Path) -> None:
@@ -156,28 +159,27 @@ def _plot_trajectories(result: SweepResult, path: Path) -> None:
     noises = sorted(_unique(records, "noise"))
     styles = {t: s for t, s in zip(_unique(records, "temperature"), ["-", "--", ":"])}
     cmap = matplotlib.colormaps["viridis"]
-    rows = (("gap", "gap (logit units)"), ("scale", "scale"), ("alignment", "alignment"))
-    fig, axes = _panels(len(manifolds), rows=len(rows), width=3.2, height=2.1)
-    for col, m in enumerate(manifolds):
+    cols = (("gap", "gap (logit units)"), ("scale", "scale"), ("alignment", "alignment"))
+    # One row per manifold, one column per quantity: three panels wide whatever the sweep.
+    fig, axes = _panels(len(cols), rows=len(manifolds), width=3.6, height=2.5)
+    for row, m in enumerate(manifolds):
         for r in (r for r in records if r["manifold"] == m):
             color = cmap(noises.index(r["noise"]) / max(1, len(noises) - 1))
-            for row, (key, _) in enumerate(rows):
+            for col, (key, _) in enumerate(cols):
                 axes[row][col].plot(result.steps, result.trajectories[key][r["run"]], styles[r["temperature"]],
                                     color=color, lw=1)
-        for row, (key, label) in enumerate(rows):
+        for col, (key, label) in enumerate(cols):
             ax = axes[row][col]
-            ax.set_ylabel(label, fontsize=8)
-            ax.grid(alpha=0.3)
+            ax.set_title(f"{m}: {label}")
             if key == "scale":
                 ax.set_yscale("log")
-        axes[0][col].set_title(m, fontsize=9)
-        axes[-1][col].set_xlabel("step")
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
     handles = [Line2D([], [], color=cmap(i / max(1, len(noises) - 1)), label=f"p={p:g}")
                for i, p in enumerate(noises)]
     handles += [Line2D([], [], color="k", ls=s, label=t) for t, s in styles.items()]
-    axes[0][0].legend(handles=handles, fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 7))
+    plot_style.save(fig, path)
 
 
 def _scale_one_runs(records: list[dict]) -> list[dict]:
@@ -192,11 +194,11 @@ def _scale_one_runs(records: list[dict]) -> list[dict]:
 
 def _plot_vs_components(records: list[dict], path: Path) -> None:
     noises = sorted(_unique(records, "noise"))
-    fig, axes = _panels(1, width=4.6, height=3.6)
+    fig, axes = _panels(1, width=6.6, height=3.8)  # the legend takes the right part
     ax = axes[0][0]
     hs = sorted(_unique(records, "components"))
     concepts = records[0]["concepts"]
-    ax.set_title(f"temperature none, B={records[0]['batch_size']}, C={concepts}", fontsize=9)
+    ax.set_title(f"temperature none, B={records[0]['batch_size']}, C={concepts}")
     ax.plot(hs, [theory.max_similarity_gap(concepts, h) for h in hs], "k:", lw=1,
             label="ceiling h C/(C-1) at scale 1")
     for i, p in enumerate(noises):
@@ -208,14 +210,13 @@ def _plot_vs_components(records: list[dict], path: Path) -> None:
             ax.axhline(g, color=f"C{i}", ls="--", lw=1)
     ax.set_xlabel("similarity range h (tokens)")
     ax.set_ylabel("measured gap (dashed: g*)")
-    ax.legend(fontsize=7)
+    fig.legend(loc="outside right upper")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    plot_style.save(fig, path)
 
 
 def _plot_vs_batch(records: list[dict], path: Path) -> None:
-    fig, axes = _panels(1, width=4.6, height=3.6)
+    fig, axes = _panels(1, width=6.6, height=3.8)  # the legend takes the right part
     ax = axes[0][0]
     series = _unique([{"k": (r["manifold"], r["temperature_label"], r["concepts"], r["noise"])} for r in records], "k")
     for i, (m, t, c, p) in enumerate(series):
@@ -231,10 +232,9 @@ def _plot_vs_batch(records: list[dict], path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size B")
     ax.set_ylabel("measured gap (dashed: g*)")
-    ax.legend(fontsize=6)
+    fig.legend(loc="outside right upper")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    plot_style.save(fig, path)
 
 
 def _summary(result: SweepResult, name: str, plots: list[str]) -> str:
@@ -365,20 +365,21 @@ def write_report(result: SweepResult, out: str | Path, name: str = "sweep") -> l
     written.append(out / "trajectories.npz")
 
     plots = ["gap_vs_noise.png", "scale_vs_noise.png", "predicted_vs_measured.png", "trajectories.png"]
-    _plot_vs_noise(result.records, out / plots[0], quantity="gap")
-    _plot_vs_noise(result.records, out / plots[1], quantity="scale")
-    _plot_predicted_vs_measured(result.records, out / plots[2])
-    _plot_trajectories(result, out / plots[3])
-    at_scale_one = _scale_one_runs(result.records)
-    if len(_unique(at_scale_one, "components")) > 1:
-        plots.append("gap_vs_components.png")
-        _plot_vs_components(at_scale_one, out / plots[-1])
-    if len(_unique(result.records, "batch_size")) > 1:
-        plots.append("gap_vs_batch.png")
-        _plot_vs_batch(result.records, out / plots[-1])
-    if topology_report.spans_topologies(result.records):
-        plots.append("gap_by_topology.png")
-        topology_report.plot_gap_by_topology(result.records, out / plots[-1], dpi=_DPI)
+    with plot_style.style():
+        _plot_vs_noise(result.records, out / plots[0], quantity="gap")
+        _plot_vs_noise(result.records, out / plots[1], quantity="scale")
+        _plot_predicted_vs_measured(result.records, out / plots[2])
+        _plot_trajectories(result, out / plots[3])
+        at_scale_one = _scale_one_runs(result.records)
+        if len(_unique(at_scale_one, "components")) > 1:
+            plots.append("gap_vs_components.png")
+            _plot_vs_components(at_scale_one, out / plots[-1])
+        if len(_unique(result.records, "batch_size")) > 1:
+            plots.append("gap_vs_batch.png")
+            _plot_vs_batch(result.records, out / plots[-1])
+        if topology_report.spans_topologies(result.records):
+            plots.append("gap_by_topology.png")
+            topology_report.plot_gap_by_topology(result.records, out / plots[-1])
     written += [out / p for p in plots]
     (out / "summary.md").write_text(_summary(result, name, plots))
     written.append(out / "summary.md")

@@ -16,8 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-
+from manifold_align import plot_style
 from manifold_align.simulate import theory
 
 __all__ = ["plot_gap_by_topology", "spans_topologies", "topology_table"]
@@ -37,7 +36,7 @@ def spans_topologies(records: list[dict]) -> bool:
     return len({r["topology"] for r in records}) > 1
 
 
-def plot_gap_by_topology(records: list[dict], path: Path, dpi: int = 72) -> None:
+def plot_gap_by_topology(records: list[dict], path: Path) -> None:
     """Write ``gap_by_topology.png`` (module docstring) to ``path``."""
     recs = _first_setting(records)
     temps = _ordered(recs, "temperature_label")
@@ -46,8 +45,8 @@ def plot_gap_by_topology(records: list[dict], path: Path, dpi: int = 72) -> None
     noises = sorted(_ordered(recs, "noise"))
     ps = np.linspace(max(min(noises), 0.02), max(max(noises), 0.05), 60)
     g_star = np.array([theory.equilibrium_gap(float(p), 2, c) for p in ps])
-    fig = Figure(figsize=(4.4 * len(temps), 3.6))
-    axes = fig.subplots(1, len(temps), squeeze=False)[0]
+    fig, grid = plot_style.panels(len(temps))
+    axes = grid[0]
     top = 1.2 * max(max(r["measured_gap"] for r in recs), float(np.max(g_star[np.isfinite(g_star)])))
     for ax, t in zip(axes, temps, strict=True):
         ax.plot(ps, g_star, "k--", lw=1, label="theory $g^*$")
@@ -60,14 +59,13 @@ def plot_gap_by_topology(records: list[dict], path: Path, dpi: int = 72) -> None
                     ms=4, label=m)
             if sel[0]["max_gap"] is not None and sel[0]["max_gap"] < top:
                 ax.axhline(sel[0]["max_gap"], color=f"C{i}", ls=":", lw=1)
-        ax.set_title(f"temperature {t} (B={b}, C={c})", fontsize=9)
+        ax.set_title(f"temperature {t} (B={b}, C={c})")
         ax.set_xlabel("caption noise p")
         ax.set_ylabel("measured gap (dotted: ceiling)")
         ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    axes[0].legend(loc="lower left")
+    plot_style.save(fig, path)
 
 
 def _num(x: float | None) -> str:

@@ -82,77 +82,80 @@ def _series(records: Iterable[Mapping[str, Any]], kind: str, key: str) -> tuple[
     return xs, ys
 
 
+def _chance_key(key: str) -> str | None:
+    """The metric a chance level belongs to (`a/chance_top1` -> `a/top1`), else `None`."""
+    head, _, last = key.rpartition("/")
+    if not last.startswith("chance_"):
+        return None
+    return f"{head}/{last[len('chance_'):]}" if head else last[len("chance_"):]
+
+
 def plot_metrics(path: str | Path, out_dir: str | Path) -> list[Path]:
     """Write ``loss.png``, ``scale.png`` and (if any evaluation ran) ``eval.png``.
 
     ``loss.png``: training loss per step. ``scale.png``: the learned logit scale
     $1/\\tau$ and the positive/negative similarity means. ``eval.png``: every evaluation
-    metric against the step, one panel each.
+    metric against the step, one panel each, with its chance level (a metric
+    ``<prefix>/chance_<name>`` logged beside ``<prefix>/<name>``) as a dashed line in the same
+    panel. All in the style of `manifold_align.plot_style` (150 dpi, readable fonts, plain
+    tick labels without offset notation).
 
     Returns:
         The paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from manifold_align import plot_style
 
     records = read_metrics(path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    with plot_style.style():
+        xs, ys = _series(records, "train", "loss")
+        if xs:
+            fig, axes = plot_style.panels(1, size=(6.4, 4.0))
+            ax = axes[0][0]
+            ax.plot(xs, ys, lw=1)
+            ax.set_xlabel("step")
+            ax.set_ylabel("training loss")
+            written.append(plot_style.save(fig, out_dir / "loss.png"))
 
-    xs, ys = _series(records, "train", "loss")
-    if xs:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(xs, ys, lw=1)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "loss.png", dpi=120)
-        plt.close(fig)
-        written.append(out_dir / "loss.png")
+        xs, ys = _series(records, "train", "scale")
+        if xs:
+            fig, ((a1, a2),) = plot_style.panels(2, size=(5.2, 3.8))
+            a1.plot(xs, ys, lw=1)
+            a1.set_xlabel("step")
+            a1.set_ylabel("logit scale 1/τ")
+            for key, label in (("pos_sim", "positive pairs"), ("neg_sim", "negative pairs")):
+                sx, sy = _series(records, "train", key)
+                if sx:
+                    a2.plot(sx, sy, lw=1, label=label)
+            a2.set_xlabel("step")
+            a2.set_ylabel("mean similarity")
+            if a2.lines:
+                a2.legend()
+            written.append(plot_style.save(fig, out_dir / "scale.png"))
 
-    xs, ys = _series(records, "train", "scale")
-    if xs:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.plot(xs, ys, lw=1)
-        a1.set_xlabel("step")
-        a1.set_ylabel("logit scale 1/τ")
-        a1.grid(alpha=0.3)
-        for key, label in (("pos_sim", "positive pairs"), ("neg_sim", "negative pairs")):
-            sx, sy = _series(records, "train", key)
-            if sx:
-                a2.plot(sx, sy, lw=1, label=label)
-        a2.set_xlabel("step")
-        a2.set_ylabel("mean similarity")
-        a2.grid(alpha=0.3)
-        if a2.lines:
-            a2.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "scale.png", dpi=120)
-        plt.close(fig)
-        written.append(out_dir / "scale.png")
-
-    keys = sorted(
-        {k for r in records if r.get("kind") == "eval" for k, v in r.items()
-         if k not in ("kind", "step") and isinstance(v, (int, float))}
-    )
-    if keys:
-        cols = min(4, len(keys))
-        rows = math.ceil(len(keys) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-        for ax, key in zip(axes.flat, keys):
-            ex, ey = _series(records, "eval", key)
-            ax.plot(ex, ey, marker="o", lw=1)
-            ax.set_title(key, fontsize=8)
-            ax.set_xlabel("step", fontsize=8)
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(keys):]:
-            ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(out_dir / "eval.png", dpi=120)
-        plt.close(fig)
-        written.append(out_dir / "eval.png")
+        numeric = sorted(
+            {k for r in records if r.get("kind") == "eval" for k, v in r.items()
+             if k not in ("kind", "step") and isinstance(v, (int, float))}
+        )
+        chance = {_chance_key(k): k for k in numeric if _chance_key(k) in numeric}
+        keys = [k for k in numeric if k not in chance.values()]
+        if keys:
+            cols = min(3, len(keys))
+            rows = math.ceil(len(keys) / cols)
+            fig, axes = plot_style.panels(cols, rows, size=(4.2, 3.0))
+            flat = [ax for row in axes for ax in row]
+            for ax, key in zip(flat, keys):
+                ex, ey = _series(records, "eval", key)
+                ax.plot(ex, ey, marker="o", lw=1, label=key.rpartition("/")[2])
+                if key in chance:
+                    _, cy = _series(records, "eval", chance[key])
+                    plot_style.chance_line(ax, cy[-1])
+                    ax.legend(loc="best")
+                ax.set_title(key)
+                ax.set_xlabel("step")
+            for ax in flat[len(keys):]:
+                ax.axis("off")
+            written.append(plot_style.save(fig, out_dir / "eval.png"))
     return written
