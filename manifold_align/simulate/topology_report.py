@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from manifold_align import plot_style
 from manifold_align.simulate import theory
 
