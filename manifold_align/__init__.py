@@ -2,8 +2,8 @@
 
 ``from manifold_align import Oblique, InfoNCE, Temperature, RiemannianAdam`` is enough for the
 common training script: geoopt-compatible manifolds with a contrastive similarity
-(:mod:`manifold_align.manifolds`), the losses and their temperature
-(:mod:`manifold_align.losses`) and the Riemannian optimizer (:mod:`manifold_align.optim`).
+(`manifold_align.manifolds`), the losses and their temperature
+(`manifold_align.losses`) and the Riemannian optimizer (`manifold_align.optim`).
 None of these imports the ``train`` extra.
 """
 

@@ -1,10 +1,10 @@
 """Typed configuration files: YAML in, validated dataclasses out, ``--set key=value`` overrides.
 
 Every command (``simulate``, ``train``, ``eval``) describes its settings as a tree of
-dataclasses. :func:`load_config` reads a YAML file into that tree, applies command-line
+dataclasses. [load_config][manifold_align.config.load_config] reads a YAML file into that tree, applies command-line
 overrides written as dotted paths (``--set optim.lr=3e-4``), and rejects unknown keys and
-values of the wrong type with a :class:`ConfigError` that names the offending key.
-:func:`dump_config` writes the resolved tree back as YAML so every run keeps the exact
+values of the wrong type with a [ConfigError][manifold_align.config.ConfigError] that names the offending key.
+[dump_config][manifold_align.config.dump_config] writes the resolved tree back as YAML so every run keeps the exact
 settings it ran with.
 
 Files and ``--set`` values are read with a YAML loader that refuses a key given twice in one
@@ -212,7 +212,7 @@ def check_fields(cls: type, data: Mapping[str, Any], prefix: str) -> dict[str, A
     """Check a partial mapping of dataclass ``cls``'s fields (e.g. overrides of some of them).
 
     Each key must be a field of ``cls`` and each value of its annotated type (converted
-    where lossless, as in :func:`from_dict`); range checks stay with ``cls`` itself.
+    where lossless, as in [from_dict][manifold_align.config.from_dict]); range checks stay with ``cls`` itself.
 
     Returns:
         The checked mapping, values converted.
@@ -283,7 +283,7 @@ def merge_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     """The plain tree ``data`` with the ``key=value`` ``overrides`` applied (they win).
 
     Raises:
-        ConfigError: for a malformed override (see :func:`parse_overrides`).
+        ConfigError: for a malformed override (see [parse_overrides][manifold_align.config.parse_overrides]).
     """
     return _merge(to_dict(dict(data)), parse_overrides(overrides))
 

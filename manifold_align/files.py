@@ -3,9 +3,9 @@
 Files written here get mode ``0o666 & ~umask`` and folders ``0o777 & ~umask`` (``0644`` and
 ``0755`` under the usual umask ``022``), as ``cp`` or ``mkdir`` would give; temporary files
 and folders (``tempfile``, and safetensors' own writer) are created ``0600``/``0700``, so
-:func:`apply_umask` gives them the ordinary modes before they are renamed into place.
+[apply_umask][manifold_align.files.apply_umask] gives them the ordinary modes before they are renamed into place.
 
-:func:`write_atomic` writes a temporary file beside the target and renames it over the
+[write_atomic][manifold_align.files.write_atomic] writes a temporary file beside the target and renames it over the
 target with one ``os.replace``: a reader sees the old or the new content, never half, and a
 symbolic link at the target is *replaced*, never written through.
 """

@@ -1,16 +1,16 @@
 """Claiming an output folder (a training run, a simulation sweep) without harming what is there.
 
-:func:`open_run_folder` is what a command does before it writes anything into its ``--out``:
+[open_run_folder][manifold_align.run_folder.open_run_folder] is what a command does before it writes anything into its ``--out``:
 
 1. create the folder if needed (it is removed again if the command then refuses or fails
    before writing into it);
-2. take the folder's exclusive lock (:class:`~manifold_align.run_lock.RunLock`): a second
+2. take the folder's exclusive lock ([RunLock][manifold_align.run_lock.RunLock]): a second
    process writing into the same folder is refused, naming the holder's pid;
 3. refuse a symbolic link inside the folder that leads out of it (a file written there
    would land elsewhere);
 4. refuse a non-empty folder that is not a folder of the same kind (a simulation's output,
    a training run, someone's own files) unless ``overwrite``;
-5. hand back a :class:`RunFolder`; its :meth:`~RunFolder.claim` writes the kind marker
+5. hand back a [RunFolder][manifold_align.run_folder.RunFolder]; its [claim][manifold_align.run_folder.RunFolder.claim] writes the kind marker
    ``.manifold-align.json`` once the command has accepted its inputs, so a command that
    refuses leaves an existing folder byte for byte as it was.
 
@@ -93,7 +93,7 @@ class RunFolder:
     Attributes:
         path: the folder.
         kind: what the command will write (``"train"`` or ``"simulate"``).
-        found: the folder's kind before the command (:func:`folder_kind`).
+        found: the folder's kind before the command ([folder_kind][manifold_align.run_folder.folder_kind]).
         lock: the held lock, or ``None`` where this process does not write (ranks > 0).
     """
 
@@ -125,7 +125,7 @@ def open_run_folder(
         lock: take the folder's lock (``False`` on ranks that never write).
 
     Yields:
-        The :class:`RunFolder`; the lock is released (and a folder this call created and
+        The [RunFolder][manifold_align.run_folder.RunFolder]; the lock is released (and a folder this call created and
         nothing was written into is removed) when the block ends, however it ends.
 
     Raises:

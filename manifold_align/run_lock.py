@@ -4,7 +4,7 @@ The lock is ``<folder>/.lock``, held with ``fcntl.flock`` for the life of the pr
 naming its holder inside (``{"pid", "host", "since", "argv"}``). The kernel drops a flock
 when its holder dies (even by ``kill -9``), so a lock file left by a dead process is
 *stale*: it is simply taken over. A lock still held by another process is refused with
-:class:`RunLockedError`, naming that process. On release the file is removed (only by its
+[RunLockedError][manifold_align.run_lock.RunLockedError], naming that process. On release the file is removed (only by its
 holder), so a folder a refused run touched is left as it was.
 
 On a file system without ``flock`` (some network mounts) the lock falls back to the pid
@@ -53,14 +53,14 @@ def _describe(holder: dict[str, Any]) -> str:
 
 class RunLock:
     """The lock on ``folder`` (which must exist); use as a context manager or call
-    :meth:`acquire` / :meth:`release`.
+    [acquire][manifold_align.run_lock.RunLock.acquire] / [release][manifold_align.run_lock.RunLock.release].
 
     Attributes:
         path: the lock file ``<folder>/.lock``.
         stale: the holder record of a stale lock this process took over, else ``None``.
 
     Raises:
-        RunLockedError: from :meth:`acquire`, when a live process holds the lock.
+        RunLockedError: from [acquire][manifold_align.run_lock.RunLock.acquire], when a live process holds the lock.
         OSError: the folder is missing or not writable.
     """
 

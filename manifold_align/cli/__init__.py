@@ -4,8 +4,8 @@
 (`simulate`, `train`, `eval`, `configs`) exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; a module is imported only when its command is chosen, so
 ``manifold-align simulate`` never imports the trainer. The options they share (``--config``,
-``--set``, checks of ``--out``) are in :mod:`.options`; library code raises, and
-:mod:`.errors` answers bad input with exit status 2 and one line on stderr naming the key or
+``--set``, checks of ``--out``) are in `options`; library code raises, and
+`errors` answers bad input with exit status 2 and one line on stderr naming the key or
 file (and the install command for a missing optional package).
 """
 

@@ -4,12 +4,12 @@
 ``clip_benchmark.models.load_clip(model_type, model_name, pretrained, cache_dir, device)``,
 which looks the loader up in the table ``TYPE2FUNC[model_type]``; its command line accepts
 ``--model_type`` from the list ``MODEL_TYPES``. That table is its route for third-party
-models: :func:`register` adds :data:`MODEL_TYPE` (``"manifold_align"``) to both, in this
+models: `register` adds `MODEL_TYPE` (``"manifold_align"``) to both, in this
 process, and ``python -m manifold_align.cli.clip_benchmark eval ARGS...`` then runs
 ``clip_benchmark``'s own command line (``ARGS`` are its ``eval`` arguments) with
 ``--model_type manifold_align``. The installed package is never changed.
 
-What ``clip_benchmark`` gets (:func:`load_for_clip_benchmark`): a model whose
+What ``clip_benchmark`` gets (`load_for_clip_benchmark`): a model whose
 ``encode_image`` / ``encode_text`` return the **flattened** manifold points ``(B, k d)``
 (``Sphere(d)``: ``k = 1``), the evaluation image transform (resize, centre crop, CLIP
 normalisation) and the checkpoint's tokenizer (strings -> ``(B, L)`` ids).
@@ -25,7 +25,7 @@ agree exactly. A class embedding from several prompts differs: ``clip_benchmark`
 $\\bar m / \\lVert \\bar m \\rVert_F$ ($\\bar m$ the mean of the prompt points), ours the
 manifold mean $(\\bar m_i / \\lVert \\bar m_i \\rVert)_{i=1}^k$ (each token normalised);
 the two give the same ranking only when all $\\lVert \\bar m_i \\rVert$ are equal. For the
-exact oblique classifier, ``eval --manifold-mean`` (or :func:`manifold_classifier` and
+exact oblique classifier, ``eval --manifold-mean`` (or `manifold_classifier` and
 ``clip_benchmark eval --load_clfs FILE``) hands ``clip_benchmark`` our class points as its
 classifier: logits $\\propto s(X, W_c) / \\sqrt k$, our ranking.
 
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 MODEL_TYPE = "manifold_align"
-"""The ``--model_type`` under which :func:`register` puts :func:`load_for_clip_benchmark`."""
+"""The ``--model_type`` under which `register` puts `load_for_clip_benchmark`."""
 
 AUTO = "auto"
 """``--model auto``: take the model the checkpoint was trained as."""
@@ -122,7 +122,7 @@ def load_for_clip_benchmark(
         device: where the model runs.
 
     Returns:
-        :class:`FlatPoints` in eval mode on ``device``, the evaluation transform
+        `FlatPoints` in eval mode on ``device``, the evaluation transform
         (PIL image -> ``(3, s, s)``) and the checkpoint's tokenizer (strings -> ``(B, L)``).
 
     Raises:
@@ -142,7 +142,7 @@ def load_for_clip_benchmark(
 
 
 def register() -> None:
-    """Add :data:`MODEL_TYPE` to ``clip_benchmark.models.TYPE2FUNC`` and ``MODEL_TYPES``.
+    """Add `MODEL_TYPE` to ``clip_benchmark.models.TYPE2FUNC`` and ``MODEL_TYPES``.
 
     Idempotent; afterwards ``clip_benchmark.models.load_clip(model_type="manifold_align",
     ...)`` and the command line's ``--model_type manifold_align`` load our checkpoints.
@@ -191,16 +191,16 @@ def manifold_classifier(
     """Our class points as ``clip_benchmark``'s classifier matrix ``(D, C)`` (for ``--load_clfs``).
 
     Column ``c`` is ``flatten(mean_M {f(p) : p in prompts[c]})``, the manifold mean of the
-    class's prompt points (:func:`~manifold_align.evaluate.zeroshot.build_classifier_from_prompts`),
-    prompts as :func:`class_prompts`. ``clip_benchmark`` scores
+    class's prompt points ([build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts]),
+    prompts as `class_prompts`. ``clip_benchmark`` scores
     ``100 * normalize(vec x) @ W``, which is ``100 s(x, w_c) / sqrt(k)`` on ``Oblique(k, d)``:
     the ranking of our zero-shot classification.
 
     Args:
-        model: a two-tower model or a :class:`FlatPoints` around one.
+        model: a two-tower model or a `FlatPoints` around one.
         tokenizer: strings -> ``(B, L)`` ids.
         classnames: ``C`` names.
-        templates: as :func:`class_prompts`.
+        templates: as `class_prompts`.
         karcher: Karcher mean instead of the projected mean.
         batch_size: prompts per forward pass.
 
@@ -208,8 +208,8 @@ def manifold_classifier(
         ``(D, C)`` float32 on the model's device.
 
     Raises:
-        ValueError: as :func:`class_prompts` and
-            :func:`~manifold_align.evaluate.zeroshot.build_classifier_from_prompts`.
+        ValueError: as `class_prompts` and
+            [build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts].
     """
     inner = model.model if isinstance(model, FlatPoints) else model
     device = next((p.device for p in inner.parameters()), torch.device("cpu"))

@@ -1,6 +1,6 @@
 """Bad input to exit status 2 and one line on stderr: the one place the CLI turns errors into words.
 
-Library code raises; a command's ``run`` lets its exceptions through and :func:`run_command`
+Library code raises; a command's ``run`` lets its exceptions through and `run_command`
 answers those that mean bad input (a config key, an argument, a file, a checkpoint, the
 machine: a folder that cannot be written, a full disk, a missing optional package) with
 ``manifold-align COMMAND: error: MESSAGE``, one line naming the key or file, and status 2.
@@ -50,7 +50,7 @@ def _checkpoint_error() -> type[Exception] | None:
 def describe(exc: BaseException) -> str | None:
     """The message for an exception that means bad input, or ``None`` for anything else.
 
-    ``ConfigError``, :class:`UsageError`, ``RunFolderError`` (an ``--out`` in use, of another
+    ``ConfigError``, `UsageError`, ``RunFolderError`` (an ``--out`` in use, of another
     kind, or with a link out of it) and ``CheckpointError`` carry their own message;
     an ``OSError`` becomes ``FILE: REASON``; a ``ModuleNotFoundError`` of the ``train``
     extra names the package and the install command.

@@ -8,16 +8,16 @@
 3. Rebuild the tokenizer and the model from that config and load the weights (safetensors,
    nothing unpickled).
 4. Render the synthetic held-out splits, run zero-shot classification, retrieval and the
-   geometry diagnostics (:func:`manifold_align.evaluate.suite.evaluate_model`); with
+   geometry diagnostics ([manifold_align.evaluate.suite.evaluate_model][manifold_align.evaluate.suite.evaluate_model]); with
    ``--table FILE`` also retrieval and geometry on a CSV/TSV of image paths and captions
-   (:func:`manifold_align.evaluate.suite.table_retrieval`).
+   ([manifold_align.evaluate.suite.table_retrieval][manifold_align.evaluate.suite.table_retrieval]).
    With ``--benchmark NAME=PATH`` (repeatable) instead: zero-shot classification or retrieval
-   on standard datasets on disk (:mod:`manifold_align.evaluate.standard`), every one checked
+   on standard datasets on disk ([manifold_align.evaluate.standard][manifold_align.evaluate.standard]), every one checked
    before the model is loaded; without ``--benchmark`` and ``--table``, the run's own
    ``eval.benchmarks`` (if any) are evaluated besides the held-out set.
 5. Print a markdown table and update ``eval.json`` (default: in the run folder): held-out
    results at the top level, each benchmark evaluation appended to its ``"benchmarks"``
-   list (:func:`manifold_align.evaluate.report.update_eval_json`).
+   list ([manifold_align.evaluate.report.update_eval_json][manifold_align.evaluate.report.update_eval_json]).
 
 Exit status 0 on success, 2 for a bad checkpoint, override, table or ``--out`` (one line on
 stderr names it).
@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_override_keys(overrides: list[str]) -> None:
-    """Raise ``ConfigError`` for an override outside :data:`EVAL_KEYS`, naming it."""
+    """Raise ``ConfigError`` for an override outside `EVAL_KEYS`, naming it."""
 
     def keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
         out = []
@@ -157,8 +157,8 @@ def _geometry_rows(geometry: dict[str, Any], prefix: str) -> list[str]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A markdown table of :func:`~manifold_align.evaluate.suite.evaluate_model`'s result
-    (and of ``results["table"]``, :func:`~manifold_align.evaluate.suite.table_retrieval`'s)."""
+    """A markdown table of [evaluate_model][manifold_align.evaluate.suite.evaluate_model]'s result
+    (and of ``results["table"]``, [table_retrieval][manifold_align.evaluate.suite.table_retrieval]'s)."""
     lines = ["| metric | value | chance |", "|---|---:|---:|"]
     for attribute, r in results.get("zeroshot", {}).items():
         for key in sorted(k for k in r if k.startswith("top")):

@@ -2,7 +2,7 @@
 
 An ``--out`` is checked before any work starts and without creating anything: a path that
 is (or lies under) a file, a name longer than the file system allows, or a folder this user
-cannot write is refused with a :class:`~manifold_align.cli.errors.UsageError` naming it.
+cannot write is refused with a `UsageError` naming it.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def check_out_file(path: str | Path, flag: str = "--out") -> None:
 
     Raises:
         UsageError: ``path`` is a folder, its name is too long, or its folder fails
-            :func:`check_out_folder`.
+            `check_out_folder`.
     """
     path = Path(path)
     _check_folder(path.parent, flag, path)  # first: it refuses names too long to look up

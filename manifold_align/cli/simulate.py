@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     Raises:
         ConfigError, UsageError, RunFolderError, OSError: bad input, answered by
-            :mod:`manifold_align.cli.errors` (an unusable ``--out``: in use, someone else's
+            `manifold_align.cli.errors` (an unusable ``--out``: in use, someone else's
             files, a link out of it).
     """
     path = None if args.config is None else resolve_config(args.config, "simulate")

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     Raises:
         ConfigError, UsageError, CheckpointError, RunFolderError, OSError: bad input or a
-            failed write, answered by :mod:`manifold_align.cli.errors` (status 2, one line).
+            failed write, answered by `manifold_align.cli.errors` (status 2, one line).
     """
     from manifold_align.config import load_config
     from manifold_align.configs import resolve_config

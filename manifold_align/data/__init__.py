@@ -1,16 +1,16 @@
 """Images, captions and tokens: the data layer (imports nothing of ours but ``config``).
 
-* :mod:`~manifold_align.data.synthetic`: procedurally generated captioned shapes, the
+* [synthetic][manifold_align.data.synthetic]: procedurally generated captioned shapes, the
   bundled default data (no download), with caption noise, zero-shot tasks and a retrieval
   split.
-* :mod:`~manifold_align.data.webdataset`: img2dataset-style tar shards (read and write).
-* :mod:`~manifold_align.data.tabular`: a CSV/TSV of image path and caption.
-* :mod:`~manifold_align.data.tokenizer`: byte-level BPE (Hugging Face ``tokenizers``), the
-  bundled vocabulary and OpenAI CLIP's (:func:`clip_tokenizer`).
-* :mod:`~manifold_align.data.clip_bpe`: CLIP's shipped merges, split pattern and cleaning.
-* :mod:`~manifold_align.data.transforms`: Pillow + torch image transforms.
-* :mod:`~manifold_align.data.collate`: samples -> ``Batch(images, tokens, skipped)``.
-* :mod:`~manifold_align.data.skipped`: the count of unreadable samples, and the error for
+* [webdataset][manifold_align.data.webdataset]: img2dataset-style tar shards (read and write).
+* [tabular][manifold_align.data.tabular]: a CSV/TSV of image path and caption.
+* [tokenizer][manifold_align.data.tokenizer]: byte-level BPE (Hugging Face ``tokenizers``), the
+  bundled vocabulary and OpenAI CLIP's ([clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer]).
+* [clip_bpe][manifold_align.data.clip_bpe]: CLIP's shipped merges, split pattern and cleaning.
+* [transforms][manifold_align.data.transforms]: Pillow + torch image transforms.
+* [collate][manifold_align.data.collate]: samples -> ``Batch(images, tokens, skipped)``.
+* [skipped][manifold_align.data.skipped]: the count of unreadable samples, and the error for
   data with nothing usable.
 """
 

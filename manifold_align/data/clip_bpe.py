@@ -8,12 +8,12 @@ $$\\underbrace{0..255}_{\\text{bytes}}\\;\\underbrace{256..511}_{\\text{bytes + 
 \\underbrace{512..49405}_{48{,}894\\ \\text{merges}}\\;49406 = \\texttt{<start\\_of\\_text>},\\;
 49407 = \\texttt{<end\\_of\\_text>}.$$
 
-A caption is first cleaned as OpenCLIP cleans it (:func:`clip_clean`), then split with CLIP's
+A caption is first cleaned as OpenCLIP cleans it ([clip_clean][manifold_align.data.clip_bpe.clip_clean]), then split with CLIP's
 pattern, each piece mapped to byte symbols and merged by BPE with the ``</w>`` end-of-word
-suffix (:func:`clip_backend`). :func:`manifold_align.data.tokenizer.clip_tokenizer` frames the
+suffix ([clip_backend][manifold_align.data.clip_bpe.clip_backend]). [manifold_align.data.tokenizer.clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] frames the
 result (start, text, end, zero padding).
 
-:func:`clip_clean` needs ``ftfy`` (the ``train`` extra), as OpenCLIP does; it is imported on
+[clip_clean][manifold_align.data.clip_bpe.clip_clean] needs ``ftfy`` (the ``train`` extra), as OpenCLIP does; it is imported on
 first use.
 """
 
@@ -106,11 +106,11 @@ def _read_merges() -> list[tuple[str, str]]:
 def clip_backend() -> HFTokenizer:
     """A fresh ``tokenizers.Tokenizer`` equal to CLIP's BPE on cleaned text.
 
-    Pre-tokenizer: :data:`CLIP_PATTERN` (matches kept, the rest dropped), then the byte-level
-    mapping without its own regex; model: BPE over :data:`CLIP_VOCAB_SIZE` ids with the
+    Pre-tokenizer: [CLIP_PATTERN][manifold_align.data.clip_bpe.CLIP_PATTERN] (matches kept, the rest dropped), then the byte-level
+    mapping without its own regex; model: BPE over [CLIP_VOCAB_SIZE][manifold_align.data.clip_bpe.CLIP_VOCAB_SIZE] ids with the
     ``</w>`` suffix; decoder: ``</w>`` back to a space, then bytes back to text. The start and
     end tokens are special tokens (a literal ``<end_of_text>`` in a text is found as one).
-    No normaliser: :func:`clip_clean` runs in Python first.
+    No normaliser: [clip_clean][manifold_align.data.clip_bpe.clip_clean] runs in Python first.
 
     Raises:
         ValueError: if the bundled merges file is damaged.

@@ -5,8 +5,8 @@ become ``Batch(images, tokens, skipped)`` with
 
 * ``images``: float32 ``(B, 3, s, s)``, each image through ``transform``;
 * ``tokens``: int64 ``(B, L)``, the captions through ``tokenizer`` (SOT, text, EOT, pad);
-* ``skipped``: a :class:`~manifold_align.data.skipped.SkippedSamples` counting the
-  :class:`~manifold_align.data.skipped.SkippedSample` markers that readers put in place of
+* ``skipped``: a [SkippedSamples][manifold_align.data.skipped.SkippedSamples] counting the
+  [SkippedSample][manifold_align.data.skipped.SkippedSample] markers that readers put in place of
   unreadable samples.
 
 Markers are removed, so ``B`` is the number of readable samples (the loader's batch size
@@ -60,7 +60,7 @@ class Collate:
     Args:
         tokenizer: encodes the captions to ``(B, L)``.
         transform: image -> float tensor ``(3, s, s)`` (e.g.
-            :class:`~manifold_align.data.transforms.ImageTransform`); ``None`` takes PIL
+            [ImageTransform][manifold_align.data.transforms.ImageTransform]); ``None`` takes PIL
             images or tensors as they are (they must share a size).
         context_length: ``L``; defaults to the tokenizer's.
         max_examples: example keys kept per skip reason.

@@ -12,7 +12,7 @@ shard list ``S`` (``|S|`` shards) and an epoch ``e``:
 * **Fixed epoch**: every rank yields exactly
   ``N = samples_per_epoch // (batch_size * W)`` batches per epoch; worker ``w`` makes
   ``N // n + [w < N mod n]`` of them, i.e. that many times ``batch_size`` stream items.
-  A reader whose shards run out reads them again (:func:`cycle_shards`), so uneven shards
+  A reader whose shards run out reads them again ([cycle_shards][manifold_align.data.sharding.cycle_shards]), so uneven shards
   never make one rank stop early and leave the others waiting in a collective.
 
 Everything here is a pure function of ``(seed, epoch, rank, world, worker, workers)``, so a
@@ -184,7 +184,7 @@ def cycle_shards(
     shuffled with the seed ``(*seed_parts, c)`` when ``shuffle`` (else the given order again).
 
     ``webdataset``'s ``with_epoch`` repeats a pipeline too, but ends the epoch early when a
-    pass yields nothing; here :class:`~manifold_align.data.webdataset.WebDatasetReader`
+    pass yields nothing; here [WebDatasetReader][manifold_align.data.webdataset.WebDatasetReader]
     decides, so an epoch is never short.
 
     Raises:

@@ -2,13 +2,12 @@
 
 A reader that meets an unreadable sample (truncated image bytes, a missing caption, a file
 that is not there, a shard that ends mid-record) never raises and never drops it quietly:
-it hands on a :class:`SkippedSample` marker in place of the sample. :class:`~manifold_align.
-data.collate.Collate` takes the markers out of each batch and counts them in a
-:class:`SkippedSamples` record that travels *with the batch*, so the counts reach the
+it hands on a [SkippedSample][manifold_align.data.skipped.SkippedSample] marker in place of the sample. `Collate` takes the markers out of each batch and counts them in a
+[SkippedSamples][manifold_align.data.skipped.SkippedSamples] record that travels *with the batch*, so the counts reach the
 training process even when the batch was built in a ``DataLoader`` worker. The trainer adds
-the per-batch records together and logs :meth:`SkippedSamples.as_metrics`.
+the per-batch records together and logs [SkippedSamples.as_metrics][manifold_align.data.skipped.SkippedSamples.as_metrics].
 
-Reasons (:data:`REASONS`) are short snake-case strings; the record keeps the count per
+Reasons ([REASONS][manifold_align.data.skipped.REASONS]) are short snake-case strings; the record keeps the count per
 reason and the first few keys per reason so a person can find the bad files.
 """
 
@@ -76,7 +75,7 @@ class UnusableDataError(ConfigError):
     Raised instead of reading on forever when no batch of at least two readable samples
     comes out of a source (every sample of an epoch, or ``max_consecutive_skips`` samples in
     a row, unreadable); the message says how many samples were skipped and why
-    (:meth:`SkippedSamples.summary`). A :class:`~manifold_align.config.ConfigError`, since
+    ([SkippedSamples.summary][manifold_align.data.skipped.SkippedSamples.summary]). A [ConfigError][manifold_align.config.ConfigError], since
     the remedy is to point the configuration at usable data.
     """
 
@@ -85,7 +84,7 @@ class SampleError(Exception):
     """A sample that cannot be used, with the reason it is skipped.
 
     Args:
-        reason: one of :data:`REASONS` (any short string is accepted).
+        reason: one of [REASONS][manifold_align.data.skipped.REASONS] (any short string is accepted).
         key: the sample's key (webdataset ``__key__``, table path or row number).
         detail: a short human-readable explanation (the underlying error).
     """
@@ -97,7 +96,7 @@ class SampleError(Exception):
         self.detail = detail
 
     def marker(self) -> SkippedSample:
-        """The :class:`SkippedSample` that stands in for this sample in a stream."""
+        """The [SkippedSample][manifold_align.data.skipped.SkippedSample] that stands in for this sample in a stream."""
         return SkippedSample(reason=self.reason, key=self.key, detail=self.detail)
 
 
@@ -106,7 +105,7 @@ class SkippedSample:
     """Marker that replaces an unreadable sample in a dataset's output.
 
     Attributes:
-        reason: why it was skipped, one of :data:`REASONS`.
+        reason: why it was skipped, one of [REASONS][manifold_align.data.skipped.REASONS].
         key: the sample's key (webdataset key, file path or row number).
         detail: the underlying error message, shortened.
     """
@@ -121,7 +120,7 @@ class SkippedSamples:
 
     Records add with ``+`` / ``+=`` (counts sum; examples are kept up to the limit), so the
     per-batch records of many workers or many steps combine into one. A record is picklable
-    and round-trips through :meth:`to_dict` / :meth:`from_dict` (JSON-safe, for checkpoints).
+    and round-trips through [to_dict][manifold_align.data.skipped.SkippedSamples.to_dict] / [from_dict][manifold_align.data.skipped.SkippedSamples.from_dict] (JSON-safe, for checkpoints).
 
     Args:
         max_examples: how many example keys to keep per reason (``>= 0``).
@@ -154,7 +153,7 @@ class SkippedSamples:
             keep.append(f"{key}: {detail}" if detail else str(key))
 
     def add(self, sample: SkippedSample) -> None:
-        """Count a :class:`SkippedSample` marker."""
+        """Count a [SkippedSample][manifold_align.data.skipped.SkippedSample] marker."""
         self.record(sample.reason, sample.key, sample.detail)
 
     def update(self, markers: Iterable[SkippedSample]) -> None:
@@ -166,7 +165,7 @@ class SkippedSamples:
         """A webdataset exception handler that records the error and continues.
 
         ``webdataset`` calls ``handler(exn)`` when a stage fails; returning ``True`` makes it
-        skip the item and go on. A :class:`SampleError` is counted under its own reason;
+        skip the item and go on. A [SampleError][manifold_align.data.skipped.SampleError] is counted under its own reason;
         any other exception under ``reason`` with its message as the detail.
 
         Returns:
@@ -249,7 +248,7 @@ class SkippedSamples:
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> SkippedSamples:
-        """Inverse of :meth:`to_dict`.
+        """Inverse of [to_dict][manifold_align.data.skipped.SkippedSamples.to_dict].
 
         Raises:
             ValueError: if ``state`` lacks ``counts`` or a count is not a non-negative int.

@@ -12,7 +12,7 @@ random tint, low-frequency blotches and pixel noise.
 
 Captions are compositional: ``"a small red triangle left of a large blue circle"``,
 ``"a photo of a green star on the left"``. Training captions mention each attribute with a
-probability (:class:`SyntheticConfig`); an unnamed shape is called ``"shape"``
+probability ([SyntheticConfig][manifold_align.data.synthetic.SyntheticConfig]); an unnamed shape is called ``"shape"``
 (``"a red shape"``). Clean captions (retrieval, zero-shot) name everything.
 
 Caption noise ``p``: each caption is independently, with probability ``p``, replaced by the
@@ -23,8 +23,8 @@ Splits (independent random streams, so no item is shared):
 
 * ``train``, ``val``, ``test``: one- and two-object scenes with partial captions.
 * ``retrieval``: one- and two-object scenes with clean captions.
-* ``zeroshot``: one-object scenes with clean captions; :class:`SyntheticZeroShot` pairs
-  them with one label per attribute and :data:`ZERO_SHOT_TASKS` gives class names and
+* ``zeroshot``: one-object scenes with clean captions; [SyntheticZeroShot][manifold_align.data.synthetic.SyntheticZeroShot] pairs
+  them with one label per attribute and [ZERO_SHOT_TASKS][manifold_align.data.synthetic.ZERO_SHOT_TASKS] gives class names and
   prompt templates.
 * ``compositional``: like ``zeroshot`` but only the colour-shape pairs of
   ``SyntheticConfig.holdout``, which every other split leaves out.
@@ -238,8 +238,8 @@ class Scene:
     """A drawn scene: one or two objects, the relation of two, and the caption choices.
 
     Attributes:
-        objects: one or two :class:`SceneObject`.
-        relation: a key of :data:`RELATIONS` for two objects, else ``None``.
+        objects: one or two [SceneObject][manifold_align.data.synthetic.SceneObject].
+        relation: a key of [RELATIONS][manifold_align.data.synthetic.RELATIONS] for two objects, else ``None``.
         mention: per object, whether a training caption names (shape, colour, size,
             position).
         prefix: the training caption's opening ("a photo of ", ... or "").
@@ -324,12 +324,12 @@ class SyntheticCaptions(torch.utils.data.Dataset):
     """Map-style dataset of ``(PIL RGB image, caption)`` pairs, generated per index.
 
     Args:
-        split: one of :data:`SPLITS`.
+        split: one of [SPLITS][manifold_align.data.synthetic.SPLITS].
         size: number of items ``N``.
         seed: base seed; item ``i`` depends only on ``(seed, split, i)`` and the settings.
         image_size: side of the square images in pixels (``>= 8``).
         noise: caption-noise probability ``p`` in ``[0, 1]``.
-        config: appearance and caption statistics (:class:`SyntheticConfig`).
+        config: appearance and caption statistics ([SyntheticConfig][manifold_align.data.synthetic.SyntheticConfig]).
 
     Raises:
         ValueError: for an unknown split, ``size < 1``, ``image_size < 8``, ``noise`` outside
@@ -507,7 +507,7 @@ class SyntheticCaptions(torch.utils.data.Dataset):
 
     def labels(self, index: int) -> dict[str, int]:
         """Clean label indices of the (first) object: ``attribute -> index`` into the task's
-        ``classnames`` (:data:`ZERO_SHOT_TASKS`)."""
+        ``classnames`` ([ZERO_SHOT_TASKS][manifold_align.data.synthetic.ZERO_SHOT_TASKS])."""
         return self.scene(index).labels()
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str]:
@@ -540,11 +540,11 @@ class SyntheticZeroShot(torch.utils.data.Dataset):
 
     Uses the ``zeroshot`` split, which shares no item with ``train`` (or the
     ``compositional`` split: only the held-out colour-shape pairs of ``config.holdout``). The task
-    (:attr:`task`) gives class names, phrases and prompt templates; chance top-1 accuracy is
+    (`task`) gives class names, phrases and prompt templates; chance top-1 accuracy is
     ``1 / len(classnames)``.
 
     Args:
-        attribute: one of :data:`ATTRIBUTES`.
+        attribute: one of `ATTRIBUTES`.
         size: number of images.
         seed: base seed (use the training seed; the split keeps the streams apart).
         image_size: image side in pixels.
@@ -553,7 +553,7 @@ class SyntheticZeroShot(torch.utils.data.Dataset):
 
     Raises:
         ValueError: for an unknown attribute or split, or a bad size (see
-            :class:`SyntheticCaptions`).
+            [SyntheticCaptions][manifold_align.data.synthetic.SyntheticCaptions]).
     """
 
     def __init__(

@@ -8,8 +8,8 @@ the table's own folder.
 
 Item ``i`` is ``(PIL RGB image, caption)``. A row that cannot be used (a row the CSV
 parser cannot read, missing, empty or non-UTF-8 caption, missing file, undecodable or
-oversized image) returns a :class:`~manifold_align.data.skipped.SkippedSample` marker
-instead, which :class:`~manifold_align.data.collate.Collate` counts; one bad row never makes
+oversized image) returns a [SkippedSample][manifold_align.data.skipped.SkippedSample] marker
+instead, which [Collate][manifold_align.data.collate.Collate] counts; one bad row never makes
 the whole table unusable, nothing raises and nothing is dropped silently. The file is read
 as UTF-8 (a leading byte-order mark is ignored); bytes that are not UTF-8 are kept through
 ``surrogateescape``, so they spoil only their own row (and a non-UTF-8 file name still
@@ -108,7 +108,7 @@ def read_captions(
 ) -> Iterator[str]:
     """The non-empty captions of a table, stripped, without opening any image.
 
-    Meant as a tokenizer corpus (:meth:`~manifold_align.data.tokenizer.Tokenizer.train`);
+    Meant as a tokenizer corpus ([train][manifold_align.data.tokenizer.Tokenizer.train]);
     rows without a usable caption (none, empty, not UTF-8, or a row the parser cannot
     read) are not samples here, so they are passed over.
 
@@ -233,7 +233,7 @@ class CaptionTable(torch.utils.data.Dataset):
         return decode_image(data, f"{key} {file.name}", self.max_image_pixels), caption
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str] | SkippedSample:
-        """``(image, caption)``, or a :class:`SkippedSample` if the row is unreadable."""
+        """``(image, caption)``, or a [SkippedSample][manifold_align.data.skipped.SkippedSample] if the row is unreadable."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index: got {index}, expected -{len(self)} <= index < {len(self)}")
         try:

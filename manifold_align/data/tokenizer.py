@@ -8,13 +8,13 @@ $$[\\mathrm{SOT}, t_1, \\dots, t_n, \\mathrm{EOT}, \\mathrm{PAD}, \\dots, \\math
 with the text cleaned first the way CLIP cleans it (HTML entities unescaped, whitespace runs
 collapsed to one space, stripped, lower-cased) and truncated so that EOT is always present.
 
-:meth:`Tokenizer.train` learns a byte-level BPE vocabulary from any iterable of strings;
-:meth:`Tokenizer.save` / :meth:`Tokenizer.load` use one ``tokenizer.json`` file.
-:func:`default_tokenizer` loads the vocabulary bundled with the package, trained on the
-synthetic captions (:mod:`manifold_align.data.synthetic`).
+[Tokenizer.train][manifold_align.data.tokenizer.Tokenizer.train] learns a byte-level BPE vocabulary from any iterable of strings;
+[Tokenizer.save][manifold_align.data.tokenizer.Tokenizer.save] / [Tokenizer.load][manifold_align.data.tokenizer.Tokenizer.load] use one ``tokenizer.json`` file.
+[default_tokenizer][manifold_align.data.tokenizer.default_tokenizer] loads the vocabulary bundled with the package, trained on the
+synthetic captions ([manifold_align.data.synthetic][manifold_align.data.synthetic]).
 
-:func:`clip_tokenizer` is OpenAI CLIP's own byte-level BPE (49,408 ids, start 49406, end
-49407, zero padding, context 77), shipped with the package (:mod:`manifold_align.data.clip_bpe`)
+[clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] is OpenAI CLIP's own byte-level BPE (49,408 ids, start 49406, end
+49407, zero padding, context 77), shipped with the package ([manifold_align.data.clip_bpe][manifold_align.data.clip_bpe])
 and cleaned as OpenCLIP cleans (``ftfy``, HTML, whitespace, lower case): its rows equal
 ``open_clip.get_tokenizer("ViT-B-32")``'s, except that a literal ``<start_of_text>`` or
 ``<end_of_text>`` inside a caption is dropped here (OpenCLIP keeps it as a special id).
@@ -76,8 +76,8 @@ def basic_clean(text: str) -> str:
 
 
 CLEANERS: dict[str, Callable[[str], str]] = {"basic": basic_clean, "clip": clip_clean}
-"""Text cleanings by name: ``basic`` (:func:`basic_clean`) and ``clip`` (OpenCLIP's, with
-``ftfy``: :func:`manifold_align.data.clip_bpe.clip_clean`)."""
+"""Text cleanings by name: ``basic`` ([basic_clean][manifold_align.data.tokenizer.basic_clean]) and ``clip`` (OpenCLIP's, with
+``ftfy``: [manifold_align.data.clip_bpe.clip_clean][manifold_align.data.clip_bpe.clip_clean])."""
 
 
 class Tokenizer:
@@ -90,7 +90,7 @@ class Tokenizer:
         eot: end-of-text token string.
         pad: padding token string; if it is not in the vocabulary the pad id is ``0``.
         clean: the cleaning applied before the tokenizer's own normaliser, a key of
-            :data:`CLEANERS` (``"basic"`` or ``"clip"``).
+            [CLEANERS][manifold_align.data.tokenizer.CLEANERS] (``"basic"`` or ``"clip"``).
 
     Attributes:
         sot_id, eot_id, pad_id: ids of the special tokens.
@@ -199,12 +199,12 @@ class Tokenizer:
         pad: str = PAD,
         clean: str | None = None,
     ) -> Tokenizer:
-        """Load a ``tokenizer.json`` (one written by :meth:`save`, or CLIP's).
+        """Load a ``tokenizer.json`` (one written by [save][manifold_align.data.tokenizer.Tokenizer.save], or CLIP's).
 
         ``sot``/``eot`` default to ``<|startoftext|>``/``<|endoftext|>``, or to OpenCLIP's
         ``<start_of_text>``/``<end_of_text>`` when the vocabulary has those instead (the file
-        :func:`clip_tokenizer` saves); ``clean`` defaults to ``"clip"`` for OpenCLIP's names
-        and ``"basic"`` otherwise, so a saved :func:`clip_tokenizer` loads back unchanged.
+        [clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] saves); ``clean`` defaults to ``"clip"`` for OpenCLIP's names
+        and ``"basic"`` otherwise, so a saved [clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] loads back unchanged.
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
@@ -315,7 +315,7 @@ class Tokenizer:
 def default_tokenizer(context_length: int = 32) -> Tokenizer:
     """The bundled byte-level BPE vocabulary trained on the synthetic captions.
 
-    It was made by :func:`manifold_align.data.synthetic.train_synthetic_tokenizer` and encodes
+    It was made by [manifold_align.data.synthetic.train_synthetic_tokenizer][manifold_align.data.synthetic.train_synthetic_tokenizer] and encodes
     every word of the synthetic captions as one token; any other text still encodes (byte
     fallback), only less compactly.
     """
@@ -329,7 +329,7 @@ def clip_tokenizer(context_length: int = 77) -> Tokenizer:
 
     Rows equal ``open_clip.get_tokenizer("ViT-B-32")(texts, context_length)``: ``[49406,
     t_1 .. t_n, 49407, 0 ...]`` with ``n <= L - 2`` (a longer caption is cut and still ends
-    with 49407), after OpenCLIP's cleaning (:func:`manifold_align.data.clip_bpe.clip_clean`).
+    with 49407), after OpenCLIP's cleaning ([manifold_align.data.clip_bpe.clip_clean][manifold_align.data.clip_bpe.clip_clean]).
     One difference: a literal ``<start_of_text>``/``<end_of_text>`` in a caption is dropped
     (OpenCLIP emits the special id), so every row has one end token, where the text ends.
 

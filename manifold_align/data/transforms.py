@@ -262,7 +262,7 @@ class ImageTransform:
         image_size: output side ``s``.
         mean: per-channel mean (CLIP's by default).
         std: per-channel standard deviation (CLIP's by default).
-        train: use :func:`random_resized_crop` instead of resize + centre crop.
+        train: use [random_resized_crop][manifold_align.data.transforms.random_resized_crop] instead of resize + centre crop.
         scale: area range of the train crop.
         ratio: aspect-ratio range of the train crop.
         seed: with ``train=True``, seed of a private generator so crops are reproducible.

@@ -4,16 +4,16 @@ A shard is a tar file of records; the files of one record share a key and differ
 extension: ``000000000.jpg`` (or ``.jpeg``/``.png``/``.webp``), ``000000000.txt`` (the
 caption, UTF-8) and optionally ``000000000.json`` (metadata, ignored here).
 
-:class:`WebDatasetReader` is an ``IterableDataset`` built from the ``webdataset`` package's
+[WebDatasetReader][manifold_align.data.webdataset.WebDatasetReader] is an ``IterableDataset`` built from the ``webdataset`` package's
 stages (shard list, rank/worker split, ``tarfile_to_samples``, shuffle buffer); on many ranks
 it can give every rank the same number of batches per epoch (see
-:mod:`~manifold_align.data.sharding`). It yields
+[sharding][manifold_align.data.sharding]). It yields
 ``(PIL RGB image, caption)`` pairs; an unreadable record or shard is replaced by a
-:class:`~manifold_align.data.skipped.SkippedSample` marker (reason and key), which
-:class:`~manifold_align.data.collate.Collate` counts. Nothing is dropped silently and no bad
+[SkippedSample][manifold_align.data.skipped.SkippedSample] marker (reason and key), which
+[Collate][manifold_align.data.collate.Collate] counts. Nothing is dropped silently and no bad
 sample raises.
 
-:func:`write_shards` writes any ``(image, caption)`` iterable (e.g. the synthetic data) as
+[write_shards][manifold_align.data.webdataset.write_shards] writes any ``(image, caption)`` iterable (e.g. the synthetic data) as
 such shards, so the real loading path can be tried without downloading anything.
 """
 
@@ -187,7 +187,7 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
 
     On a distributed run each rank reads its own part of the shards; with
     ``samples_per_epoch`` and ``batch_size`` every rank yields exactly the same number of
-    batches per epoch (see :mod:`~manifold_align.data.sharding`):
+    batches per epoch (see [sharding][manifold_align.data.sharding]):
 
     $$N = \\lfloor \\text{samples\\_per\\_epoch} / (\\text{batch\\_size} \\cdot W) \\rfloor$$
 
@@ -209,13 +209,13 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             custom ``nodesplitter`` or ``workersplitter`` is rejected.
         image_extensions: image members looked for, first match wins.
         caption_extension: caption member (UTF-8 text).
-        emit_skipped: yield a :class:`SkippedSample` marker for each unreadable record or
-            shard (for :class:`~manifold_align.data.collate.Collate`). With ``False`` the
-            markers are only counted in :attr:`skipped`, which is exact only with
+        emit_skipped: yield a [SkippedSample][manifold_align.data.skipped.SkippedSample] marker for each unreadable record or
+            shard (for [Collate][manifold_align.data.collate.Collate]). With ``False`` the
+            markers are only counted in [skipped][manifold_align.data.skipped], which is exact only with
             ``num_workers=0`` (a worker's record stays in the worker).
         nodesplitter: stage that splits the shard list between ranks; ``None`` splits it by
             this reader's ``rank`` and ``world_size``
-            (:func:`~manifold_align.data.sharding.split_by_rank`; a no-op on one process).
+            ([split_by_rank][manifold_align.data.sharding.split_by_rank]; a no-op on one process).
         workersplitter: stage that splits a rank's shards between ``DataLoader`` workers.
         samples_per_epoch: the nominal epoch in samples over all ranks (stream items:
             skipped-sample markers count, so batch counts stay exact); with ``batch_size``
@@ -226,17 +226,17 @@ class WebDatasetReader(torch.utils.data.IterableDataset):
             ``samples_per_epoch``.
         rank: this process's rank; with ``world_size``, or neither (then discovered from
             ``torch.distributed`` or ``RANK``/``WORLD_SIZE``, see
-            :func:`~manifold_align.data.sharding.discover_rank`) when the reader is built.
+            [discover_rank][manifold_align.data.sharding.discover_rank]) when the reader is built.
         world_size: number of ranks.
         allow_pipe: accept ``pipe:`` URLs, which run their text as a shell command (off by
-            default: see :func:`check_shard_list`).
+            default: see [check_shard_list][manifold_align.data.webdataset.check_shard_list]).
         check_shards: refuse missing or empty local shards when built (see
-            :func:`check_shard_list`); ``False`` counts them as ``unreadable_shard`` when read.
+            [check_shard_list][manifold_align.data.webdataset.check_shard_list]); ``False`` counts them as ``unreadable_shard`` when read.
         max_image_pixels: images whose header declares more pixels are skipped undecoded
             (reason ``too_many_pixels``); ``None``: no limit of ours.
 
     Attributes:
-        skipped: :class:`SkippedSamples` of this process (see ``emit_skipped``).
+        skipped: [SkippedSamples][manifold_align.data.skipped.SkippedSamples] of this process (see ``emit_skipped``).
         shards: the expanded shard list.
         rank, world_size: as resolved when the reader was built.
 

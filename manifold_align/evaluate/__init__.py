@@ -1,9 +1,9 @@
 """Evaluation of embeddings on a manifold: zero-shot classification, retrieval, geometry.
 
 Every metric takes plain tensors of manifold points and the manifold, so it can be used (and
-tested) without a model; :mod:`manifold_align.evaluate.encode` turns a model and data into
-such points, :mod:`manifold_align.evaluate.suite` runs everything on held-out data, and
-:mod:`manifold_align.cli.eval` is ``manifold-align eval``.
+tested) without a model; [manifold_align.evaluate.encode][manifold_align.evaluate.encode] turns a model and data into
+such points, [manifold_align.evaluate.suite][manifold_align.evaluate.suite] runs everything on held-out data, and
+[manifold_align.cli.eval][manifold_align.cli.eval] is ``manifold-align eval``.
 """
 
 from manifold_align.evaluate.encode import (

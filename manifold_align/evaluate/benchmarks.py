@@ -16,7 +16,7 @@ Options after the path, comma-separated (``NAME=PATH,templates=imagenet1k-7``):
 ``cifar10``, ``cifar100``), ``split=NAME`` (``test``; Karpathy's or CLIP_benchmark's),
 ``images=DIR`` (retrieval images when not beside the JSON), ``annotations=FILE``.
 
-:func:`open_benchmark` reads names, templates, folder lists and annotation files and raises
+[open_benchmark][manifold_align.evaluate.benchmarks.open_benchmark] reads names, templates, folder lists and annotation files and raises
 ``ValueError`` (naming the option or file) for every problem it can see before a model runs:
 a class folder without a name, repeated names, templates without a placeholder, a missing
 folder or file.
@@ -96,7 +96,7 @@ class BenchmarkSpec:
 
 
 def parse_benchmark(text: str) -> BenchmarkSpec:
-    """``"NAME=PATH[,key=value...]"`` -> :class:`BenchmarkSpec`.
+    """``"NAME=PATH[,key=value...]"`` -> [BenchmarkSpec][manifold_align.evaluate.benchmarks.BenchmarkSpec].
 
     Raises:
         ValueError: no ``=``, an unknown name or option (listing the known ones).

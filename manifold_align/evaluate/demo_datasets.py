@@ -1,6 +1,6 @@
 """Small benchmark datasets in the standard on-disk layouts, drawn from the synthetic data.
 
-:func:`write_benchmark_datasets` writes, under one folder, a copy of each layout that
+[write_benchmark_datasets][manifold_align.evaluate.demo_datasets.write_benchmark_datasets] writes, under one folder, a copy of each layout that
 ``manifold-align eval --benchmark`` reads, with the bundled synthetic shapes as images (no
 download), so the real reading paths can be tried and tested anywhere:
 

@@ -123,7 +123,7 @@ def encode_images(
         precision: ``"bf16"`` runs the towers under bfloat16 autocast.
 
     Raises:
-        ValueError: as :func:`encode_batches`, or a non-positive ``batch_size``.
+        ValueError: as [encode_batches][manifold_align.evaluate.encode.encode_batches], or a non-positive ``batch_size``.
     """
     return _encode_with(model, "encode_image", images, batch_size, device, precision)
 
@@ -139,7 +139,7 @@ def encode_tokens(
     """``model.encode_text`` over token ids ``(N, L)`` (or batches of them) in eval mode.
 
     Raises:
-        ValueError: as :func:`encode_batches`, or a non-positive ``batch_size``.
+        ValueError: as [encode_batches][manifold_align.evaluate.encode.encode_batches], or a non-positive ``batch_size``.
     """
     return _encode_with(model, "encode_text", tokens, batch_size, device, precision)
 
@@ -177,7 +177,7 @@ def encode_captions(
     """Tokenize and encode caption strings ``batch_size`` at a time: ``(N, *point_shape)``.
 
     Raises:
-        ValueError: as :func:`encode_batches`, or a non-positive ``batch_size``.
+        ValueError: as [encode_batches][manifold_align.evaluate.encode.encode_batches], or a non-positive ``batch_size``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
@@ -192,7 +192,7 @@ def text_encoder(
     """``tokens (B, L) -> model.encode_text(tokens on device)`` as float32, under the precision.
 
     ``device`` defaults to the model's; the result suits
-    :func:`~manifold_align.evaluate.zeroshot.build_classifier_from_prompts`.
+    [build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts].
     """
     _check_precision(precision)
     target = _model_device(model) if device is None else torch.device(device)

@@ -187,7 +187,7 @@ def token_similarity_stats(
         ``num_positive``, ``num_negative``.
 
     Raises:
-        ValueError: as :func:`similarity_gap`, or a point shape of more than two dimensions.
+        ValueError: as [similarity_gap][manifold_align.evaluate.geometry.similarity_gap], or a point shape of more than two dimensions.
     """
     x, y, owner = _pairs(image_points, text_points, manifold, caption_to_image)
     stats = _pair_moments(

@@ -1,12 +1,12 @@
 """Labelled images in class folders: ``root/<class>/*.jpg`` (ImageNet's ``val/<wnid>/`` too).
 
 A sub-folder of ``root`` is one class; its label comes from a folder -> label map
-(:func:`match_class_folders`): an explicit map (a ``folder<TAB>name`` names file, ImageNet's
+([match_class_folders][manifold_align.evaluate.imagefolder.match_class_folders]): an explicit map (a ``folder<TAB>name`` names file, ImageNet's
 WordNet ids), or else the folder name itself must be a class name (``_`` may stand for a
 space: ``aquarium_fish`` is ``aquarium fish``). A folder that maps to no class is an error,
 raised before anything is read. Files are taken in sorted order per folder; names that do not
 end in an image extension are ignored. An image that cannot be read or decoded becomes a
-:class:`~manifold_align.data.skipped.SkippedSample` marker (``missing_file`` /
+[SkippedSample][manifold_align.data.skipped.SkippedSample] marker (``missing_file`` /
 ``corrupt_image``), counted by the evaluation, never raised.
 """
 
@@ -79,7 +79,7 @@ class ImageFolder(torch.utils.data.Dataset):
 
     Args:
         root: the folder whose sub-folders are the classes.
-        labels: folder name -> label (from :func:`match_class_folders`).
+        labels: folder name -> label (from [match_class_folders][manifold_align.evaluate.imagefolder.match_class_folders]).
         transform: PIL image -> tensor.
 
     Raises:

@@ -173,10 +173,10 @@ def check_templates(templates: list[str], source: str) -> list[str]:
 
 
 def read_templates(spec: str | Path) -> list[str]:
-    """A bundled template set by name (:data:`BUNDLED_TEMPLATES`) or a templates file.
+    """A bundled template set by name ([BUNDLED_TEMPLATES][manifold_align.evaluate.prompts.BUNDLED_TEMPLATES]) or a templates file.
 
     Raises:
-        ValueError: as :func:`check_templates`, or a missing/unreadable file.
+        ValueError: as [check_templates][manifold_align.evaluate.prompts.check_templates], or a missing/unreadable file.
     """
     if str(spec) in BUNDLED_TEMPLATES:
         return bundled_templates(str(spec))

@@ -1,9 +1,9 @@
 """Sharing an evaluation between the ranks of a ``torch.distributed`` process group.
 
 Rank ``r`` of ``W`` takes the contiguous block ``[r m, min((r + 1) m, n))`` of ``n`` items,
-``m = ceil(n / W)`` (:func:`shard_bounds`); its results are gathered with
-:func:`gather_rows` (blocks of any length, in rank order, so the gathered rows are in item
-order) or summed with :func:`all_sum`. Without an initialised process group, or with
+``m = ceil(n / W)`` ([shard_bounds][manifold_align.evaluate.ranks.shard_bounds]); its results are gathered with
+[gather_rows][manifold_align.evaluate.ranks.gather_rows] (blocks of any length, in rank order, so the gathered rows are in item
+order) or summed with [all_sum][manifold_align.evaluate.ranks.all_sum]. Without an initialised process group, or with
 ``distributed=False``, there is one rank and every helper is the identity. Every rank must
 make the same calls in the same order (collectives).
 

@@ -32,7 +32,7 @@ def _skipped(result: dict[str, Any]) -> str:
 
 
 def format_benchmark_table(results: dict[str, dict[str, Any]]) -> str:
-    """A markdown table of :func:`~manifold_align.evaluate.standard.evaluate_benchmarks`'s
+    """A markdown table of [evaluate_benchmarks][manifold_align.evaluate.standard.evaluate_benchmarks]'s
     results: one row per metric, with the chance level of a random guess or ranking."""
     lines = ["| benchmark | metric | value | chance |", "|---|---|---:|---:|"]
     for name, r in results.items():
@@ -59,7 +59,7 @@ def update_eval_json(path: str | Path, top: dict[str, Any] | None = None,
                      benchmarks: dict[str, Any] | None = None) -> dict[str, Any]:
     """Update ``path``: ``top`` (if given) replaces the top level except the ``"benchmarks"``
     list, to which ``benchmarks`` (if given) is appended. Written atomically
-    (:func:`manifold_align.files.write_atomic`: temporary file, one rename, mode from the umask).
+    ([manifold_align.files.write_atomic][manifold_align.files.write_atomic]: temporary file, one rename, mode from the umask).
 
     Returns:
         The whole file's new content.

@@ -122,7 +122,7 @@ def _topk_flat(
     chunk_size: int,
     candidate_chunk_size: int,
 ) -> torch.Tensor:
-    """:func:`topk_indices` on flattened points (already checked)."""
+    """[topk_indices][manifold_align.evaluate.retrieval.topk_indices] on flattened points (already checked)."""
     _check_k(k, c.shape[0])
     rows, _ = _topk_both(q, c, manifold, k, None, chunk_size, candidate_chunk_size)
     return rows
@@ -157,7 +157,7 @@ def _topk_both(
     every candidate, from **one** pass over the blocks of the similarity matrix.
 
     Blocks are visited query chunk by query chunk, candidate chunk by candidate chunk, so each
-    row's and each column's blocks arrive in increasing index order (see :func:`_merge`).
+    row's and each column's blocks arrive in increasing index order (see `_merge`).
     """
     dtype = torch.promote_types(q.dtype, c.dtype)
     q, c = q.to(dtype), c.to(device=q.device, dtype=dtype)

@@ -1,18 +1,18 @@
 """Evaluate a two-tower model on standard benchmarks, streaming in bounded memory.
 
-:func:`evaluate_benchmarks` takes any model with ``encode_image``, ``encode_text`` and
+[evaluate_benchmarks][manifold_align.evaluate.standard.evaluate_benchmarks] takes any model with ``encode_image``, ``encode_text`` and
 ``manifold`` (a trained run's, or one loaded from other weights) and a tokenizer, opens every
 benchmark first (so a bad names file fails before a model runs), then evaluates each with
-:func:`evaluate_benchmark`:
+[evaluate_benchmark][manifold_align.evaluate.standard.evaluate_benchmark]:
 
 * **zero-shot**: each class's prompts are encoded and averaged on the manifold as soon as the
-  class is complete (:func:`~manifold_align.evaluate.zeroshot.build_classifier_from_prompts`);
+  class is complete ([build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts]);
   images are read, encoded and scored a batch at a time against the ``C`` class points, only
-  counts kept (:class:`~manifold_align.evaluate.zeroshot.ZeroShotCounts`): top-1, top-5,
+  counts kept ([ZeroShotCounts][manifold_align.evaluate.zeroshot.ZeroShotCounts]): top-1, top-5,
   mean per-class recall. No ``N x D`` or ``N x C`` tensor is ever formed
-  (:func:`zeroshot_memory` is the memory model).
+  ([zeroshot_memory][manifold_align.evaluate.standard.zeroshot_memory] is the memory model).
 * **retrieval**: image points (``N x D``) and caption points (``M x D``) are kept and ranked
-  in chunks (:func:`~manifold_align.evaluate.retrieval.retrieval_recall`); image->text counts
+  in chunks ([retrieval_recall][manifold_align.evaluate.retrieval.retrieval_recall]); image->text counts
   a hit when any of the image's captions is in the top ``k``.
 
 An image that is missing or cannot be decoded is counted in ``"skipped"`` and left out (in
@@ -91,16 +91,15 @@ def evaluate_benchmarks(
     Args:
         model: a two-tower model.
         tokenize: strings -> token ids.
-        specs: :class:`~manifold_align.evaluate.benchmarks.BenchmarkSpec` or
+        specs: [BenchmarkSpec][manifold_align.evaluate.benchmarks.BenchmarkSpec] or
             ``"NAME=PATH[,key=value]"`` strings; names must differ.
-        **options: passed to :func:`evaluate_benchmark`.
+        **options: passed to [evaluate_benchmark][manifold_align.evaluate.standard.evaluate_benchmark].
 
     Returns:
         ``{name: evaluate_benchmark(...)}`` in the given order.
 
     Raises:
-        ValueError: a repeated name or anything :func:`~manifold_align.evaluate.benchmarks.
-            open_benchmark` raises.
+        ValueError: a repeated name or anything ` open_benchmark` raises.
     """
     opened = [open_benchmark(s) for s in specs]
     names = [b.spec.name for b in opened]
@@ -130,7 +129,7 @@ def evaluate_benchmark(
         model: a two-tower model (``encode_image``, ``encode_text``, ``manifold``); run in
             eval mode and without gradients, its mode restored.
         tokenize: strings -> token ids.
-        benchmark: from :func:`~manifold_align.evaluate.benchmarks.open_benchmark`.
+        benchmark: from [open_benchmark][manifold_align.evaluate.benchmarks.open_benchmark].
         batch_size: images or prompts per forward pass.
         device: where to run (the model's device by default).
         precision: ``"bf16"`` for bfloat16 autocast in the towers.
@@ -147,7 +146,7 @@ def evaluate_benchmark(
         "num_templates", "classnames", "templates", "skipped"}``; retrieval:
         ``{"task": "retrieval", "image_to_text@{1,5,10}", "text_to_image@{1,5,10}",
         "chance_...@k", "num_images", "num_captions", "skipped"}``; ``"skipped"`` is a
-        :meth:`~manifold_align.data.skipped.SkippedSamples.to_dict`.
+        [to_dict][manifold_align.data.skipped.SkippedSamples.to_dict].
 
     Raises:
         ValueError: if no image could be read (zero-shot) or fewer than 2 (retrieval).
@@ -327,7 +326,7 @@ def zeroshot_memory(
     forward_text: int = 0,
     forward_image: int = 0,
 ) -> ZeroShotMemory:
-    """The memory model of :func:`evaluate_benchmark` on a zero-shot benchmark of any size.
+    """The memory model of [evaluate_benchmark][manifold_align.evaluate.standard.evaluate_benchmark] on a zero-shot benchmark of any size.
 
     The number of images does not appear: they stream through and only counts are kept.
     With ``num_workers`` loader processes add ``2 x num_workers`` prefetched image batches

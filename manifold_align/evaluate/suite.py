@@ -1,22 +1,22 @@
 """The held-out evaluation suite: zero-shot, retrieval and geometry of one model in one call.
 
-:func:`synthetic_heldout` renders the bundled data's held-out splits once (they share no item
+[synthetic_heldout][manifold_align.evaluate.suite.synthetic_heldout] renders the bundled data's held-out splits once (they share no item
 with training):
 
 * ``zeroshot``: one-object scenes, each labelled by every attribute (shape, colour, size,
   position), with the attribute's class names and prompt templates
-  (:data:`~manifold_align.data.synthetic.ZERO_SHOT_TASKS`);
+  ([ZERO_SHOT_TASKS][manifold_align.data.synthetic.ZERO_SHOT_TASKS]);
 * ``retrieval``: one- and two-object scenes with clean captions, **keeping only the first
   scene of each distinct caption**. The same caption for two different images would make
   either choice "wrong" by index alone and cap recall below 1 for a perfect model; with
   distinct captions every query has exactly one correct answer.
 
-:func:`evaluate_model` encodes them with a model and returns every metric (nested, for
-``eval.json``); :func:`summary_metrics` picks the headline numbers as a flat
+[evaluate_model][manifold_align.evaluate.suite.evaluate_model] encodes them with a model and returns every metric (nested, for
+``eval.json``); [summary_metrics][manifold_align.evaluate.suite.summary_metrics] picks the headline numbers as a flat
 ``{name: float}``, named as the trainer's periodic evaluation names them in
 ``metrics.jsonl`` (`SyntheticEvaluator` wraps the two as the trainer's
 ``evaluate(model, step)``, so periodic and final evaluation agree).
-:func:`table_retrieval` runs retrieval and the geometry diagnostics on a
+[table_retrieval][manifold_align.evaluate.suite.table_retrieval] runs retrieval and the geometry diagnostics on a
 user's own CSV/TSV table of image paths and captions (several captions per image allowed).
 """
 
@@ -76,7 +76,7 @@ class HeldOut:
     Attributes:
         zeroshot_images: ``(N_z, 3, s, s)`` float32, transformed.
         zeroshot_labels: attribute -> ``(N_z,)`` int64 label indices.
-        tasks: attribute -> :class:`~manifold_align.data.synthetic.ZeroShotTask`.
+        tasks: attribute -> [ZeroShotTask][manifold_align.data.synthetic.ZeroShotTask].
         retrieval_images: ``(N_r, 3, s, s)`` float32, transformed.
         retrieval_captions: ``N_r`` distinct captions, caption ``i`` for image ``i``.
         retrieval_scanned: scenes looked at to find ``N_r`` distinct captions.
@@ -200,7 +200,7 @@ def evaluate_model(
         model: a two-tower model (``encode_image``, ``encode_text``, ``manifold``; its
             ``temperature.scale`` gives the logit units of the gap).
         tokenize: strings -> token ids, e.g. the run's tokenizer.
-        heldout: from :func:`synthetic_heldout`.
+        heldout: from [synthetic_heldout][manifold_align.evaluate.suite.synthetic_heldout].
         batch_size: images or prompts per forward pass.
         device: where to run; the model's device by default.
         precision: ``"bf16"`` for bfloat16 autocast in the towers.
@@ -263,7 +263,7 @@ def evaluate_model(
 
 
 def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """The headline numbers of :func:`evaluate_model`'s result as a flat ``{name: float}``.
+    """The headline numbers of [evaluate_model][manifold_align.evaluate.suite.evaluate_model]'s result as a flat ``{name: float}``.
 
     Names: ``zeroshot/<attribute>/top1``, ``zeroshot/mean_top1``,
     ``retrieval/image_to_text@{1,5,10}``, ``retrieval/text_to_image@{1,5,10}``,
@@ -377,7 +377,7 @@ def table_retrieval(
     Args:
         model: a two-tower model.
         tokenize: strings -> token ids.
-        table: the :class:`~manifold_align.data.tabular.CaptionTable`.
+        table: the [CaptionTable][manifold_align.data.tabular.CaptionTable].
         transform: PIL image -> ``(3, s, s)``; defaults to ``ImageTransform(image_size)``.
         batch_size: images or captions per forward pass.
         device: where to run; the model's device by default.

@@ -13,7 +13,7 @@ A classification record holds one image (``webp``, ``png``, ``jpg`` or ``jpeg``)
 label as decimal text in ``cls``; a retrieval record (``dataset_type.txt`` = ``retrieval``)
 holds the image and its captions in ``txt``, one a line. Multilabel sets (``npy`` labels)
 are refused. When ``nshards.txt`` is absent the split's ``*.tar`` files are read in numeric
-order. Unreadable records become :class:`~manifold_align.data.skipped.SkippedSample`
+order. Unreadable records become [SkippedSample][manifold_align.data.skipped.SkippedSample]
 markers (reasons ``missing_image``, ``corrupt_image``, ``missing_caption``, ``bad_label``,
 ``unreadable_shard``), counted by the evaluation and never raised.
 """

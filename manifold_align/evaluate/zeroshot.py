@@ -81,7 +81,7 @@ def build_classifier(
     """One manifold point per class: the manifold mean of its prompts' text embeddings.
 
     $w_c = \\operatorname{mean}_{\\mathcal M}\\{f(t(n_c)) : t \\in \\text{templates}\\}$, the
-    prompts made by :func:`fill_templates`. See :func:`build_classifier_from_prompts`.
+    prompts made by [fill_templates][manifold_align.evaluate.zeroshot.fill_templates]. See [build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts].
 
     Args:
         encode_text: token ids ``(B, L)`` -> points ``(B, *point_shape)``, e.g.
@@ -94,11 +94,11 @@ def build_classifier(
         batch_size: prompts per forward pass.
 
     Returns:
-        ``(C, *point_shape)`` (see :func:`build_classifier_from_prompts`).
+        ``(C, *point_shape)`` (see [build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts]).
 
     Raises:
-        ValueError: bad names/templates (see :func:`fill_templates`) or as
-            :func:`build_classifier_from_prompts`.
+        ValueError: bad names/templates (see [fill_templates][manifold_align.evaluate.zeroshot.fill_templates]) or as
+            [build_classifier_from_prompts][manifold_align.evaluate.zeroshot.build_classifier_from_prompts].
     """
     prompts = fill_templates(class_names, templates)
     t = len(templates)
@@ -121,7 +121,7 @@ def build_classifier_from_prompts(
 
     $w_c = \\operatorname{mean}_{\\mathcal M}\\{f(p) : p \\in \\text{prompts}[c]\\}$. All
     prompts are tokenized and encoded ``batch_size`` at a time under ``torch.no_grad``; put
-    the model in eval mode first (:func:`manifold_align.evaluate.encode.evaluating`). Classes
+    the model in eval mode first ([manifold_align.evaluate.encode.evaluating][manifold_align.evaluate.encode.evaluating]). Classes
     may have different numbers of prompts. A class is averaged as soon as its last prompt is
     encoded, so at most ``batch_size + max_c T_c`` prompt points are held besides the
     ``(C, *point_shape)`` result.
@@ -210,7 +210,7 @@ def classify(
 
     Args:
         image_points: ``(N, *point_shape)``.
-        class_points: ``(C, *point_shape)``, e.g. from :func:`build_classifier`.
+        class_points: ``(C, *point_shape)``, e.g. from [build_classifier][manifold_align.evaluate.zeroshot.build_classifier].
         manifold: the embedding manifold.
         labels: ``(N,)`` integer class indices in ``[0, C)``.
         ks: cut-offs; each is capped at ``C`` and named by its capped value.
@@ -220,7 +220,7 @@ def classify(
         ``{"top{k}": float, "chance_top{k}": k / C, ...}`` for each capped ``k``, plus
         ``"num_classes"``, ``"num_images"``, ``"per_class_top1"`` (a list of ``C``
         accuracies, ``None`` for a class without images) and ``"mean_per_class_recall"``
-        (their mean over classes with images; see :class:`ZeroShotCounts`).
+        (their mean over classes with images; see [ZeroShotCounts][manifold_align.evaluate.zeroshot.ZeroShotCounts]).
 
     Raises:
         ValueError: wrong shapes, non-finite points, labels not integer or out of range, bad
@@ -271,9 +271,9 @@ class ZeroShotCounts:
     class ``n_c`` (images) and ``h_c`` (top-1 hits). Then
     $\\mathrm{acc@}k = \\#\\{i: \\operatorname{rank}_i < k\\} / N$ and the mean per-class recall
     $\\frac{1}{|\\{c: n_c > 0\\}|}\\sum_{c: n_c > 0} h_c / n_c$ (classes without images left
-    out, as scikit-learn's balanced accuracy). Memory: ``O(C)``; :meth:`add` holds
+    out, as scikit-learn's balanced accuracy). Memory: ``O(C)``; [add][manifold_align.evaluate.zeroshot.ZeroShotCounts.add] holds
     ``(n, C)`` similarities and masks of one chunk. Counts of several processes add up
-    (:attr:`state`, :meth:`from_state`).
+    (`state`, [from_state][manifold_align.evaluate.zeroshot.ZeroShotCounts.from_state]).
 
     Args:
         num_classes: ``C``.
@@ -313,7 +313,7 @@ class ZeroShotCounts:
 
     @classmethod
     def from_state(cls, num_classes: int, ks: Sequence[int], state: torch.Tensor) -> ZeroShotCounts:
-        """Counts with the given :attr:`state` (e.g. summed over ranks)."""
+        """Counts with the given `state` (e.g. summed over ranks)."""
         out = cls(num_classes, ks, device=state.device)
         out.state = state.clone()
         return out

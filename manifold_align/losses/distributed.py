@@ -33,7 +33,7 @@ reduce-scatters $2B$ in the backward; the sigmoid ring sends $(W - 1) b$ texts a
 gradients per rank, all in the forward; the sigmoid gather $B$ each way.
 
 Without an initialised process group, or with a group of one rank, every loss here is exactly
-the local loss of [manifold_align.losses][].
+the local loss of `manifold_align.losses`.
 """
 
 from __future__ import annotations
@@ -385,8 +385,9 @@ class DistributedInfoNCE(InfoNCE):
 
     Args:
         manifold: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
-        temperature_obj, temperature, scale: as for
-            [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        temperature_obj: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        temperature: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        scale: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
         tile_size: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE].
         check_finite: as for [InfoNCE][manifold_align.losses.infonce.InfoNCE], checked on every rank
             at once (see below).
@@ -399,7 +400,7 @@ class DistributedInfoNCE(InfoNCE):
     non-finite input, every rank raises, so no rank is left waiting in the next collective.
 
     Raises:
-        As [InfoNCE][manifold_align.losses.infonce.InfoNCE].
+        TypeError, ValueError: as [InfoNCE][manifold_align.losses.infonce.InfoNCE] raises them.
     """
 
     def __init__(
@@ -499,8 +500,9 @@ class DistributedSigmoidLoss(SigmoidLoss):
 
     Args:
         manifold: as for [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
-        temperature_obj, temperature, scale: as for
-            [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
+        temperature_obj: as for [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
+        temperature: as for [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
+        scale: as for [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss].
         bias_init: as for `SigmoidLoss`.
         check_finite: as for `SigmoidLoss`, checked on every rank at once.
         tile_size: as for `SigmoidLoss`: rows per strip of each block.
@@ -511,8 +513,8 @@ class DistributedSigmoidLoss(SigmoidLoss):
             [DistributedInfoNCE][manifold_align.losses.distributed.DistributedInfoNCE].
 
     Raises:
-        As [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss]; ``ValueError`` for an unknown
-        ``exchange``.
+        TypeError, ValueError: as [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss] raises
+            them; ``ValueError`` also for an unknown ``exchange``.
     """
 
     def __init__(

@@ -104,7 +104,8 @@ class Temperature(nn.Module):
         Args:
             init: initial scale; default ``1 / (0.07 w)``.
             max: the cap enforced by `clamp_`; default ``100 / w``; ``math.inf`` for none.
-            manifold: the manifold whose ``similarity_range`` sets ``w`` for the defaults.
+            manifold (ContrastiveManifold | None): the manifold whose ``similarity_range`` sets
+                ``w`` for the defaults.
 
         Raises:
             ValueError: ``init`` not finite and positive, ``max`` not positive, ``init > max``,

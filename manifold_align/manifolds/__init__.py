@@ -1,4 +1,4 @@
-"""Manifolds: one file each, all subclasses of :class:`ContrastiveManifold` (and geoopt's ``Manifold``)."""
+"""Manifolds: one file each, all subclasses of [ContrastiveManifold][manifold_align.manifolds.base.ContrastiveManifold] (and geoopt's ``Manifold``)."""
 
 from manifold_align.manifolds.base import ContrastiveManifold
 from manifold_align.manifolds.euclidean import Euclidean

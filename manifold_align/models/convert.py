@@ -1,4 +1,4 @@
-"""Turn a pretrained sphere :class:`TwoTower` (CLIP) into a ``k``-token oblique one.
+"""Turn a pretrained sphere [TwoTower][manifold_align.models.two_tower.TwoTower] (CLIP) into a ``k``-token oblique one.
 
 The source embeds an image as ``u = P z / |P z|`` on ``Sphere(D)`` (``z``: the ViT's one class
 token output, ``P``: ``D x W_v``) and a caption as ``v = Q z' / |Q z'|`` (``z'``: the text
@@ -135,8 +135,8 @@ def sphere_to_oblique(
     """Build the oblique model ``target`` from the sphere model ``source`` (module docstring).
 
     Args:
-        source: a sphere :class:`TwoTower` from :func:`build_model` (CLIP layout, ``k = 1``).
-        target: an oblique :class:`ModelConfig` or registered name (e.g. ``"tiny-oblique"``);
+        source: a sphere [TwoTower][manifold_align.models.two_tower.TwoTower] from [build_model][manifold_align.models.registry.build_model] (CLIP layout, ``k = 1``).
+        target: an oblique [ModelConfig][manifold_align.models.registry.ModelConfig] or registered name (e.g. ``"tiny-oblique"``);
             its tower fields must equal the source's (vocabulary and ``eot_id`` are taken
             from the source).
         sot_id: the tokenizer's start-of-text id (the text tower repeats it ``k`` times).
@@ -149,11 +149,11 @@ def sphere_to_oblique(
         calibration: optional ``(images, tokens)`` of paired data for the head's basis.
 
     Returns:
-        The oblique :class:`TwoTower` on the source's device and dtype (train mode as the
+        The oblique [TwoTower][manifold_align.models.two_tower.TwoTower] on the source's device and dtype (train mode as the
         source).
 
     Raises:
-        TypeError: a source not built by :func:`build_model`, or a bad ``target`` type.
+        TypeError: a source not built by [build_model][manifold_align.models.registry.build_model], or a bad ``target`` type.
         ValueError: a non-sphere source or non-oblique target, a tower field that differs
             (named), ``token_dim > D``, ``sot_id``/``eot_position`` out of range, or a negative
             ``jitter``.

@@ -1,6 +1,6 @@
-"""Named model configurations and the factory that builds a :class:`TwoTower` from one.
+"""Named model configurations and the factory that builds a [TwoTower][manifold_align.models.two_tower.TwoTower] from one.
 
-Each name is a :class:`ModelConfig`. The CLIP sizes come in two forms: the plain name is
+Each name is a [ModelConfig][manifold_align.models.registry.ModelConfig]. The CLIP sizes come in two forms: the plain name is
 CLIP's sphere model (``k = 1``, ``d`` = CLIP's embedding width) and ``-oblique`` is the
 multi-token model on ``Oblique(16, embed / 16)``, the same total size (the paper's
 reference: ``ViT-B-16-oblique`` is ``16 x 32 = 512``).
@@ -32,7 +32,7 @@ __all__ = ["ModelConfig", "build_model", "list_models", "model_config"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that fixes a :class:`TwoTower`'s architecture, manifold and loss.
+    """Everything that fixes a [TwoTower][manifold_align.models.two_tower.TwoTower]'s architecture, manifold and loss.
 
     Attributes:
         vision_width, vision_layers, vision_heads: the ViT's width, depth and heads.
@@ -155,7 +155,7 @@ class ModelConfig:
         return Oblique(self.tokens, self.token_dim)
 
     def build_temperature(self) -> Temperature:
-        """The :class:`~manifold_align.losses.Temperature` this config asks for."""
+        """The [Temperature][manifold_align.losses.temperature.Temperature] this config asks for."""
         if self.temperature == "learnable":
             return Temperature.learnable(self.temperature_init, self.temperature_max)
         if self.temperature == "fixed":
@@ -230,7 +230,7 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str) -> ModelConfig:
-    """The :class:`ModelConfig` registered as ``name``.
+    """The [ModelConfig][manifold_align.models.registry.ModelConfig] registered as ``name``.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
@@ -245,13 +245,13 @@ def build_model(
     device: torch.device | str | None = None,
     **overrides: Any,
 ) -> TwoTower:
-    """Build the :class:`TwoTower` of a named or given config, with field overrides.
+    """Build the [TwoTower][manifold_align.models.two_tower.TwoTower] of a named or given config, with field overrides.
 
     Args:
-        config_or_name: a :class:`ModelConfig` or a registered name (:func:`list_models`).
+        config_or_name: a [ModelConfig][manifold_align.models.registry.ModelConfig] or a registered name ([list_models][manifold_align.models.registry.list_models]).
         device: where to create the parameters; ``"meta"`` builds a shape-only model
             (no memory, for counting parameters of the large configs).
-        **overrides: :class:`ModelConfig` fields to replace, e.g. ``vocab_size=...,
+        **overrides: [ModelConfig][manifold_align.models.registry.ModelConfig] fields to replace, e.g. ``vocab_size=...,
             eot_id=...`` from the tokenizer, or ``manifold="oblique", tokens=4, token_dim=32``.
 
     Raises:

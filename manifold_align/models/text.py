@@ -13,7 +13,7 @@ $$z = \\mathrm{LN_{final}}(\\mathrm{T_{causal}}(E_{tok}[t] + E_{pos}))_{e} \\in 
 ``e`` is the first position holding ``eot_id`` when ``eot_id`` is given (the last position
 ``L - 1`` if a row has none, i.e. a caption truncated without EOT); with ``eot_id=None`` it is
 ``argmax`` of the ids, CLIP's convention, right only when EOT has the largest id of the
-vocabulary (OpenAI's tokenizer: 49407). A tokenizer trained by :mod:`manifold_align.data`
+vocabulary (OpenAI's tokenizer: 49407). A tokenizer trained by `manifold_align.data`
 gives its special tokens small ids, so pass its ``eot_id``.
 
 ``k > 1`` (the paper's multi-token release). The first token (SOT) is repeated to ``k``

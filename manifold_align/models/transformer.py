@@ -9,7 +9,7 @@ with multi-head self-attention ``softmax(q k^T / sqrt(width / heads) + mask) v``
 ``width -> 4 width -> width`` MLP whose activation is GELU (``"gelu"``, exact erf form) or
 OpenAI CLIP's QuickGELU (``"quick_gelu"``, $x \\sigma(1.702 x)$), which OpenAI's released
 weights were trained with (OpenCLIP's ``-quickgelu`` names, Hugging Face's ``hidden_act``). Both the vision and the text tower use the same
-:class:`Transformer`; only their masks differ (none for images, causal or a per-row mask
+[Transformer][manifold_align.models.transformer.Transformer]; only their masks differ (none for images, causal or a per-row mask
 for text).
 
 Weights are initialised like CLIP's: ``in_proj ~ N(0, width^-1/2)``, ``out_proj`` and the
@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["ACTIVATIONS", "MLP", "QuickGELU", "ResidualBlock", "SelfAttention", "Transformer"]
 
 ACTIVATIONS = ("gelu", "quick_gelu")
-"""The MLP activations a :class:`Transformer` accepts."""
+"""The MLP activations a [Transformer][manifold_align.models.transformer.Transformer] accepts."""
 
 
 class QuickGELU(nn.Module):
@@ -39,7 +39,7 @@ class QuickGELU(nn.Module):
 
 
 def _activation(name: str) -> nn.Module:
-    """The module for an activation name in :data:`ACTIVATIONS`.
+    """The module for an activation name in [ACTIVATIONS][manifold_align.models.transformer.ACTIVATIONS].
 
     Raises:
         ValueError: for another name, listing the valid ones.
@@ -94,7 +94,7 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """``x -> c_proj(act(c_fc(x)))`` with hidden width ``4 width``; ``act`` from :data:`ACTIVATIONS`.
+    """``x -> c_proj(act(c_fc(x)))`` with hidden width ``4 width``; ``act`` from [ACTIVATIONS][manifold_align.models.transformer.ACTIVATIONS].
 
     Raises:
         ValueError: for an unknown ``activation``.
@@ -131,13 +131,13 @@ class ResidualBlock(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """``(B, L, W) -> (B, L, W)``; see :meth:`SelfAttention.forward` for the mask."""
+        """``(B, L, W) -> (B, L, W)``; see [SelfAttention.forward][manifold_align.models.transformer.SelfAttention.forward] for the mask."""
         x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
         return x + self.mlp(self.ln_2(x))
 
 
 class Transformer(nn.Module):
-    """A stack of ``layers`` :class:`ResidualBlock` s of width ``width``.
+    """A stack of ``layers`` [ResidualBlock][manifold_align.models.transformer.ResidualBlock] s of width ``width``.
 
     Args:
         width: model width ``W``.
@@ -146,7 +146,7 @@ class Transformer(nn.Module):
         grad_checkpointing: recompute each block's activations in the backward pass
             (``torch.utils.checkpoint``, ``use_reentrant=False``) instead of storing them.
             The gradients are the same; memory drops to one block's activations, at the cost
-            of a second forward per block. Toggle later with :attr:`grad_checkpointing`.
+            of a second forward per block. Toggle later with `grad_checkpointing`.
         activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"``.
 
     Raises:

@@ -4,7 +4,7 @@ $$x = h_v(f_v(\\text{images})) \\in \\mathcal{M}, \\qquad y = h_t(f_t(\\text{tok
 \\qquad \\mathcal{L} = \\mathrm{loss}(x, y),$$
 
 where ``f_v``, ``f_t`` emit ``k`` token outputs each and ``h_v``, ``h_t`` are
-:class:`~manifold_align.models.head.ManifoldHead` s onto the loss's manifold ``M``
+[ManifoldHead][manifold_align.models.head.ManifoldHead] s onto the loss's manifold ``M``
 (``Sphere(d)`` with ``k = 1``, or ``Oblique(k, d)``).
 """
 
@@ -40,14 +40,14 @@ class TwoTower(nn.Module):
     Args:
         vision: the image encoder, ``(B, C, H, W) -> (B, k, W_v)``.
         text: the text encoder, ``(B, L) -> (B, k, W_t)``.
-        loss: an :class:`~manifold_align.losses.InfoNCE` or
-            :class:`~manifold_align.losses.SigmoidLoss`; its manifold is the embedding space
+        loss: an [InfoNCE][manifold_align.losses.infonce.InfoNCE] or
+            [SigmoidLoss][manifold_align.losses.sigmoid.SigmoidLoss]; its manifold is the embedding space
             and its temperature the model's.
 
     Attributes:
-        vision, text: the towers. image_head, text_head: the :class:`ManifoldHead` s.
-        config: the :class:`~manifold_align.models.registry.ModelConfig` it was built from
-            (set by :func:`~manifold_align.models.registry.build_model`), else ``None``.
+        vision, text: the towers. image_head, text_head: the [ManifoldHead][manifold_align.models.head.ManifoldHead] s.
+        config: the [ModelConfig][manifold_align.models.registry.ModelConfig] it was built from
+            (set by [build_model][manifold_align.models.registry.build_model]), else ``None``.
 
     Raises:
         TypeError: if ``loss`` is not one of the library's contrastive losses.
@@ -84,7 +84,7 @@ class TwoTower(nn.Module):
 
     @property
     def temperature(self) -> Temperature:
-        """The loss's :class:`~manifold_align.losses.Temperature`; ``clamp_()`` it after a step."""
+        """The loss's [Temperature][manifold_align.losses.temperature.Temperature]; ``clamp_()`` it after a step."""
         return self.loss.temperature
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -97,7 +97,7 @@ class TwoTower(nn.Module):
 
         Raises:
             ValueError: wrong rank, channel count or image size (see
-                :meth:`VisionTransformer.forward_features`).
+                `VisionTransformer.forward_features`).
         """
         return self.image_head(self.vision(images))
 
@@ -122,7 +122,7 @@ class TwoTower(nn.Module):
         Args:
             images: ``(B, C, H, W)``.
             tokens: ``(B, L)``; row ``i`` is the caption of image ``i``.
-            return_features: also return the points as :class:`Features`.
+            return_features: also return the points as [Features][manifold_align.models.two_tower.Features].
 
         Returns:
             The loss's ``LossOutput(loss, diagnostics)``, or ``(LossOutput, Features)``.

@@ -3,14 +3,14 @@
 An image ``(B, C, H, W)`` is cut into ``N = (H / p) (W / p)`` patches by a strided
 convolution (``p x p`` kernel, stride ``p``, no bias), each patch becoming a token of width
 ``W_v``. The ``k`` learned class tokens go in front, a learned positional embedding is added
-to all ``k + N`` tokens, then ``ln_pre``, the :class:`~manifold_align.models.transformer.Transformer`
+to all ``k + N`` tokens, then ``ln_pre``, the [Transformer][manifold_align.models.transformer.Transformer]
 (no mask) and ``ln_post`` on the first ``k`` outputs:
 
 $$z = \\mathrm{LN_{post}}\\big(\\mathrm{T}(\\mathrm{LN_{pre}}([c_1, \\dots, c_k, P x] + E_{pos}))_{1..k}\\big)
 \\in \\mathbb{R}^{B \\times k \\times W_v}.$$
 
 With ``k = 1`` this is CLIP's ViT exactly (same parameter shapes and count). The projection
-onto the manifold lives in :mod:`manifold_align.models.head`, not here.
+onto the manifold lives in [manifold_align.models.head][manifold_align.models.head], not here.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class VisionTransformer(nn.Module):
         in_channels: image channels ``C``.
         activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"`` (OpenAI's weights).
         grad_checkpointing: per-block activation checkpointing (see
-            :class:`~manifold_align.models.transformer.Transformer`).
+            [Transformer][manifold_align.models.transformer.Transformer]).
 
     Parameters: ``C p^2 W_v + k W_v + (k + N) W_v + 2 W_v + L (12 W_v^2 + 13 W_v) + 2 W_v``.
 

@@ -14,7 +14,7 @@ $$
 
 with $\sigma = -1$ under ``maximize`` and $\langle\cdot,\cdot\rangle^{\text{comp}}$ the
 manifold's ``component_inner``: one scalar per row of a ``Sphere``, per token of an
-``Oblique``, per coordinate of a ``Euclidean`` (there it is exactly :class:`torch.optim.Adam`).
+``Oblique``, per coordinate of a ``Euclidean`` (there it is exactly `torch.optim.Adam`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class RiemannianAdam(torch.optim.Optimizer):
     r"""Riemannian Adam (module docstring for the update), geoopt's rule built for speed.
 
     Which manifold a parameter lives on, in order: its parameter group's ``manifold``; else
-    the ``manifold`` of a :class:`geoopt.ManifoldParameter`/``ManifoldTensor`` *as it was
+    the ``manifold`` of a `geoopt.ManifoldParameter`/``ManifoldTensor`` *as it was
     when the parameter was added to this optimizer* (a tag that later falls off, e.g. by
     ``load_state_dict(assign=True)`` or swap-on-conversion, does not turn it Euclidean);
     else Euclidean (plain Adam).
@@ -436,7 +436,7 @@ class RiemannianAdam(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict`; the groups keep this optimizer's manifolds.
+        """Load a [state_dict][manifold_align.optim.radam.RiemannianAdam.state_dict]; the groups keep this optimizer's manifolds.
 
         Float32 state of half-precision manifold parameters stays float32 (torch would cast
         it to the parameter's dtype).

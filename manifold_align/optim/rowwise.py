@@ -26,7 +26,7 @@ the row inner product and ``retr_transp`` = normalize + project.
 
 Speed: the update is a dozen in-place row-wise torch operations. Run on a whole
 ``262144 x 64`` parameter each would stream the tensors through main memory again; instead
-the rows are cut into blocks of :data:`BLOCK_ELEMENTS` numbers per thread, small enough that
+the rows are cut into blocks of `BLOCK_ELEMENTS` numbers per thread, small enough that
 ``x``, ``g``, ``m`` and the scratch ``r`` of a block stay in the CPU cache while all its
 operations run. Main memory then sees roughly one read of ``x``, ``g``, ``m`` and one write
 of ``x``, ``m`` per step; the second moment is one scalar per row. Parameters smaller than
@@ -174,7 +174,7 @@ def row_adam_(
         exp_avg_sqs: second moments ``(..., 1)``, one per row, dtype of ``exp_avgs``.
         max_exp_avg_sqs: running maxima of ``exp_avg_sqs`` (AMSGrad) or ``None``.
         h: the step's scalars.
-        block_elements: numbers per block; default :data:`BLOCK_ELEMENTS` times
+        block_elements: numbers per block; default `BLOCK_ELEMENTS` times
             ``torch.get_num_threads()`` on CPU, the whole parameter elsewhere.
 
     Arithmetic runs in the dtype of ``exp_avgs`` (float32 for half-precision parameters).

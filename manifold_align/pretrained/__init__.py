@@ -1,10 +1,10 @@
 """Pretrained CLIP in and out: OpenCLIP files and Hugging Face folders, OpenCLIP-style entry points.
 
-* :func:`load_pretrained`: an OpenCLIP ``state_dict`` file or a Hugging Face ``CLIPModel``
-  folder -> our sphere :class:`~manifold_align.models.TwoTower` (format and architecture
+* [load_pretrained][manifold_align.pretrained.load.load_pretrained]: an OpenCLIP ``state_dict`` file or a Hugging Face ``CLIPModel``
+  folder -> our sphere [TwoTower][manifold_align.models.two_tower.TwoTower] (format and architecture
   detected; ``safetensors`` and ``torch`` only, no peer package needed).
-* :func:`export_openclip`, :func:`export_huggingface`: back out, loadable by the peers.
-* :func:`create_model_and_transforms`, :func:`create_model`, :func:`get_tokenizer`:
+* [export_openclip][manifold_align.pretrained.export.export_openclip], [export_huggingface][manifold_align.pretrained.export.export_huggingface]: back out, loadable by the peers.
+* [create_model_and_transforms][manifold_align.pretrained.factory.create_model_and_transforms], [create_model][manifold_align.pretrained.factory.create_model], [get_tokenizer][manifold_align.pretrained.factory.get_tokenizer]:
   OpenCLIP's entry points with its argument names, so switching is an import line.
 """
 

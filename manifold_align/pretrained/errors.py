@@ -4,7 +4,7 @@ A checkpoint matches when its key set equals the expected one and every shape ag
 
 $$\\mathrm{keys}(C) = \\mathrm{keys}(E), \\qquad \\mathrm{shape}(C_k) = \\mathrm{shape}(E_k)\\ \\forall k.$$
 
-Anything else raises :class:`CheckpointMismatchError` naming the first offending keys (in
+Anything else raises [CheckpointMismatchError][manifold_align.pretrained.errors.CheckpointMismatchError] naming the first offending keys (in
 sorted order) of each kind: missing, unexpected, wrong shape. Nothing is dropped or padded.
 """
 

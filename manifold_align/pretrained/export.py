@@ -1,9 +1,9 @@
-"""Our sphere :class:`~manifold_align.models.TwoTower` out to OpenCLIP and Hugging Face.
+"""Our sphere [TwoTower][manifold_align.models.two_tower.TwoTower] out to OpenCLIP and Hugging Face.
 
-* :func:`export_openclip`: a ``state_dict`` file that ``open_clip.create_model(name)`` loads
+* [export_openclip][manifold_align.pretrained.export.export_openclip]: a ``state_dict`` file that ``open_clip.create_model(name)`` loads
   with ``strict=True`` (``name`` is ours, with ``-quickgelu`` for a QuickGELU model; see
-  :func:`~manifold_align.pretrained.openclip.openclip_name`).
-* :func:`export_huggingface`: a folder (``config.json`` + ``model.safetensors``) that
+  `openclip_name`).
+* [export_huggingface][manifold_align.pretrained.export.export_huggingface]: a folder (``config.json`` + ``model.safetensors``) that
   ``transformers.CLIPModel.from_pretrained(folder)`` loads.
 
 Every tensor of the model is written; one that neither layout has (a sigmoid loss's bias, an

@@ -37,7 +37,7 @@ _PRECISIONS: dict[str, torch.dtype] = {
     "pure_bf16": torch.bfloat16,
 }
 CLIP_VOCAB_SIZE = 49408
-"""The vocabulary of OpenAI's CLIP tokenizer, which :func:`get_tokenizer` returns."""
+"""The vocabulary of OpenAI's CLIP tokenizer, which [get_tokenizer][manifold_align.pretrained.factory.get_tokenizer] returns."""
 OPENCLIP_TRAIN_SCALE = (0.9, 1.0)
 """OpenCLIP's default area range of the training crop."""
 
@@ -65,7 +65,7 @@ def create_model(
             ``-quickgelu`` (QuickGELU MLPs, OpenAI's weights).
         pretrained: ``None`` (random weights) or the local path of an OpenCLIP ``state_dict``
             file or a Hugging Face ``CLIPModel`` folder (see
-            :func:`~manifold_align.pretrained.load_pretrained`).
+            [load_pretrained][manifold_align.pretrained.load.load_pretrained]).
         load_weights: ``False`` ignores ``pretrained`` (random weights), as OpenCLIP.
         precision: ``"fp32"`` and the ``"amp*"`` modes keep float32 weights; ``"fp16"``,
             ``"pure_fp16"``, ``"bf16"``, ``"pure_bf16"`` cast every weight (layer norms too;
@@ -73,7 +73,7 @@ def create_model(
         device: where the model lives.
         jit: must be false (no TorchScript here).
         force_quick_gelu: QuickGELU MLPs, as the ``-quickgelu`` suffix.
-        **model_kwargs: :class:`~manifold_align.models.ModelConfig` overrides for a random
+        **model_kwargs: [ModelConfig][manifold_align.models.registry.ModelConfig] overrides for a random
             model (none with ``pretrained``: the checkpoint fixes the architecture).
 
     Raises:
@@ -123,12 +123,12 @@ def create_model_and_transforms(
     centre crop, ``x = (p / 255 - mean) / std`` with CLIP's mean and std (or ``image_mean``,
     ``image_std``). ``preprocess_train``: a random resized crop of area ``U(0.9, 1)`` instead
     of resize and crop (OpenCLIP's default; no flip). Both are
-    :class:`~manifold_align.data.transforms.ImageTransform` s (Pillow, no torchvision).
-    Other arguments as :func:`create_model`.
+    [ImageTransform][manifold_align.data.transforms.ImageTransform] s (Pillow, no torchvision).
+    Other arguments as [create_model][manifold_align.pretrained.factory.create_model].
 
     Raises:
         ValueError, FileNotFoundError, ~manifold_align.pretrained.PretrainedError: as
-            :func:`create_model` raises them; ``ValueError`` also for a mean/std that is not 3
+            [create_model][manifold_align.pretrained.factory.create_model] raises them; ``ValueError`` also for a mean/std that is not 3
             numbers.
     """
     from manifold_align.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform
@@ -153,7 +153,7 @@ def get_tokenizer(model_name: str = "", context_length: int | None = None) -> An
 
     Raises:
         ValueError: an unknown name, or a model whose vocabulary is not CLIP's 49,408
-            (``tiny``: use :func:`manifold_align.data.tokenizer.default_tokenizer` or your own).
+            (``tiny``: use [manifold_align.data.tokenizer.default_tokenizer][manifold_align.data.tokenizer.default_tokenizer] or your own).
     """
     length = 77
     if model_name:

@@ -2,7 +2,7 @@
 
 Never a full pickle: ``.pt``/``.pth``/``.bin``/``.ckpt`` files are read with
 ``torch.load(weights_only=True)`` (tensors and plain containers only), ``.safetensors`` with
-``safetensors``. What :func:`read_checkpoint` accepts:
+``safetensors``. What [read_checkpoint][manifold_align.pretrained.formats.read_checkpoint] accepts:
 
 * a **file** in OpenCLIP's layout: the bare ``state_dict``, or the ``{"state_dict": ...}``
   its trainer writes (with ``epoch``, ``optimizer``, ...), with or without the ``module.``
@@ -36,7 +36,7 @@ _DDP_PREFIX = "module."
 
 @dataclass
 class Checkpoint:
-    """What :func:`read_checkpoint` found.
+    """What [read_checkpoint][manifold_align.pretrained.formats.read_checkpoint] found.
 
     Attributes:
         format: ``"openclip"`` or ``"huggingface"``.

@@ -7,7 +7,7 @@ text stack, ``visual_projection.weight`` and ``text_projection.weight`` stored `
 ours, and ``logit_scale``.
 
 Configuration: ``save_pretrained`` writes only the values that differ from ``CLIPConfig``'s
-defaults, so :func:`config_from_huggingface` fills the rest with those defaults
+defaults, so `config_from_huggingface` fills the rest with those defaults
 (``_TEXT_DEFAULTS``, ``_VISION_DEFAULTS``). Pooling of the text tower:
 
 * ``eos_token_id == 2`` (the configuration of OpenAI's checkpoints on the hub) makes
@@ -76,7 +76,7 @@ _BLOCK = {
 
 
 def huggingface_rules(config: ModelConfig) -> list[Rule]:
-    """The :class:`~manifold_align.pretrained.layout.Rule` s of a sphere ``config`` in ``CLIPModel``'s layout.
+    """The [Rule][manifold_align.pretrained.layout.Rule] s of a sphere ``config`` in ``CLIPModel``'s layout.
 
     Raises:
         ValueError: if ``config`` is not a sphere model (``tokens != 1``).
@@ -122,7 +122,7 @@ def _int(section: Mapping[str, Any], key: str, where: str) -> int:
 
 
 def config_from_huggingface(cfg: Mapping[str, Any], source: str = "config.json") -> dict[str, Any]:
-    """Our :class:`~manifold_align.models.ModelConfig` fields read from a ``CLIPModel`` ``config.json``.
+    """Our [ModelConfig][manifold_align.models.registry.ModelConfig] fields read from a ``CLIPModel`` ``config.json``.
 
     Returns:
         ``vision_width, vision_layers, vision_heads, patch_size, image_size, text_width,
@@ -234,4 +234,4 @@ ARCHITECTURE_FIELDS = tuple(
         "text_width", "text_layers", "text_heads", "vocab_size", "context_length", "token_dim",
     )
 )
-"""The :class:`ModelConfig` fields a ``config.json`` fixes and a registered name must match."""
+"""The [ModelConfig][manifold_align.models.registry.ModelConfig] fields a ``config.json`` fixes and a registered name must match."""

@@ -1,6 +1,6 @@
 """A one-to-one map between our ``state_dict`` and a peer's: names and tensor layouts.
 
-A :class:`Rule` ties one of our tensors to one or more of the peer's, with a layout change
+A [Rule][manifold_align.pretrained.layout.Rule] ties one of our tensors to one or more of the peer's, with a layout change
 that is exact (a view, a transpose or a split; no arithmetic), so a round trip
 ``ours -> peer -> ours`` reproduces every tensor bit for bit:
 
@@ -11,7 +11,7 @@ that is exact (a view, a transpose or a split; no arithmetic), so a round trip
 * ``"qkv"``: ours the fused ``(3W, ...)`` input projection, theirs three ``(W, ...)`` tensors
   ``q, k, v`` in that order.
 
-:func:`transformer_rules` enumerates a transformer stack's rules from a per-block name table,
+[transformer_rules][manifold_align.pretrained.layout.transformer_rules] enumerates a transformer stack's rules from a per-block name table,
 which is all a peer's layout module has to provide.
 """
 
@@ -47,7 +47,7 @@ _BLOCK_KEYS = (
     "mlp.c_proj.weight",
     "mlp.c_proj.bias",
 )
-"""The tensors of one of our :class:`~manifold_align.models.transformer.ResidualBlock` s."""
+"""The tensors of one of our [ResidualBlock][manifold_align.models.transformer.ResidualBlock] s."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """``load_pretrained``: a CLIP checkpoint (OpenCLIP file or Hugging Face folder) into our model.
 
-The result is the :class:`~manifold_align.models.TwoTower` of the matching registered sphere
+The result is the [TwoTower][manifold_align.models.two_tower.TwoTower] of the matching registered sphere
 architecture, float32, with the checkpoint's tensors copied one for one (a layout change at
-most, see :mod:`manifold_align.pretrained.layout`) and its learned ``logit_scale`` as the
-learnable :class:`~manifold_align.losses.Temperature`'s (``scale = exp(logit_scale)``).
+most, see [manifold_align.pretrained.layout][manifold_align.pretrained.layout]) and its learned ``logit_scale`` as the
+learnable [Temperature][manifold_align.losses.temperature.Temperature]'s (``scale = exp(logit_scale)``).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def load_pretrained(
     *,
     device: torch.device | str | None = None,
 ) -> TwoTower:
-    """Load a CLIP checkpoint into our sphere :class:`~manifold_align.models.TwoTower`.
+    """Load a CLIP checkpoint into our sphere [TwoTower][manifold_align.models.two_tower.TwoTower].
 
     Args:
         path: an OpenCLIP ``state_dict`` file (``.safetensors``, or ``.pt``/``.pth``/``.bin``
@@ -114,7 +114,7 @@ def load_pretrained(
         FileNotFoundError: ``path`` does not exist.
         ~manifold_align.pretrained.PretrainedError: an unreadable or unknown file, a
             ``config.json`` we cannot express, a name that does not fit, or (as
-            :class:`~manifold_align.pretrained.CheckpointMismatchError`) tensors whose keys or
+            [CheckpointMismatchError][manifold_align.pretrained.errors.CheckpointMismatchError]) tensors whose keys or
             shapes are not the architecture's, naming the first offending keys.
         ValueError: an unknown or oblique ``name``.
     """

@@ -42,7 +42,7 @@ _BLOCK = {
 
 
 def openclip_rules(config: ModelConfig) -> list[Rule]:
-    """The :class:`~manifold_align.pretrained.layout.Rule` s of a sphere ``config`` in OpenCLIP's layout.
+    """The [Rule][manifold_align.pretrained.layout.Rule] s of a sphere ``config`` in OpenCLIP's layout.
 
     Raises:
         ValueError: if ``config`` is not a sphere model (``tokens != 1``).

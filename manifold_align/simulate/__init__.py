@@ -1,15 +1,15 @@
 """The toy equilibrium simulation: free embeddings per concept under caption noise.
 
-* :mod:`~manifold_align.simulate.theory`: the exact loss-minimizing gap $g^\\star$ and what a
+* [theory][manifold_align.simulate.theory]: the exact loss-minimizing gap $g^\\star$ and what a
   sphere or an oblique manifold needs to reach it.
 * [topology][manifold_align.simulate.topology]: each manifold's largest gap at scale 1
   (sphere, oblique, Lorentz within its radius, products), and the toy's Lorentz points.
-* :mod:`~manifold_align.simulate.sampling`: batches of concept pairs with caption noise.
-* :mod:`~manifold_align.simulate.toy`: :class:`ToyModel`, many runs batched on one manifold.
-* :mod:`~manifold_align.simulate.config`: :class:`SweepConfig`, the sweep's settings.
-* :mod:`~manifold_align.simulate.sweep`: expand a sweep into batched groups and run it.
-* :mod:`~manifold_align.simulate.report`: ``results.json``, plots and ``summary.md``.
-* :mod:`~manifold_align.cli.simulate`: ``manifold-align simulate``.
+* `sampling`: batches of concept pairs with caption noise.
+* `toy`: `ToyModel`, many runs batched on one manifold.
+* `config`: `SweepConfig`, the sweep's settings.
+* `sweep`: expand a sweep into batched groups and run it.
+* `report`: ``results.json``, plots and ``summary.md``.
+* `simulate`: ``manifold-align simulate``.
 
 Only the theory is imported eagerly; it needs neither torch nor the manifolds.
 """

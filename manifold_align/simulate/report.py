@@ -337,7 +337,7 @@ def write_report(result: SweepResult, out: str | Path, name: str = "sweep") -> l
     """Write ``results.json``, ``trajectories.npz``, the PNG plots and ``summary.md`` to ``out``.
 
     ``results.json`` is ``{"name", "seconds", "group_seconds", "torch_threads", "runs": [...]}``
-    with one record per run (keys in :func:`manifold_align.simulate.sweep.run_sweep`; infinite
+    with one record per run (keys in [manifold_align.simulate.sweep.run_sweep][manifold_align.simulate.sweep.run_sweep]; infinite
     theory values are ``null``). ``trajectories.npz`` holds ``steps`` ``(T,)`` and one
     ``(n_runs, T)`` array per trajectory name.
 

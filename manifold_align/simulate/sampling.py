@@ -4,7 +4,7 @@ Each of the ``B`` pairs of run ``r`` draws its image's concept $c$ uniformly fro
 $\{0..C-1\}$; its caption's concept $\tau$ is $c$ with probability $1 - p_r$ and, with
 probability $p_r$ (the run's *noise*), a concept drawn uniformly from all $C$ (it may equal
 $c$ by chance, so $P(\tau = c) = 1 - p_r + p_r / C$). This is exactly the model that
-:mod:`manifold_align.simulate.theory` solves.
+[manifold_align.simulate.theory][manifold_align.simulate.theory] solves.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Expand a sweep into groups of runs that train together, run them, and collect results.
 
 Runs that share ``(manifold, batch size, concepts)`` have parameters of the same shape, so they
-form one :class:`~manifold_align.simulate.toy.ToyModel` with a leading run dimension: noise
+form one [ToyModel][manifold_align.simulate.toy.ToyModel] with a leading run dimension: noise
 levels, temperature modes and replicates of a group all advance in the same optimizer step,
 with one batched similarity and one loss call per step.
 
-Per step and run: sample ``B`` pairs (:func:`~manifold_align.simulate.sampling.sample_pairs`),
+Per step and run: sample ``B`` pairs ([sample_pairs][manifold_align.simulate.sampling.sample_pairs]),
 logits ``(R, B, B)``, the sweep's loss (``loss: infonce``: symmetric InfoNCE,
 ``info_nce_from_logits``; ``loss: sigmoid``: SigLIP's ``sigmoid_from_logits`` with each run's
 bias), Riemannian Adam on the embeddings and Adam on the log-scales (and the biases), then the
@@ -215,7 +215,7 @@ class SweepResult:
 
     Attributes:
         records: one dict per run (settings, final measurements, theory, settle steps), in
-            run-index order; the keys are documented in :func:`run_sweep`.
+            run-index order; the keys are documented in [run_sweep][manifold_align.simulate.sweep.run_sweep].
         steps: ``(T,)`` logged steps (shared by all runs).
         trajectories: ``name -> (n_runs, T)`` arrays, rows in run-index order.
         seconds: wall time of the whole sweep (training only).

@@ -1,6 +1,6 @@
 r"""The exact equilibrium gap of symmetric InfoNCE under caption noise.
 
-The noise model (the one :mod:`manifold_align.simulate.sampling` draws from)
+The noise model (the one `manifold_align.simulate.sampling` draws from)
 ----------------------------------------------------------------------------
 There are $C$ concepts. A batch holds $B$ pairs $(c_i, \tau_i)$: the image's concept $c_i$ is
 uniform on $\{1..C\}$; the caption's concept $\tau_i$ equals $c_i$ with probability $1 - p$ and
@@ -201,7 +201,7 @@ def expected_loss_grad(
     gap: float | np.ndarray, noise: float, batch_size: int, concepts: int
 ) -> float | np.ndarray:
     r"""$\mathcal{L}'(g) = -q + \mathbb{E}\,\sigma(g + \log N - \log(B - N))$, same shapes as
-    :func:`expected_loss`.
+    [expected_loss][manifold_align.simulate.theory.expected_loss].
 
     Raises:
         ValueError: an argument out of range.

@@ -6,18 +6,18 @@ the logits
 
 $$ L_{r,ij} = t_r \, s(x_{r,c_i}, y_{r,\tau_j}), $$
 
-computed for every run with one batched :meth:`similarity`. The parameters carry a leading
+computed for every run with one batched `similarity`. The parameters carry a leading
 run dimension, ``(R, C, *point_shape)``, so runs never interact: the loss is a sum of
 per-run losses and Riemannian Adam's moments are per point (per token on an oblique manifold).
 
 The scale is $t_r = e^{\theta_r}$ with $\theta_r$ trained only for learnable temperatures and
-clamped to $\log t^{\max}_r$ after each step (:meth:`ToyModel.clamp_`), the same semantics as
-:class:`manifold_align.losses.Temperature`, but one parameter per run. Each run also owns a
+clamped to $\log t^{\max}_r$ after each step ([ToyModel.clamp_][manifold_align.simulate.toy.ToyModel.clamp_]), the same semantics as
+[manifold_align.losses.Temperature][manifold_align.losses.temperature.Temperature], but one parameter per run. Each run also owns a
 logit bias $b_r$ (``bias``, ``(R,)``), which only the sigmoid loss reads (its logits are
 $L_{r,ij} + b_r$, as `SigmoidLoss`'s ``logit_bias``); InfoNCE
 is blind to it (a softmax ignores a constant).
 
-Diagnostics (:meth:`ToyModel.diagnostics`) read the parameters directly, not a batch. With
+Diagnostics ([ToyModel.diagnostics][manifold_align.simulate.toy.ToyModel.diagnostics]) read the parameters directly, not a batch. With
 $S_{cc'} = s(x_c, y_{c'})$ the concept-by-concept similarity matrix:
 
 * positive similarity $s_+ = \frac1C \sum_c S_{cc}$ (an image and a text of the same concept);
@@ -72,7 +72,7 @@ class ToyModel(torch.nn.Module):
         runs: ``R >= 1``.
         concepts: ``C >= 2``.
         initial_scale: scalar or ``(R,)`` positive initial logit scales.
-        max_scale: scalar or ``(R,)`` largest scales (the clamp of :meth:`clamp_`).
+        max_scale: scalar or ``(R,)`` largest scales (the clamp of [clamp_][manifold_align.simulate.toy.ToyModel.clamp_]).
         learnable: scalar or ``(R,)`` bools: whether run ``r``'s scale is trained.
         generator: seeds the initial points (standard normal, projected onto the manifold;
             near the origin on `Lorentz`: see

@@ -1,15 +1,15 @@
 """The contrastive trainer: config, schedule, parameter groups, checkpoints, metrics, the loop.
 
-* :class:`~manifold_align.train.config.RunConfig`: the run's dataclass tree, loaded with
+* [RunConfig][manifold_align.train.config.RunConfig]: the run's dataclass tree, loaded with
   ``manifold_align.config.load_config(RunConfig, path, overrides)``.
-* :func:`~manifold_align.train.run.train`: build everything a config names, train, write the
-  run folder; :func:`~manifold_align.train.run.load_trained` rebuilds a trained model.
-* :func:`~manifold_align.train.trainer.fit`: the loop itself, for your own model and data.
-* :func:`~manifold_align.train.optimizers.build_optimizers`: AdamW + Riemannian Adam groups.
-* :func:`~manifold_align.train.schedule.cosine_lr`: warmup then cosine, stateless.
-* :func:`~manifold_align.train.checkpoint.save_checkpoint` /
-  :func:`~manifold_align.train.checkpoint.load_checkpoint`: atomic, pickle-free, resumable.
-* ``manifold-align train``: :mod:`manifold_align.cli.train`.
+* [train][manifold_align.train.run.train]: build everything a config names, train, write the
+  run folder; [load_trained][manifold_align.train.run.load_trained] rebuilds a trained model.
+* [fit][manifold_align.train.trainer.fit]: the loop itself, for your own model and data.
+* [build_optimizers][manifold_align.train.optimizers.build_optimizers]: AdamW + Riemannian Adam groups.
+* [cosine_lr][manifold_align.train.schedule.cosine_lr]: warmup then cosine, stateless.
+* [save_checkpoint][manifold_align.train.checkpoint.save_checkpoint] /
+  [load_checkpoint][manifold_align.train.checkpoint.load_checkpoint]: atomic, pickle-free, resumable.
+* ``manifold-align train``: `manifold_align.cli.train`.
 """
 
 from manifold_align.train.checkpoint import (

@@ -10,7 +10,7 @@ sees exactly the batches the uninterrupted run would have seen.
 
 A source that gives nothing to train on stops instead of spinning. A batch is *usable* when
 it holds at least two readable samples (a contrastive batch needs a negative); both sources
-raise :class:`~manifold_align.data.skipped.UnusableDataError`, whose message counts the
+raise [UnusableDataError][manifold_align.data.skipped.UnusableDataError], whose message counts the
 skipped samples by reason, when
 
 * a whole epoch's worth of batches in a row (map-style: ``N // B``; a stream: one pass)
@@ -58,7 +58,7 @@ def _readable(batch: Any) -> int | None:
 
 
 def _skipped(batch: Any) -> SkippedSamples | None:
-    """The skip record a :class:`~manifold_align.data.collate.Batch` carries, if any."""
+    """The skip record a [Batch][manifold_align.data.collate.Batch] carries, if any."""
     record = batch[2] if isinstance(batch, tuple | list) and len(batch) == 3 else None
     return record if isinstance(record, SkippedSamples) else None
 
@@ -191,7 +191,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 class MapBatches:
     """A map-style dataset as the trainer's resumable batch source.
 
-    ``iterate(start)`` returns the batches of :class:`EpochBatchSampler` from position
+    ``iterate(start)`` returns the batches of `EpochBatchSampler` from position
     ``start`` on (this rank's slice of each global batch), loaded by a ``DataLoader`` whose own generator is seeded (so creating it
     never draws from torch's global generator, which stays the model's).
 
@@ -199,7 +199,7 @@ class MapBatches:
         dataset: map-style dataset of ``size = len(dataset)`` samples.
         batch_size: samples per global batch (over all ranks).
         seed: the permutation seed.
-        collate: ``list of samples -> batch``, e.g. :class:`~manifold_align.data.collate.Collate`
+        collate: ``list of samples -> batch``, e.g. [Collate][manifold_align.data.collate.Collate]
             (whose ``Batch`` carries the skipped-sample record of its own samples).
         num_workers: loader worker processes (``0`` loads in the main process).
         rank: this process's rank.

@@ -17,7 +17,7 @@ atomically) is updated. A process killed at any moment leaves either the previou
 checkpoint as ``latest``, never a half-written one. Loading reads only safetensors and JSON:
 nothing is unpickled. Every file a load reads is first checked against the manifest, and a
 damaged file (truncated, empty, pickled, of another checksum, unreadable JSON) is named in a
-:class:`CheckpointError`; checkpoints written before manifests existed load without the
+[CheckpointError][manifold_align.train.checkpoint.CheckpointError]; checkpoints written before manifests existed load without the
 checksum check. Files and folders get the umask's modes (``0644``/``0755`` under ``022``).
 """
 
@@ -88,7 +88,7 @@ def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def restore_rng(json_part: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Inverse of :func:`capture_rng`: set numpy's, Python's and torch's global generators."""
+    """Inverse of [capture_rng][manifold_align.train.checkpoint.capture_rng]: set numpy's, Python's and torch's global generators."""
     name, keys, pos, has_gauss, gauss = json_part["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
     version, internal, gauss_next = json_part["python"]
@@ -533,7 +533,7 @@ def load_checkpoint(
     Weights are copied into the existing parameters (so a ``geoopt.ManifoldParameter`` keeps
     its manifold). ``optimizers=None`` loads the weights only (for evaluation). With ``config``
     given, the checkpoint's config must agree on every key not in ``ignore`` (a key the
-    checkpoint predates counts as its value in ``defaults``, see :func:`config_mismatches`).
+    checkpoint predates counts as its value in ``defaults``, see [config_mismatches][manifold_align.train.checkpoint.config_mismatches]).
     ``restore_random`` also resets numpy's, Python's and torch's generators. Every file read
     is first checked against the checkpoint's sha256 manifest (a checkpoint written before
     manifests existed loads without that check).

@@ -11,12 +11,12 @@ eval: {zeroshot_samples: 1000, retrieval_samples: 1000,
 ```
 
 Load it with ``load_config(RunConfig, path, ["optim.lr=3e-4", ...])`` from
-:mod:`manifold_align.config`: unknown keys and bad values raise ``ConfigError`` naming the
+[manifold_align.config][manifold_align.config]: unknown keys and bad values raise ``ConfigError`` naming the
 dotted key (``train.precision: got 'fp16', expected one of ['fp32', 'bf16']``). The
 range checks in ``__post_init__`` raise ``ConfigError`` (a ``ValueError``) the same way.
 The two open mappings, ``model.overrides`` (fields of
-:class:`~manifold_align.models.registry.ModelConfig`) and ``data.synthetic.appearance``
-(fields of :class:`~manifold_align.data.synthetic.SyntheticConfig`), are checked at load time
+[ModelConfig][manifold_align.models.registry.ModelConfig]) and ``data.synthetic.appearance``
+(fields of [SyntheticConfig][manifold_align.data.synthetic.SyntheticConfig]), are checked at load time
 too: each key, its type and the resulting model or appearance
 (``model.overrides.grad_checkpointing: got 'maybe', expected true or false``).
 """
@@ -78,7 +78,7 @@ class ModelSection:
     folder or checkpoint of ours (its tokenizer replaces ``data.tokenizer``) or an
     OpenCLIP / Hugging Face checkpoint file or folder (``manifold_align.pretrained``). A sphere
     source and an oblique ``name`` are converted by
-    :func:`manifold_align.models.convert.sphere_to_oblique`. Ignored on resume.
+    [manifold_align.models.convert.sphere_to_oblique][manifold_align.models.convert.sphere_to_oblique]. Ignored on resume.
     """
 
     name: str = "tiny"
@@ -109,7 +109,7 @@ class ModelSection:
 class SyntheticSource:
     """The bundled procedurally generated captioned shapes (no download).
 
-    ``appearance`` overrides fields of :class:`manifold_align.data.synthetic.SyntheticConfig`
+    ``appearance`` overrides fields of [manifold_align.data.synthetic.SyntheticConfig][manifold_align.data.synthetic.SyntheticConfig]
     (``two_object_fraction``, ``p_shape``, ..., ``texture``, ``jitter``).
     """
 
@@ -138,7 +138,7 @@ class WebDatasetSource:
 
     ``samples_per_epoch`` (over all ranks) fixes every rank's epoch at
     ``samples_per_epoch // (W x data.batch_size)`` batches, so no rank runs out before the
-    others (see :mod:`manifold_align.data.sharding`); ``None``: an epoch is one pass over a
+    others (see [manifold_align.data.sharding][manifold_align.data.sharding]); ``None``: an epoch is one pass over a
     rank's shards (enough on one process; uneven shards can stall a multi-rank run).
     ``allow_pipe``: accept ``pipe:`` URLs, which run their text as a shell command; off, so
     a configuration string runs no command unless that was asked for explicitly.
@@ -260,7 +260,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Linear warmup then cosine to ``min_lr`` (see :func:`~manifold_align.train.schedule.cosine_lr`).
+    """Linear warmup then cosine to ``min_lr`` (see [cosine_lr][manifold_align.train.schedule.cosine_lr]).
 
     ``total_steps = 0`` means ``train.steps``.
     """

@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node=W`` starts ``W`` processes and gives each the environment
 variables ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
-:func:`init_distributed` reads them and joins the default process group (``nccl`` on CUDA,
+[init_distributed][manifold_align.train.distributed.init_distributed] reads them and joins the default process group (``nccl`` on CUDA,
 ``gloo`` on CPU), with this process's device ``cuda:LOCAL_RANK`` on CUDA. Without
 ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) nothing is initialised: a plain ``python`` run is a
 run of one rank.
@@ -29,8 +29,8 @@ class DistEnv:
         rank: global rank ``0 <= rank < world_size``.
         world_size: number of processes ``W``.
         local_rank: rank on this machine (selects the GPU).
-        started: whether :func:`init_distributed` created the process group (and so
-            :func:`close_distributed` should destroy it).
+        started: whether [init_distributed][manifold_align.train.distributed.init_distributed] created the process group (and so
+            [close_distributed][manifold_align.train.distributed.close_distributed] should destroy it).
     """
 
     rank: int = 0
@@ -66,7 +66,7 @@ def init_distributed(
             torch's default 30 minutes (``train.collective_timeout_s``; docs/scaling.md).
 
     Returns:
-        The :class:`DistEnv`; ``world_size = 1`` when no group is needed.
+        The [DistEnv][manifold_align.train.distributed.DistEnv]; ``world_size = 1`` when no group is needed.
 
     Raises:
         ValueError: a non-integer ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, or a rank outside
@@ -92,7 +92,7 @@ def init_distributed(
 
 
 def close_distributed(env: DistEnv) -> None:
-    """Destroy the default process group if :func:`init_distributed` created it."""
+    """Destroy the default process group if [init_distributed][manifold_align.train.distributed.init_distributed] created it."""
     if env.started and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -6,14 +6,14 @@ same suite ``manifold-align eval`` runs); on ``W`` ranks the trainer wraps the m
 the ranks and gather the points. Both live with the evaluation and are re-exported here,
 where earlier releases documented them.
 
-:class:`BenchmarkEvaluator` adds standard datasets on disk (``eval.benchmarks``: ImageNet-1k
+`BenchmarkEvaluator` adds standard datasets on disk (``eval.benchmarks``: ImageNet-1k
 and CIFAR zero-shot, COCO/Flickr30k retrieval, image folders, CLIP_benchmark's webdataset
-layout) through :mod:`manifold_align.evaluate.standard`; each is checked when the evaluator is
+layout) through [manifold_align.evaluate.standard][manifold_align.evaluate.standard]; each is checked when the evaluator is
 built, so a wrong path stops the run before its first step. Its metrics are
 ``<name>/top1``, ``<name>/top5``, ``<name>/mean_per_class_recall`` or
 ``<name>/image_to_text@k``, ``<name>/text_to_image@k``, and ``<name>/skipped``. On ``W``
 ranks it splits the classes, images and captions over the ranks itself (each rank reads only
-its share of the images) and gathers the results. :func:`combine` joins evaluators.
+its share of the images) and gathers the results. `combine` joins evaluators.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class BenchmarkEvaluator:
     """``evaluator(model, step) -> {"<name>/<metric>": value}`` on standard datasets on disk.
 
     Args:
-        specs: the benchmarks (:class:`~manifold_align.evaluate.benchmarks.BenchmarkSpec`).
+        specs: the benchmarks ([BenchmarkSpec][manifold_align.evaluate.benchmarks.BenchmarkSpec]).
         tokenize: the run's tokenizer.
         batch_size: images or prompts per forward pass (per rank).
         precision: ``"fp32"`` or ``"bf16"``.
@@ -65,7 +65,7 @@ class BenchmarkEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, step: int = 0) -> dict[str, float]:
-        """Evaluate ``model`` (or a :class:`RankSplitEncoder` around it: then the work is
+        """Evaluate ``model`` (or a [RankSplitEncoder][manifold_align.evaluate.ranks.RankSplitEncoder] around it: then the work is
         split over the ranks) on every benchmark."""
         split = isinstance(model, RankSplitEncoder)
         inner = model.model if split else model
@@ -77,7 +77,7 @@ class BenchmarkEvaluator:
 
 
 def benchmark_specs(benchmarks: dict[str, Any]) -> list[BenchmarkSpec]:
-    """``eval.benchmarks`` (name -> :class:`~manifold_align.train.config.BenchmarkEntry`) as
+    """``eval.benchmarks`` (name -> [BenchmarkEntry][manifold_align.train.config.BenchmarkEntry]) as
     benchmark specs.
 
     Raises:

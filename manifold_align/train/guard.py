@@ -38,14 +38,14 @@ def _describe(t: torch.Tensor) -> str:
 
 
 def check_scalar(step: int, name: str, value: float | torch.Tensor) -> None:
-    """Raise :class:`NonFiniteError` if the scalar ``value`` is NaN or Inf."""
+    """Raise `NonFiniteError` if the scalar ``value`` is NaN or Inf."""
     v = float(value)
     if not math.isfinite(v):
         raise NonFiniteError(step, name, str(v))
 
 
 def check_tensors(step: int, model: torch.nn.Module, what: str = "gradient") -> None:
-    """Raise :class:`NonFiniteError` naming the first parameter whose ``what`` is not finite.
+    """Raise `NonFiniteError` naming the first parameter whose ``what`` is not finite.
 
     Args:
         step: the current optimizer step.

@@ -2,17 +2,17 @@
 
 A fresh run whose config names ``model.init_from: PATH``:
 
-1. loads the source (:func:`load_source`): a run folder or checkpoint of ours
-   (:func:`~manifold_align.train.run.load_trained`, with its tokenizer, which the run then
+1. loads the source (`load_source`): a run folder or checkpoint of ours
+   ([load_trained][manifold_align.train.run.load_trained], with its tokenizer, which the run then
    uses: token ids must mean what the source's embedding rows learnt), or an OpenCLIP /
    Hugging Face checkpoint through ``manifold_align.pretrained.load_pretrained`` (the run's
    ``data.tokenizer`` must then be that model's tokenizer);
-2. builds the run's model from ``model.name`` as usual and fills it (:func:`initialize_from`):
+2. builds the run's model from ``model.name`` as usual and fills it (`initialize_from`):
    the source's weights one for one when both sit on the same manifold, or
-   :func:`~manifold_align.models.convert.sphere_to_oblique` when the source is a sphere
+   [sphere_to_oblique][manifold_align.models.convert.sphere_to_oblique] when the source is a sphere
    model and ``model.name`` an oblique one;
 3. writes that model as the run's ``step_00000000`` checkpoint
-   (:func:`save_initial_checkpoint`), so ``manifold-align eval`` measures the starting point
+   (`save_initial_checkpoint`), so ``manifold-align eval`` measures the starting point
    and ``--resume latest`` restarts from it.
 """
 
@@ -89,7 +89,7 @@ def initialize_from(model: TwoTower, source: TwoTower, sot_id: int, **convert: A
     """Overwrite ``model``'s weights with ``source``'s, converted onto its manifold if needed.
 
     Same manifold: the state is copied one for one (strict). Sphere source, oblique
-    ``model``: :func:`~manifold_align.models.convert.sphere_to_oblique` with ``model.config``
+    ``model``: [sphere_to_oblique][manifold_align.models.convert.sphere_to_oblique] with ``model.config``
     as the target and ``sot_id`` the tokenizer's start id (``convert``: its other keywords).
 
     Raises:

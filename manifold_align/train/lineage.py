@@ -3,7 +3,7 @@
 A run resumed from step ``s`` while its ``checkpoints/`` holds checkpoints after ``s`` (say,
 ``--resume checkpoints/step_00000010`` of a run that reached step 24) replays steps ``s+1,
 ...`` differently from the first time. The checkpoints after ``s`` belong to the abandoned
-lineage: :func:`supersede` moves them, unchanged, into
+lineage: [supersede][manifold_align.train.lineage.supersede] moves them, unchanged, into
 ``checkpoints/superseded-<UTC time>/`` (with a copy of ``metrics.jsonl`` as it was), points
 ``latest`` back at the newest checkpoint left, and so
 

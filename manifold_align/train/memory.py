@@ -187,7 +187,7 @@ def estimate_memory(
 def memory_table(
     rows: list[tuple[str, int, int, bool]], precision: str = "bf16", loss: LossKind = "infonce"
 ) -> str:
-    """A Markdown table of :func:`estimate_memory` for ``(model, batch, world_size, grad_ckpt)`` rows."""
+    """A Markdown table of [estimate_memory][manifold_align.train.memory.estimate_memory] for ``(model, batch, world_size, grad_ckpt)`` rows."""
     lines = [
         f"| model | per-GPU batch | GPUs (global batch) | grad ckpt | params | model state "
         f"| activations | loss ({loss}) | total |",

@@ -8,7 +8,7 @@ Every parameter lands in exactly one group:
   the temperature, AdamW without weight decay (decaying them only shrinks what the model
   must learn back);
 * ``manifold``: every ``geoopt.ManifoldParameter``, updated by
-  :class:`manifold_align.optim.RiemannianAdam` with its manifold carried by the parameter
+  [manifold_align.optim.RiemannianAdam][manifold_align.optim.radam.RiemannianAdam] with its manifold carried by the parameter
   group (so it survives a reload that drops the tensor's tag).
 
 ``lr_scale`` (``{glob: factor}``, ``fnmatch`` over parameter names) splits each group further

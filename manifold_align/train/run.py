@@ -1,7 +1,7 @@
-"""One training run from a :class:`~manifold_align.train.config.RunConfig`: build, train, report.
+"""One training run from a [RunConfig][manifold_align.train.config.RunConfig]: build, train, report.
 
-:func:`train` assembles the pieces the config names (tokenizer, model, optimizers, data,
-evaluator), runs :func:`~manifold_align.train.trainer.fit`, and leaves a run folder:
+[train][manifold_align.train.run.train] assembles the pieces the config names (tokenizer, model, optimizers, data,
+evaluator), runs [fit][manifold_align.train.trainer.fit], and leaves a run folder:
 
 ```
 <run>/config.yaml        the resolved config
@@ -13,7 +13,7 @@ evaluator), runs :func:`~manifold_align.train.trainer.fit`, and leaves a run fol
 <run>/summary.md         the last metrics, for people
 ```
 
-:func:`load_trained` rebuilds a trained model (and its tokenizer) from a run folder or a
+[load_trained][manifold_align.train.run.load_trained] rebuilds a trained model (and its tokenizer) from a run folder or a
 checkpoint directory alone.
 """
 
@@ -72,7 +72,7 @@ TOKENIZER_FILE = "tokenizer.json"
 
 @dataclass
 class RunResult:
-    """What :func:`train` returns.
+    """What [train][manifold_align.train.run.train] returns.
 
     Attributes:
         run_dir: the run folder.
@@ -285,7 +285,7 @@ def train(
     """Train the run ``config`` describes into ``run_dir``; see the module docstring.
 
     Rank 0 holds ``run_dir``'s lock for the whole run (see
-    :func:`~manifold_align.run_folder.open_run_folder`); nothing in ``run_dir`` changes
+    [open_run_folder][manifold_align.run_folder.open_run_folder]); nothing in ``run_dir`` changes
     before the resume (if any) is accepted.
 
     Args:

@@ -65,7 +65,7 @@ def lr_factor(
     is scaled by the same factor, so all groups warm up and decay together.
 
     Raises:
-        ValueError: as :func:`cosine_lr`, and for ``min_ratio`` outside ``[0, 1]``.
+        ValueError: as [cosine_lr][manifold_align.train.schedule.cosine_lr], and for ``min_ratio`` outside ``[0, 1]``.
     """
     if not 0.0 <= min_ratio <= 1.0:
         raise ValueError(f"min_ratio: expected in [0, 1], got {min_ratio}")

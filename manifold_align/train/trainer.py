@@ -86,8 +86,8 @@ class BatchSource(Protocol):
         """Endless micro-batches after the first ``start``.
 
         A batch is ``(images, tokens)`` or ``(images, tokens, skipped)`` (a
-        :class:`~manifold_align.data.collate.Batch`) where ``skipped`` is the
-        :class:`~manifold_align.data.skipped.SkippedSamples` record of its unreadable samples.
+        [Batch][manifold_align.data.collate.Batch]) where ``skipped`` is the
+        [SkippedSamples][manifold_align.data.skipped.SkippedSamples] record of its unreadable samples.
         """
         ...
 
@@ -120,10 +120,10 @@ def fit(
             ``model.temperature`` with ``clamp_()``, if present, is projected after each step.
             Already on its device; not yet wrapped (``fit`` wraps it in DDP on several ranks;
             its loss should already be the distributed one there, see
-            :func:`~manifold_align.losses.distributed.to_distributed`).
-        optimizers: from :func:`manifold_align.train.optimizers.build_optimizers`; each group's
+            [to_distributed][manifold_align.losses.distributed.to_distributed]).
+        optimizers: from [manifold_align.train.optimizers.build_optimizers][manifold_align.train.optimizers.build_optimizers]; each group's
             ``initial_lr`` is its base rate.
-        batches: the data, see :class:`BatchSource`.
+        batches: the data, see `BatchSource`.
         config: the resolved run configuration.
         run_dir: the run folder.
         evaluate: ``evaluate(model, step) -> {name: value}``, called in eval mode without
@@ -131,7 +131,7 @@ def fit(
             several ranks every rank calls it (with the same arguments) on a
             [RankSplitEncoder][manifold_align.evaluate.ranks.RankSplitEncoder].
         resume: a checkpoint directory to continue from (see
-            :func:`~manifold_align.train.checkpoint.find_checkpoint`).
+            [find_checkpoint][manifold_align.train.checkpoint.find_checkpoint]).
         checkpoint_files: files copied into every checkpoint (``{name: path}``).
         on_accept: called on rank 0 once ``resume`` (if any) is loaded and accepted and the
             checkpoints it supersedes are moved aside, before anything else is written into
@@ -143,7 +143,7 @@ def fit(
         clock: the progress lines' clock (``time.monotonic`` when ``None``), for tests.
 
     Checkpoints of ``run_dir`` newer than the one resumed from (all of them for a fresh
-    run) are moved aside first (:func:`~manifold_align.train.lineage.supersede`);
+    run) are moved aside first ([supersede][manifold_align.train.lineage.supersede]);
     rotation never deletes the checkpoint resumed from.
 
     Returns:
