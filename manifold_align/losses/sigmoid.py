@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from manifold_align.losses.output import LossOutput, pair_diagnostics
+from manifold_align.losses.output import LossOutput, pair_diagnostics, pair_logits
 from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.validation import check_finite_scalar, check_logits, flat_pair
 from manifold_align.manifolds.base import ContrastiveManifold
@@ -137,10 +137,9 @@ class SigmoidLoss(nn.Module):
             check_finite_scalar(scale, "temperature")
             check_finite_scalar(self.logit_bias, "logit_bias")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            m = self.manifold
-            logits = m.similarity(m.unflatten(x * scale), m.unflatten(y))
+            logits = pair_logits(self.manifold, x, y, scale)
             loss = sigmoid_from_logits(logits, self.logit_bias)
-        diagnostics = pair_diagnostics(x, y, scale)
+        diagnostics = pair_diagnostics(x, y, scale, self.manifold)
         diagnostics["bias"] = self.logit_bias.detach().float()
         return LossOutput(loss, diagnostics)
 
