@@ -3,6 +3,7 @@ expmap0), the registered configs, and evaluation on hyperbolic features."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from manifold_align import Lorentz, Product, Sphere
@@ -79,3 +80,22 @@ def test_evaluation_reads_lorentz_features_through_the_manifold():
     assert abs(geo["similarity"]["neg_mean"] - float(off)) < 1e-9
     assert abs(geo["alignment"] - float(m.dist2(x, y).mean())) < 1e-9
     assert geo["tokens"]["pos_mean"] == [geo["similarity"]["pos_mean"]]
+
+
+def test_entailment_weight_adds_the_cone_term_and_is_a_config_key():
+    from manifold_align.config import ConfigError, load_config
+    from manifold_align.losses import EntailmentConeLoss
+    from manifold_align.train.config import RunConfig
+
+    model = build_model("tiny-lorentz", **SMALL, entailment_weight=0.2)
+    images, tokens = torch.randn(4, 3, 16, 16), torch.randint(3, 64, (4, 8))
+    out, f = model(images, tokens, return_features=True)
+    cone = EntailmentConeLoss(model.manifold)(f.image, f.text)
+    torch.testing.assert_close(out.loss, model.loss(f.image, f.text).loss + 0.2 * cone.loss)
+    assert {"entailment", "violated"} <= set(out.diagnostics)
+    assert build_model("tiny-lorentz", **SMALL).entailment is None  # default 0: no term
+    config = load_config(RunConfig, None, ["model.name=tiny-lorentz",
+                                           "model.overrides={entailment_weight: 0.2}"])
+    assert config.model.overrides["entailment_weight"] == 0.2
+    with pytest.raises(ConfigError, match="entailment_weight"):
+        load_config(RunConfig, None, ["model.name=tiny", "model.overrides={entailment_weight: 0.2}"])

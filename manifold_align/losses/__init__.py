@@ -2,6 +2,7 @@
 
 * :class:`InfoNCE`: CLIP's symmetric softmax cross-entropy, dense or tiled (memory-lean).
 * :class:`SigmoidLoss`: SigLIP's pairwise sigmoid loss with a learnable bias.
+* :class:`EntailmentConeLoss`: MERU's per-pair hyperbolic cone term (an extra, weighted term).
 * :class:`Temperature`: learnable (CLIP's projection under a maximum), fixed, or none.
 * :func:`info_nce_from_logits`, :func:`sigmoid_from_logits`: the same losses over logits with
   any leading batch shape (used by the batched simulations).
@@ -17,6 +18,7 @@ from manifold_align.losses.distributed import (
     gather_with_grad,
     to_distributed,
 )
+from manifold_align.losses.entailment import EntailmentConeLoss
 from manifold_align.losses.infonce import InfoNCE, info_nce_from_logits
 from manifold_align.losses.output import LossOutput
 from manifold_align.losses.sigmoid import SigmoidLoss, sigmoid_from_logits
@@ -26,6 +28,7 @@ from manifold_align.losses.tiled import tiled_info_nce
 __all__ = [
     "DistributedInfoNCE",
     "DistributedSigmoidLoss",
+    "EntailmentConeLoss",
     "InfoNCE",
     "LossOutput",
     "SigmoidLoss",

@@ -50,6 +50,8 @@ class ModelConfig:
             (``Product(Sphere(token_dim), Lorentz(token_dim))``, ``tokens = 1``).
         curvature, learn_curvature, radius: the `Lorentz` factor's initial curvature $c$,
             whether $\\log c$ is learned (clamped to $[0.1, 10]$), and its radius.
+        entailment_weight: weight of MERU's entailment-cone term added to the contrastive
+            loss (``0``: none; needs ``manifold="lorentz"``; MERU uses 0.2).
         tokens: ``k``, class tokens of the ViT and output tokens of the text tower.
         token_dim: ``d``, the size of each token on the manifold.
         loss: ``"infonce"`` (CLIP) or ``"sigmoid"`` (SigLIP).
@@ -94,6 +96,7 @@ class ModelConfig:
     curvature: float = 1.0
     learn_curvature: bool = True
     radius: float = 5.0
+    entailment_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -136,6 +139,15 @@ class ModelConfig:
             raise ValueError(f"curvature: expected a number in [0.1, 10], got {self.curvature}")
         if not self.radius > 0:
             raise ValueError(f"radius: expected a positive number, got {self.radius}")
+        if not (math.isfinite(self.entailment_weight) and self.entailment_weight >= 0):
+            raise ValueError(
+                f"entailment_weight: expected a number >= 0, got {self.entailment_weight}"
+            )
+        if self.entailment_weight > 0 and self.manifold != "lorentz":
+            raise ValueError(
+                f"entailment_weight: the entailment-cone term needs manifold 'lorentz', "
+                f"got {self.manifold!r}"
+            )
         if self.loss not in ("infonce", "sigmoid"):
             raise ValueError(f"loss: expected 'infonce' or 'sigmoid', got {self.loss!r}")
         if self.temperature not in ("learnable", "fixed", "none"):
@@ -341,6 +353,6 @@ def build_model(
             loss: InfoNCE | SigmoidLoss = InfoNCE(manifold, temperature, config.loss_tile_size)
         else:
             loss = SigmoidLoss(manifold, temperature, config.sigmoid_bias_init)
-        model = TwoTower(vision, text, loss)
+        model = TwoTower(vision, text, loss, entailment_weight=config.entailment_weight)
     model.config = config
     return model
