@@ -2,7 +2,7 @@
 
 * :class:`InfoNCE`: CLIP's symmetric softmax cross-entropy, dense or tiled (memory-lean).
 * :class:`SigmoidLoss`: SigLIP's pairwise sigmoid loss with a learnable bias.
-* :class:`EntailmentConeLoss`: MERU's per-pair hyperbolic cone term (an extra, weighted term).
+* `EntailmentConeLoss`: MERU's per-pair hyperbolic cone term (an extra, weighted term).
 * :class:`Temperature`: learnable (CLIP's projection under a maximum), fixed, or none.
 * :func:`info_nce_from_logits`, :func:`sigmoid_from_logits`: the same losses over logits with
   any leading batch shape (used by the batched simulations).
