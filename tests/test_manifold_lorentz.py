@@ -60,10 +60,12 @@ def test_every_operation_matches_geoopt_lorentz_in_float64(c):
 def test_distance_of_nearby_points_is_accurate_in_float32_where_arccosh_is_not():
     m = Lorentz(8)
     x = sample(m, 64, 3)
-    y = m.expmap(x, m.proju(x, 1e-4 * torch.randn(64, 9, dtype=torch.float64)))
+    g = torch.Generator().manual_seed(13)
+    y = m.expmap(x, m.proju(x, 1e-4 * torch.randn(64, 9, dtype=torch.float64, generator=g)))
     exact = m.dist(x, y)  # float64
     got = m.dist(x.float(), y.float()).double()
-    torch.testing.assert_close(got, exact, atol=0, rtol=1e-3)
+    # rounding the coordinates (~1) to float32 moves the points by ~1e-7: 1e-3 of 1e-4
+    torch.testing.assert_close(got, exact, atol=0, rtol=5e-3)
     # the textbook arccosh(-c<x, y>_L) in float32 is off by orders of magnitude here
     xf, yf = x.float(), y.float()
     z = (-(xf[:, 1:] * yf[:, 1:]).sum(-1) + xf[:, 0] * yf[:, 0]).clamp_min(1)

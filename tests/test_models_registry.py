@@ -14,10 +14,13 @@ from manifold_align.models import ModelConfig, build_model, list_models, model_c
 NAMES = [
     "tiny",
     "tiny-oblique",
+    "tiny-lorentz",
+    "tiny-sphere-lorentz",
     "ViT-B-32",
     "ViT-B-32-oblique",
     "ViT-B-16",
     "ViT-B-16-oblique",
+    "ViT-B-16-lorentz",
     "ViT-L-14",
     "ViT-L-14-oblique",
 ]
@@ -33,6 +36,8 @@ def closed_form_parameters(c: ModelConfig) -> int:
     Vision: patch conv (no bias) 3 p^2 W + k class tokens + (k + N) positions + ln_pre + ln_post.
     Text: V W token embedding + (L + k - 1) positions + ln_final. Heads: W d each (no bias).
     Loss: the learnable logit scale (1) and, for the sigmoid loss, its bias (1).
+    Hyperbolic: a Lorentz factor's time coordinate is not a head output; each head has its
+    log scale (1) and the manifold its log curvature (1, when learned).
     """
     k, d = c.tokens, c.token_dim
     wv, wt = c.vision_width, c.text_width
@@ -43,9 +48,11 @@ def closed_form_parameters(c: ModelConfig) -> int:
         + c.vision_layers * block(wv) + 2 * wv
     )
     text = c.vocab_size * wt + (c.context_length + k - 1) * wt + c.text_layers * block(wt) + 2 * wt
-    heads = wv * d + wt * d
+    free = {"sphere": d, "oblique": d, "lorentz": d, "sphere-lorentz": 2 * d}[c.manifold]
+    hyperbolic = c.manifold in ("lorentz", "sphere-lorentz")
+    heads = wv * free + wt * free + 2 * hyperbolic
     loss = (c.temperature == "learnable") + (c.loss == "sigmoid")
-    return vision + text + heads + loss
+    return vision + text + heads + loss + (hyperbolic and c.learn_curvature)
 
 
 def count(model: torch.nn.Module) -> int:
@@ -143,7 +150,7 @@ def test_temperature_and_loss_choices():
         ({"token_dim": 0}, "token_dim: expected a positive integer"),
         ({"temperature_max": 1.0}, "temperature_max: expected >= temperature_init"),
         ({"temperature_init": -1.0}, "temperature_init: expected > 0"),
-        ({"manifold": "hyperbolic"}, "manifold: expected 'sphere' or 'oblique'"),
+        ({"manifold": "hyperbolic"}, r"manifold: expected one of \('sphere', 'oblique', 'lorentz'"),
         ({"loss": "triplet"}, "loss: expected 'infonce' or 'sigmoid'"),
         ({"colour": "red"}, "unknown model override 'colour'; valid keys: activation, context_length"),
     ],

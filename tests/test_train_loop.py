@@ -177,6 +177,15 @@ def test_temperature_is_projected_under_its_cap_after_every_step(tmp_path):
     assert all(s <= 20.0 * (1 + 1e-6) for s in scales[1:])
 
 
+def test_learnable_curvature_is_clamped_after_every_step(tmp_path):
+    config = micro("train.steps=2", "model.name=tiny-lorentz")
+    model, batches = _model_and_data(config)
+    with torch.no_grad():
+        model.manifold.log_curvature.fill_(math.log(50.0))  # above the bound 10
+    fit(model, _optimizers(model, config), batches, config, tmp_path)
+    assert float(model.manifold.curvature.detach()) <= 10.0 * (1 + 1e-6)
+
+
 def test_gradient_accumulation_averages_micro_batches(tmp_path):
     config = micro("train.steps=2", "train.grad_accum=3", "optim.lr=0.0", "train.clip_grad_norm=0")
     model, batches = _model_and_data(config)

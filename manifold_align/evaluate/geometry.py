@@ -18,6 +18,12 @@ $(i, c)$ ($NM - M$ of them).
 Alignment and uniformity use the *flattened* points, where
 $\\lVert x - y \\rVert^2 = 2k - 2 s(x, y)$ on ``Oblique(k, d)``.
 
+On a manifold whose similarity is not bilinear (``Lorentz``, and products with it) the
+ambient coordinates mean nothing of the kind: the similarity moments are read from
+``manifold.similarity`` in row blocks (``O(N M)`` time, one block of memory), the whole
+point counts as one "token", and alignment and uniformity use the geodesic distance
+``manifold.dist`` in place of $\\lVert x - y \\rVert$.
+
 Memory stays bounded without any $N \\times M$ matrix: over all pairs,
 $\\sum_{i,c} \\langle x_i, y_c \\rangle = \\langle \\sum_i x_i, \\sum_c y_c \\rangle$ and
 $\\sum_{i,c} \\langle x_i, y_c \\rangle^2 = \\langle X^\\top X, Y^\\top Y \\rangle_F$ (Gram
@@ -88,6 +94,19 @@ def _pair_moments(
     gram_x = torch.einsum("nkd,nke->kde", x, x)
     gram_y = torch.einsum("nkd,nke->kde", y, y)
     all_sq = (gram_x * gram_y).sum((-2, -1))  # (k,)
+    return _moments(pos_sum, pos_sq, all_sum, all_sq, m, n_neg)
+
+
+def _moments(
+    pos_sum: torch.Tensor,
+    pos_sq: torch.Tensor,
+    all_sum: torch.Tensor,
+    all_sq: torch.Tensor,
+    m: int,
+    n_neg: int,
+) -> dict[str, torch.Tensor | int]:
+    """Means and standard deviations over ``m`` positive and ``n_neg`` negative pairs from the
+    sums of $s$ and $s^2$ over the positives and over all pairs."""
     pos_mean = pos_sum / m
     neg_mean = (all_sum - pos_sum) / n_neg
     pos_var = (pos_sq / m - pos_mean.square()).clamp_min(0)
@@ -100,6 +119,26 @@ def _pair_moments(
         "num_positive": m,
         "num_negative": n_neg,
     }
+
+
+def _similarity_moments(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    owner: torch.Tensor,
+    manifold: ContrastiveManifold,
+    rows: int = 256,
+) -> dict[str, torch.Tensor | int]:
+    """`_pair_moments` (one token) from ``manifold.similarity`` in blocks of ``rows`` images."""
+    n, m = x.shape[0], y.shape[0]
+    n_neg = n * m - m
+    pos_sum = pos_sq = all_sum = all_sq = x.new_zeros(1)
+    for a in range(0, n, rows):
+        s = manifold.similarity(x[a : a + rows], y)  # (r, M)
+        is_pos = owner[None, :] == torch.arange(a, a + s.shape[0], device=x.device)[:, None]
+        pos = s[is_pos]
+        pos_sum, pos_sq = pos_sum + pos.sum(), pos_sq + pos.square().sum()
+        all_sum, all_sq = all_sum + s.sum(), all_sq + s.square().sum()
+    return _moments(pos_sum, pos_sq, all_sum, all_sq, m, n_neg)
 
 
 def _pairs(
@@ -148,7 +187,12 @@ def similarity_gap(
             ``caption_to_image``, or a non-finite ``scale``.
     """
     x, y, owner = _pairs(image_points, text_points, manifold, caption_to_image)
-    stats = _pair_moments(manifold.flatten(x).unsqueeze(1), manifold.flatten(y).unsqueeze(1), owner)
+    if manifold.bilinear:
+        stats = _pair_moments(
+            manifold.flatten(x).unsqueeze(1), manifold.flatten(y).unsqueeze(1), owner
+        )
+    else:
+        stats = _similarity_moments(x, y, owner, manifold)
     out: dict[str, float | int | list[float]] = {
         key: (value.item() if isinstance(value, torch.Tensor) else value)
         for key, value in stats.items()
@@ -190,9 +234,12 @@ def token_similarity_stats(
         ValueError: as [similarity_gap][manifold_align.evaluate.geometry.similarity_gap], or a point shape of more than two dimensions.
     """
     x, y, owner = _pairs(image_points, text_points, manifold, caption_to_image)
-    stats = _pair_moments(
-        _tokens(x, manifold, "image_points"), _tokens(y, manifold, "text_points"), owner
-    )
+    if manifold.bilinear:
+        stats = _pair_moments(
+            _tokens(x, manifold, "image_points"), _tokens(y, manifold, "text_points"), owner
+        )
+    else:  # one "token": the whole point and its (non-bilinear) similarity
+        stats = _similarity_moments(x, y, owner, manifold)
     stats["gap"] = stats["pos_mean"] - stats["neg_mean"]
     return {
         key: (value.tolist() if isinstance(value, torch.Tensor) else value)
@@ -225,6 +272,8 @@ def alignment(
     x = _points64(image_points, manifold, "image_points")
     y = _points64(text_points, manifold, "text_points").to(x.device)
     owner = caption_owner(caption_to_image, x.shape[0], y.shape[0]).to(x.device)
+    if not manifold.bilinear:
+        return manifold.dist(x[owner], y).pow(alpha).mean().item()
     diff = manifold.flatten(x)[owner] - manifold.flatten(y)
     return diff.norm(dim=-1).pow(alpha).mean().item()
 
@@ -278,7 +327,10 @@ def uniformity(
         rows = torch.arange(a, a + xa.shape[0], device=x.device)
         for b in range(a, n, chunk_size):
             xb, sb = x[b : b + chunk_size], sq[b : b + chunk_size]
-            d2 = (sa[:, None] + sb[None, :] - 2 * xa @ xb.T).clamp_min(0)
+            if manifold.bilinear:
+                d2 = (sa[:, None] + sb[None, :] - 2 * xa @ xb.T).clamp_min(0)
+            else:  # geodesic, one row at a time (no (a, b, D) intermediate)
+                d2 = torch.stack([manifold.dist2(xi, xb) for xi in xa])
             logits = -t * d2
             if b == a:  # keep only j > i inside the diagonal block
                 cols = torch.arange(b, b + xb.shape[0], device=x.device)

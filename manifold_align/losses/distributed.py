@@ -51,7 +51,7 @@ from manifold_align.losses.collectives import (
     start_shift,
 )
 from manifold_align.losses.infonce import InfoNCE
-from manifold_align.losses.output import LossOutput, pair_diagnostics
+from manifold_align.losses.output import LossOutput, pair_diagnostics, pair_logits
 from manifold_align.losses.sigmoid import SigmoidLoss
 from manifold_align.losses.temperature import Temperature
 from manifold_align.losses.tiled import (
@@ -267,10 +267,9 @@ def distributed_info_nce(
     with torch.autocast(device_type=x.device.type, enabled=False):
         xs, ys = gather_with_grad(x, group), gather_with_grad(y, group)
         if tile_size is None:
-            m = manifold
             labels = torch.arange(offset, offset + b, device=x.device)
-            image_rows = m.similarity(m.unflatten(x * scale), m.unflatten(ys))
-            text_rows = m.similarity(m.unflatten(y * scale), m.unflatten(xs))
+            image_rows = pair_logits(manifold, x, ys, scale)
+            text_rows = pair_logits(manifold, y, xs, scale)
             loss = 0.5 * (F.cross_entropy(image_rows, labels) + F.cross_entropy(text_rows, labels))
         else:
             image_side = RowsCrossEntropy.apply(x, ys, scale, offset, tile_size)
@@ -328,6 +327,11 @@ def distributed_sigmoid(
         TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
     """
     _check_flat(manifold, x, y, scale)
+    if not manifold.bilinear:
+        raise ValueError(
+            f"manifold: the distributed sigmoid loss (ring blocks and its diagnostics) needs a "
+            f"bilinear similarity, {manifold!r} has none; use the InfoNCE"
+        )
     if exchange not in _EXCHANGES:
         raise ValueError(f"exchange: expected one of {_EXCHANGES}, got {exchange!r}")
     check_tile_size(tile_size)
@@ -478,7 +482,7 @@ class DistributedInfoNCE(InfoNCE):
             self.manifold, x, y, scale, tile_size=self.tile_size, group=self.group
         )
         with torch.autocast(device_type=x.device.type, enabled=False):
-            diagnostics = pair_diagnostics(xs, ys, scale)
+            diagnostics = pair_diagnostics(xs, ys, scale, self.manifold)
         return LossOutput(loss, diagnostics)
 
     def extra_repr(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from manifold_align.losses.output import LossOutput, pair_diagnostics
+from manifold_align.losses.output import LossOutput, pair_diagnostics, pair_logits
 from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.tiled import tiled_info_nce
 from manifold_align.losses.validation import (
@@ -92,7 +92,8 @@ class InfoNCE(nn.Module):
     The dense path builds ``S`` once (the text side reads its columns); the tiled path
     (``tile_size`` set) never holds more than a few ``tile_size x B`` strips, recomputes them
     in a hand-written backward, and relies on ``similarity(x, y) == flatten(x) @
-    flatten(y).T``, which every manifold of this library guarantees. Both run in float32 (float64
+    flatten(y).T`` (a `bilinear` manifold: all but `Lorentz` and products with it, for which
+    the dense path scales the similarity instead of the features). Both run in float32 (float64
     stays float64) even under autocast.
 
     Args:
@@ -119,7 +120,8 @@ class InfoNCE(nn.Module):
         TypeError: ``manifold`` is not a ``ContrastiveManifold``; a bare number or another type
             as ``temperature_obj``; more than one of ``temperature_obj``, ``temperature=``,
             ``scale=``.
-        ValueError: ``tile_size`` not a positive int; a non-positive scale or temperature;
+        ValueError: ``tile_size`` not a positive int, or set for a manifold that is not
+            bilinear; a non-positive scale or temperature;
             ``Temperature.learnable()``'s sphere defaults on a manifold whose similarity range
             is not ``[-1, 1]`` (use ``Temperature.learnable(manifold=...)``).
     """
@@ -142,6 +144,11 @@ class InfoNCE(nn.Module):
                 f"manifold: expected a ContrastiveManifold, got {type(manifold).__name__}"
             )
         check_tile_size(tile_size)
+        if tile_size is not None and not manifold.bilinear:
+            raise ValueError(
+                f"tile_size: the tiled InfoNCE needs a bilinear similarity (flat matmul), "
+                f"{manifold!r} has none; use tile_size=None"
+            )
         self.manifold = manifold
         self.temperature = resolve_temperature(manifold, temperature_obj, temperature, scale)
         self.tile_size = tile_size
@@ -174,12 +181,10 @@ class InfoNCE(nn.Module):
             check_finite_scalar(scale, "temperature")
         with torch.autocast(device_type=x.device.type, enabled=False):
             if self.tile_size is None:
-                m = self.manifold
-                logits = m.similarity(m.unflatten(x * scale), m.unflatten(y))
-                loss = info_nce_from_logits(logits)
+                loss = info_nce_from_logits(pair_logits(self.manifold, x, y, scale))
             else:
                 loss = tiled_info_nce(x, y, scale, self.tile_size)
-        return LossOutput(loss, pair_diagnostics(x, y, scale))
+        return LossOutput(loss, pair_diagnostics(x, y, scale, self.manifold))
 
     def extra_repr(self) -> str:
         mode = "dense" if self.tile_size is None else f"tile_size={self.tile_size}"

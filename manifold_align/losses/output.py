@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["LossOutput", "pair_diagnostics"]
+__all__ = ["LossOutput", "pair_diagnostics", "pair_logits"]
 
 
 class LossOutput(NamedTuple):
@@ -36,9 +36,22 @@ class LossOutput(NamedTuple):
         return self.loss.item()
 
 
+def pair_logits(manifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * similarity(x, y)`` of flat features ``(N, D), (M, D) -> (N, M)``.
+
+    On a `bilinear` manifold the scale multiplies ``x`` first (``N D`` products instead of
+    ``N M``, and the hand-written backward of the logits sees one matmul); otherwise
+    (`Lorentz`, whose similarity is a distance) it multiplies the similarity.
+    """
+    m = manifold
+    if m.bilinear:
+        return m.similarity(m.unflatten(x * scale), m.unflatten(y))
+    return scale * m.similarity(m.unflatten(x), m.unflatten(y))
+
+
 @torch.no_grad()
 def pair_diagnostics(
-    x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+    x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, manifold=None
 ) -> dict[str, torch.Tensor]:
     """Mean positive and negative similarity of flat feature batches, in O(B D), no B x B pass.
 
@@ -47,11 +60,15 @@ def pair_diagnostics(
     $\\mathrm{neg} = (\\sum_{ij} S_{ij} - \\operatorname{tr} S) / (B^2 - B)$ with
     $\\sum_{ij} S_{ij} = \\langle \\sum_i x_i, \\sum_j y_j\\rangle$;
     $\\mathrm{gap} = s\\,(\\mathrm{pos} - \\mathrm{neg})$. ``neg_sim`` is NaN when ``B == 1``.
+    For a ``manifold`` that is not `bilinear` (`Lorentz`), $S$ is the manifold's
+    ``similarity(x, y)`` matrix, formed in $O(B^2 D)$ as the loss itself forms it, and the same
+    means are read from it.
 
     Args:
         x: ``(B, D)`` flat image features.
         y: ``(B, D)`` flat text features.
         scale: 0-dim scale tensor.
+        manifold: the features' manifold; needed only when it is not bilinear.
 
     Computed in float32 (float64 stays float64) even under autocast.
 
@@ -63,8 +80,12 @@ def pair_diagnostics(
     x = x.detach().to(dtype)
     y = y.detach().to(dtype)
     with torch.autocast(x.device.type, enabled=False):  # vecdot would autocast to bf16 on CPU
-        trace = torch.linalg.vecdot(x, y).sum()
-        total = torch.dot(x.sum(0), y.sum(0))
+        if manifold is not None and not manifold.bilinear:
+            s = manifold.similarity(manifold.unflatten(x), manifold.unflatten(y))
+            trace, total = s.diagonal().sum(), s.sum()
+        else:
+            trace = torch.linalg.vecdot(x, y).sum()
+            total = torch.dot(x.sum(0), y.sum(0))
     pos = trace / b
     neg = (total - trace) / (b * b - b) if b > 1 else torch.full_like(trace, float("nan"))
     scale = scale.detach().to(dtype)

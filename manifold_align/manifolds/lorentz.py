@@ -421,7 +421,8 @@ class Lorentz(ContrastiveManifold):
         shape = self._full_shape(size)
         dtype = dtype or torch.get_default_dtype()
         g = torch.randn(shape, dtype=nx.working_dtype(dtype), device=device, generator=generator)
-        return self.expmap0(g / math.sqrt(self.dim)).to(dtype)
+        with torch.no_grad():  # a sample, not a function of a learnable curvature
+            return self.expmap0(g / math.sqrt(self.dim)).to(dtype)
 
     random_normal = random
 

@@ -21,13 +21,16 @@ from typing import Any, Literal
 import torch
 
 from manifold_align.losses import InfoNCE, SigmoidLoss, Temperature
-from manifold_align.manifolds import ContrastiveManifold, Oblique, Sphere
+from manifold_align.manifolds import ContrastiveManifold, Lorentz, Oblique, Product, Sphere
 from manifold_align.models.text import TextTransformer
 from manifold_align.models.transformer import ACTIVATIONS
 from manifold_align.models.two_tower import TwoTower
 from manifold_align.models.vision import VisionTransformer
 
 __all__ = ["ModelConfig", "build_model", "list_models", "model_config"]
+
+
+_MANIFOLDS = ("sphere", "oblique", "lorentz", "sphere-lorentz")
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,14 @@ class ModelConfig:
         vocab_size, context_length: the tokenizer's vocabulary size and the longest sequence.
         eot_id: the end-of-text id (``None``: the largest id in each row is EOT, CLIP's
             convention); pass the tokenizer's.
-        manifold: ``"sphere"`` (``Sphere(token_dim)``, needs ``tokens = 1``) or ``"oblique"``
-            (``Oblique(tokens, token_dim)``).
+        manifold: ``"sphere"`` (``Sphere(token_dim)``, needs ``tokens = 1``), ``"oblique"``
+            (``Oblique(tokens, token_dim)``), ``"lorentz"`` (``Lorentz(token_dim)``, MERU's
+            hyperbolic space, ``tokens = 1``) or ``"sphere-lorentz"``
+            (``Product(Sphere(token_dim), Lorentz(token_dim))``, ``tokens = 1``).
+        curvature, learn_curvature, radius: the `Lorentz` factor's initial curvature $c$,
+            whether $\\log c$ is learned (clamped to $[0.1, 10]$), and its radius.
+        entailment_weight: weight of MERU's entailment-cone term added to the contrastive
+            loss (``0``: none; needs ``manifold="lorentz"``; MERU uses 0.2).
         tokens: ``k``, class tokens of the ViT and output tokens of the text tower.
         token_dim: ``d``, the size of each token on the manifold.
         loss: ``"infonce"`` (CLIP) or ``"sigmoid"`` (SigLIP).
@@ -74,7 +83,7 @@ class ModelConfig:
     vocab_size: int = 49408
     context_length: int = 77
     eot_id: int | None = None
-    manifold: Literal["sphere", "oblique"] = "sphere"
+    manifold: Literal["sphere", "oblique", "lorentz", "sphere-lorentz"] = "sphere"
     tokens: int = 1
     token_dim: int = 512
     loss: Literal["infonce", "sigmoid"] = "infonce"
@@ -85,6 +94,10 @@ class ModelConfig:
     loss_tile_size: int | None = None
     grad_checkpointing: bool = False
     activation: Literal["gelu", "quick_gelu"] = "gelu"
+    curvature: float = 1.0
+    learn_curvature: bool = True
+    radius: float = 5.0
+    entailment_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -116,12 +129,25 @@ class ModelConfig:
             )
         if self.eot_id is not None and not 0 <= self.eot_id < self.vocab_size:
             raise ValueError(f"eot_id: expected an id in [0, {self.vocab_size}), got {self.eot_id}")
-        if self.manifold not in ("sphere", "oblique"):
-            raise ValueError(f"manifold: expected 'sphere' or 'oblique', got {self.manifold!r}")
-        if self.manifold == "sphere" and self.tokens != 1:
+        if self.manifold not in _MANIFOLDS:
+            raise ValueError(f"manifold: expected one of {_MANIFOLDS}, got {self.manifold!r}")
+        if self.manifold != "oblique" and self.tokens != 1:
             raise ValueError(
-                f"tokens: the sphere takes one token (CLIP's pooled embedding), got "
+                f"tokens: the {self.manifold} takes one token (a pooled embedding), got "
                 f"tokens={self.tokens}; use manifold='oblique' for k > 1"
+            )
+        if not (math.isfinite(self.curvature) and 0.1 <= self.curvature <= 10.0):
+            raise ValueError(f"curvature: expected a number in [0.1, 10], got {self.curvature}")
+        if not self.radius > 0:
+            raise ValueError(f"radius: expected a positive number, got {self.radius}")
+        if not (math.isfinite(self.entailment_weight) and self.entailment_weight >= 0):
+            raise ValueError(
+                f"entailment_weight: expected a number >= 0, got {self.entailment_weight}"
+            )
+        if self.entailment_weight > 0 and self.manifold != "lorentz":
+            raise ValueError(
+                f"entailment_weight: the entailment-cone term needs manifold 'lorentz', "
+                f"got {self.manifold!r}"
             )
         if self.loss not in ("infonce", "sigmoid"):
             raise ValueError(f"loss: expected 'infonce' or 'sigmoid', got {self.loss!r}")
@@ -149,10 +175,18 @@ class ModelConfig:
         return self.tokens * self.token_dim
 
     def build_manifold(self) -> ContrastiveManifold:
-        """``Sphere(token_dim)`` or ``Oblique(tokens, token_dim)``."""
+        """``Sphere(token_dim)``, ``Oblique(tokens, token_dim)``, ``Lorentz(token_dim)`` or
+        ``Product(Sphere(token_dim), Lorentz(token_dim))``."""
         if self.manifold == "sphere":
             return Sphere(self.token_dim)
-        return Oblique(self.tokens, self.token_dim)
+        if self.manifold == "oblique":
+            return Oblique(self.tokens, self.token_dim)
+        hyperbolic = Lorentz(
+            self.token_dim, self.curvature, radius=self.radius, learnable=self.learn_curvature
+        )
+        if self.manifold == "lorentz":
+            return hyperbolic
+        return Product(Sphere(self.token_dim), hyperbolic)
 
     def build_temperature(self) -> Temperature:
         """The [Temperature][manifold_align.losses.temperature.Temperature] this config asks for."""
@@ -215,10 +249,24 @@ _MODELS: dict[str, ModelConfig] = {
         temperature_init=1.0,
         temperature_max=100.0 / 8,
     ),
+    # MERU's hyperbolic space: similarity -d in [-10, 0] (radius 5), learnable curvature;
+    # scale from 1, capped at 100 / 10 so the largest logit is the sphere model's
+    "tiny-lorentz": dataclasses.replace(
+        _TINY, manifold="lorentz", temperature_init=1.0, temperature_max=10.0
+    ),
+    # mixed curvature S^63 x H^64: similarity in [-11, 1]
+    "tiny-sphere-lorentz": dataclasses.replace(
+        _TINY, manifold="sphere-lorentz", token_dim=64, temperature_init=1.0,
+        temperature_max=100.0 / 11,
+    ),
     "ViT-B-32": _clip(768, 12, 12, 32, 512, 8, 512, oblique=False),
     "ViT-B-32-oblique": _clip(768, 12, 12, 32, 512, 8, 512, oblique=True),
     "ViT-B-16": _clip(768, 12, 12, 16, 512, 8, 512, oblique=False),
     "ViT-B-16-oblique": _clip(768, 12, 12, 16, 512, 8, 512, oblique=True),
+    "ViT-B-16-lorentz": dataclasses.replace(
+        _clip(768, 12, 12, 16, 512, 8, 512, oblique=False),
+        manifold="lorentz", temperature_init=1.0, temperature_max=10.0,
+    ),
     "ViT-L-14": _clip(1024, 24, 16, 14, 768, 12, 768, oblique=False),
     "ViT-L-14-oblique": _clip(1024, 24, 16, 14, 768, 12, 768, oblique=True),
 }
@@ -306,6 +354,6 @@ def build_model(
             loss = SigmoidLoss(
                 manifold, temperature, config.sigmoid_bias_init, tile_size=config.loss_tile_size
             )
-        model = TwoTower(vision, text, loss)
+        model = TwoTower(vision, text, loss, entailment_weight=config.entailment_weight)
     model.config = config
     return model

@@ -10,12 +10,13 @@ where ``f_v``, ``f_t`` emit ``k`` token outputs each and ``h_v``, ``h_t`` are
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from manifold_align.losses import InfoNCE, LossOutput, SigmoidLoss, Temperature
+from manifold_align.losses import EntailmentConeLoss, InfoNCE, LossOutput, SigmoidLoss, Temperature
 from manifold_align.manifolds import ContrastiveManifold
 from manifold_align.models.head import ManifoldHead
 from manifold_align.models.text import TextTransformer
@@ -60,10 +61,18 @@ class TwoTower(nn.Module):
         vision: VisionTransformer,
         text: TextTransformer,
         loss: InfoNCE | SigmoidLoss,
+        *,
+        entailment_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(loss, (InfoNCE, SigmoidLoss)):
             raise TypeError(f"loss: expected InfoNCE or SigmoidLoss, got {type(loss).__name__}")
+        if not (math.isfinite(entailment_weight) and entailment_weight >= 0):
+            raise ValueError(f"entailment_weight: expected a number >= 0, got {entailment_weight}")
+        self.entailment_weight = float(entailment_weight)
+        self.entailment = (
+            EntailmentConeLoss(loss.manifold) if self.entailment_weight > 0 else None
+        )
         self.vision = vision
         self.text = text
         self.loss = loss
@@ -125,7 +134,9 @@ class TwoTower(nn.Module):
             return_features: also return the points as [Features][manifold_align.models.two_tower.Features].
 
         Returns:
-            The loss's ``LossOutput(loss, diagnostics)``, or ``(LossOutput, Features)``.
+            The loss's ``LossOutput(loss, diagnostics)``, or ``(LossOutput, Features)``. With
+            ``entailment_weight > 0`` the loss is ``contrastive + weight * cone`` and the
+            diagnostics gain ``entailment`` and ``violated``.
 
         Raises:
             ValueError: if ``images`` and ``tokens`` hold different batch sizes, or either has
@@ -138,4 +149,9 @@ class TwoTower(nn.Module):
             )
         features = Features(self.encode_image(images), self.encode_text(tokens))
         out = self.loss(features.image, features.text)
+        if self.entailment is not None:  # MERU's cone term, per pair (see EntailmentConeLoss)
+            cone = self.entailment(features.image, features.text)
+            out = LossOutput(
+                out.loss + self.entailment_weight * cone.loss, {**out.diagnostics, **cone.diagnostics}
+            )
         return (out, features) if return_features else out

@@ -117,7 +117,8 @@ def fit(
 
     Args:
         model: ``model(images, tokens)`` returns ``LossOutput(loss, diagnostics)``; a
-            ``model.temperature`` with ``clamp_()``, if present, is projected after each step.
+            ``model.temperature`` with ``clamp_()``, if present, is projected after each step,
+            and so is ``model.manifold`` (a learnable curvature; a no-op otherwise).
             Already on its device; not yet wrapped (``fit`` wraps it in DDP on several ranks;
             its loss should already be the distributed one there, see
             [to_distributed][manifold_align.losses.distributed.to_distributed]).
@@ -296,6 +297,9 @@ def fit(
                 opt.zero_grad(set_to_none=True)
             if temperature is not None and hasattr(temperature, "clamp_"):
                 temperature.clamp_()
+            manifold = getattr(getattr(model, "module", model), "manifold", None)
+            if manifold is not None and hasattr(manifold, "clamp_"):
+                manifold.clamp_()  # a learnable Lorentz curvature into its bounds
             if tc.debug:
                 check_tensors(step, model, "parameter")
             step += 1
