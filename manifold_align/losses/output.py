@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+if TYPE_CHECKING:
+    from manifold_align.manifolds.base import ContrastiveManifold
 
 __all__ = ["LossOutput", "pair_diagnostics", "pair_logits"]
 
@@ -36,7 +39,9 @@ class LossOutput(NamedTuple):
         return self.loss.item()
 
 
-def pair_logits(manifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def pair_logits(
+    manifold: ContrastiveManifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """``scale * similarity(x, y)`` of flat features ``(N, D), (M, D) -> (N, M)``.
 
     On a `bilinear` manifold the scale multiplies ``x`` first (``N D`` products instead of
@@ -51,7 +56,10 @@ def pair_logits(manifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor)
 
 @torch.no_grad()
 def pair_diagnostics(
-    x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, manifold=None
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    manifold: ContrastiveManifold | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean positive and negative similarity of flat feature batches, in O(B D), no B x B pass.
 
