@@ -153,7 +153,8 @@ class ContrastiveManifold(geoopt.Manifold, metaclass=abc.ABCMeta):
                 deviation and the tolerance.
         """
         tol = MEMBERSHIP_ATOL if atol is None else float(atol)
-        dev = float(self.deviation(x))
+        with torch.no_grad():  # a check, not part of the graph (a learnable curvature needs grad)
+            dev = float(self.deviation(x.detach()))
         if math.isfinite(dev) and dev > tol:  # NaN/Inf: check_finite's and the guard's to name
             raise ValueError(
                 f"{name}: not on {self!r}: {self.deviation_formula} = {dev:.3g} exceeds the "
