@@ -70,8 +70,8 @@ CONDITIONS: dict[str, tuple[str, Path, list[str]]] = {
 #: the measured budget (the tutorial's table): see the training tutorial for the wall time
 BUDGET = ["train.steps=70", "schedule.warmup_steps=7", "data.batch_size=64",
           "eval.zeroshot_samples=300", "eval.retrieval_samples=300"]
-FAST = ["train.steps=4", "schedule.warmup_steps=1", "data.batch_size=16",
-        "data.synthetic.size=256", "eval.zeroshot_samples=48", "eval.retrieval_samples=48"]
+FAST = ["train.steps=3", "schedule.warmup_steps=1", "data.batch_size=16",
+        "data.synthetic.size=128", "eval.zeroshot_samples=32", "eval.retrieval_samples=32"]
 COMMON = ["train.eval_every=0", "train.ckpt_every=0", "train.keep_checkpoints=1",
           "train.log_every=5", "train.progress=false", "train.device=cpu"]
 
