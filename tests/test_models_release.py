@@ -177,3 +177,10 @@ def test_release_configs_build_the_released_structure(name, k, d):
     assert c.temperature == "learnable" and c.temperature_init == pytest.approx(1 / 0.07)
     cap = math.exp(3.95) if k > 1 else 100.0
     assert c.temperature_max == pytest.approx(cap)
+
+
+def test_clip_checkpoints_are_never_matched_to_the_release_tower():
+    from manifold_align.pretrained.architecture import sphere_names
+
+    assert "ViT-B-16-sphere-release" not in sphere_names()
+    assert {"tiny", "ViT-B-32", "ViT-B-16", "ViT-L-14"} <= set(sphere_names())
