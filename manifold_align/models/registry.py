@@ -210,7 +210,8 @@ def _clip(vision_width: int, vision_layers: int, vision_heads: int, patch: int,
 
 
 # The oblique similarity spans [-16, 16] rather than [-1, 1]; its scale starts at 1 and is
-# capped at 100 / 16, so the largest logit equals the sphere model's (100 x 1).
+# capped at 100 / 16, so the largest logit equals the sphere model's (100 x 1): this project's
+# comparison at equal logit range, not the paper's value (the -release config below has that).
 _OBLIQUE_TEMPERATURE: dict[str, Any] = {"temperature_init": 1.0, "temperature_max": 100.0 / 16}
 
 # The paper's public inference release (github.com/minogame/clip-mtob,
