@@ -19,8 +19,8 @@ gives its special tokens small ids, so pass its ``eot_id``.
 ``k > 1`` (the multi-token form of CLIP's causal tower; the paper's release differs, below).
 The first token (SOT) is repeated to ``k`` copies that differ only by their positional
 embedding, so the sequence is ``[sot_1, ..., sot_k, t_2, ..., t_L]`` of length
-``S = L + k - 1`` and the positional embedding has ``context_length + k - 1`` rows. The outputs are the first ``k`` positions after
-``ln_final``: ``(B, k, W_t)``. The mask keeps the caption causal but lets the ``k`` leading
+``S = L + k - 1`` and the positional embedding has ``context_length + k - 1`` rows. The
+outputs are the first ``k`` positions after ``ln_final``: ``(B, k, W_t)``. The mask keeps the caption causal but lets the ``k`` leading
 summary rows read the whole caption up to and including its EOT:
 
 $$\\mathrm{may\\_attend}(i, j) = (j \\le i) \\lor (i < k \\land j \\le e + k - 1).$$
