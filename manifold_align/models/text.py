@@ -20,8 +20,8 @@ gives its special tokens small ids, so pass its ``eot_id``.
 The first token (SOT) is repeated to ``k`` copies that differ only by their positional
 embedding, so the sequence is ``[sot_1, ..., sot_k, t_2, ..., t_L]`` of length
 ``S = L + k - 1`` and the positional embedding has ``context_length + k - 1`` rows. The
-outputs are the first ``k`` positions after ``ln_final``: ``(B, k, W_t)``. The mask keeps the caption causal but lets the ``k`` leading
-summary rows read the whole caption up to and including its EOT:
+outputs are the first ``k`` positions after ``ln_final``: ``(B, k, W_t)``. The mask keeps the
+caption causal but lets the ``k`` leading summary rows read the whole caption up to and including its EOT:
 
 $$\\mathrm{may\\_attend}(i, j) = (j \\le i) \\lor (i < k \\land j \\le e + k - 1).$$
 
@@ -205,7 +205,8 @@ class TextTransformer(nn.Module):
         if self.ln_embedding is not None:
             x = self.ln_embedding(x)
         if self.mask == "padding":
-            return self.transformer(x, attn_mask=self._padding_mask(self.eot_positions(tokens), x.shape[1]))
+            padding = self._padding_mask(self.eot_positions(tokens), x.shape[1])
+            return self.transformer(x, attn_mask=padding)
         if self.tokens == 1:
             return self.transformer(x, is_causal=True)
         mask = self._summary_mask(self.eot_positions(tokens), x.shape[1])
