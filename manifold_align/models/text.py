@@ -21,7 +21,8 @@ The first token (SOT) is repeated to ``k`` copies that differ only by their posi
 embedding, so the sequence is ``[sot_1, ..., sot_k, t_2, ..., t_L]`` of length
 ``S = L + k - 1`` and the positional embedding has ``context_length + k - 1`` rows. The
 outputs are the first ``k`` positions after ``ln_final``: ``(B, k, W_t)``. The mask keeps the
-caption causal but lets the ``k`` leading summary rows read the whole caption up to and including its EOT:
+caption causal but lets the ``k`` leading summary rows read the whole caption up to and
+including its EOT:
 
 $$\\mathrm{may\\_attend}(i, j) = (j \\le i) \\lor (i < k \\land j \\le e + k - 1).$$
 
