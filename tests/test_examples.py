@@ -61,3 +61,27 @@ def test_make_benchmark_datasets_writes_every_layout(tmp_path):
     assert json.loads((tmp_path / "coco" / "dataset_coco.json").read_text())["images"][0]["split"] == "test"
     again = _example("make_benchmark_datasets.py", *argv, timeout=120)
     assert again.returncode == 2 and "already exist" in again.stderr
+
+
+def test_topology_ablation_fast(tmp_path):
+    out = tmp_path / "ablation"
+    proc = _example("topology_ablation.py", "--fast", "--seeds", "0", "1", "--out", str(out),
+                    timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "ablation.json").read_text())
+    assert list(results["runs"]) == ["sphere-s1", "oblique-s1", "sphere-sk"]
+    k = results["k"]
+    for name, scale in (("sphere-s1", 1.0), ("oblique-s1", 1.0), ("sphere-sk", float(k))):
+        runs = results["runs"][name]
+        assert sorted(runs) == ["0", "1"]
+        for row in runs.values():
+            assert row["scale"] == scale  # fixed temperatures stay where they were put
+            assert 0.0 <= row["zeroshot_top1"] <= 1.0 and 0.0 <= row["i2t_r1"] <= 1.0
+        mean, std = results["summary"][name]["gap_logits"]
+        values = [row["gap_logits"] for row in runs.values()]
+        assert mean == sum(values) / 2 and std >= 0.0
+    assert (out / "ablation.png").stat().st_size > 1000
+    assert "| `oblique-s1` |" in (out / "ablation.md").read_text()
+    assert (out / "runs" / "sphere-sk-seed1" / "metrics.jsonl").is_file()
+    again = _example("topology_ablation.py", "--fast", "--out", str(out), timeout=120)
+    assert again.returncode == 2 and "is not empty" in again.stderr

@@ -23,6 +23,8 @@ NAMES = [
     "ViT-B-16-lorentz",
     "ViT-L-14",
     "ViT-L-14-oblique",
+    "ViT-B-16-oblique-release",
+    "ViT-B-16-sphere-release",
 ]
 
 # CLIP's published totals (OpenAI's models, including the logit scale).
@@ -34,7 +36,7 @@ def closed_form_parameters(c: ModelConfig) -> int:
 
     Block: attention 4W^2 + 4W, MLP 8W^2 + 5W, two norms 4W -> 12 W^2 + 13 W.
     Vision: patch conv (no bias) 3 p^2 W + k class tokens + (k + N) positions + ln_pre + ln_post.
-    Text: V W token embedding + (L + k - 1) positions + ln_final. Heads: W d each (no bias).
+    Text: V W token embedding + (L + k - 1) positions + ln_final (+ ln_embedding). Heads: W d each (no bias).
     Loss: the learnable logit scale (1) and, for the sigmoid loss, its bias (1).
     Hyperbolic: a Lorentz factor's time coordinate is not a head output; each head has its
     log scale (1) and the manifold its log curvature (1, when learned).
@@ -48,6 +50,7 @@ def closed_form_parameters(c: ModelConfig) -> int:
         + c.vision_layers * block(wv) + 2 * wv
     )
     text = c.vocab_size * wt + (c.context_length + k - 1) * wt + c.text_layers * block(wt) + 2 * wt
+    text += 2 * wt * c.text_embed_norm
     free = {"sphere": d, "oblique": d, "lorentz": d, "sphere-lorentz": 2 * d}[c.manifold]
     hyperbolic = c.manifold in ("lorentz", "sphere-lorentz")
     heads = wv * free + wt * free + 2 * hyperbolic

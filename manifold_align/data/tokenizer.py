@@ -26,6 +26,11 @@ and pre-tokeniser are used as they are; its post-processor is bypassed (this cla
 SOT/EOT itself); the pad id is the vocabulary's ``<|pad|>`` if present, else ``0`` (OpenAI
 CLIP pads with 0; the text encoder never reads past EOT, so the pad value does not change its
 output).
+
+:func:`wordpiece_tokenizer` is BERT's WordPiece over a ``vocab.txt`` you bring (the paper's
+released text tower reads such ids, 30,522 of them): rows ``[[CLS], t_1 .. t_n, [SEP],
+[PAD] ...]``, split as ``transformers.BertTokenizer`` splits (:mod:`manifold_align.data.wordpiece`).
+Saved, it loads back with :meth:`Tokenizer.load` (the ``[CLS]``/``[SEP]`` names are recognised).
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, tra
 from tokenizers import Tokenizer as HFTokenizer
 
 from manifold_align.data.clip_bpe import CLIP_EOT, CLIP_SOT, clip_backend, clip_clean
+from manifold_align.data.wordpiece import (
+    WORDPIECE_CLS,
+    WORDPIECE_PAD,
+    WORDPIECE_SEP,
+    wordpiece_backend,
+)
 
 __all__ = [
     "CLEANERS",
@@ -52,6 +63,7 @@ __all__ = [
     "basic_clean",
     "clip_tokenizer",
     "default_tokenizer",
+    "wordpiece_tokenizer",
 ]
 
 SOT = "<|startoftext|>"
@@ -75,9 +87,25 @@ def basic_clean(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip().lower()
 
 
-CLEANERS: dict[str, Callable[[str], str]] = {"basic": basic_clean, "clip": clip_clean}
-"""Text cleanings by name: ``basic`` ([basic_clean][manifold_align.data.tokenizer.basic_clean]) and ``clip`` (OpenCLIP's, with
-``ftfy``: [manifold_align.data.clip_bpe.clip_clean][manifold_align.data.clip_bpe.clip_clean])."""
+def no_clean(text: str) -> str:
+    """The text unchanged (WordPiece's normaliser does BERT's cleaning itself).
+
+    Raises:
+        TypeError: if ``text`` is not a string.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text: got {type(text).__name__}, expected str")
+    return text
+
+
+CLEANERS: dict[str, Callable[[str], str]] = {
+    "basic": basic_clean,
+    "clip": clip_clean,
+    "none": no_clean,
+}
+"""Text cleanings by name: ``basic`` (`basic_clean`), ``clip`` (OpenCLIP's, with ``ftfy``:
+[clip_clean][manifold_align.data.clip_bpe.clip_clean]) and ``none`` (the tokenizer's own
+normaliser alone, as BERT's WordPiece runs)."""
 
 
 class Tokenizer:
@@ -203,8 +231,10 @@ class Tokenizer:
 
         ``sot``/``eot`` default to ``<|startoftext|>``/``<|endoftext|>``, or to OpenCLIP's
         ``<start_of_text>``/``<end_of_text>`` when the vocabulary has those instead (the file
-        [clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] saves); ``clean`` defaults to ``"clip"`` for OpenCLIP's names
-        and ``"basic"`` otherwise, so a saved [clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] loads back unchanged.
+        [clip_tokenizer][manifold_align.data.tokenizer.clip_tokenizer] saves), or to WordPiece's
+        ``[CLS]``/``[SEP]`` (pad ``[PAD]``) for a WordPiece model (the file `wordpiece_tokenizer`
+        saves); ``clean`` defaults to ``"clip"`` for OpenCLIP's names, ``"none"`` for WordPiece
+        and ``"basic"`` otherwise, so a saved tokenizer of either kind loads back unchanged.
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
@@ -222,10 +252,15 @@ class Tokenizer:
         openclip = sot is None and eot is None and tok.token_to_id(SOT) is None and all(
             tok.token_to_id(name) is not None for name in (CLIP_SOT, CLIP_EOT)
         )
+        wordpiece = sot is None and eot is None and not openclip and (
+            tok.token_to_id(SOT) is None and type(tok.model).__name__ == "WordPiece"
+        )
         if openclip:
             sot, eot = CLIP_SOT, CLIP_EOT
+        if wordpiece:
+            sot, eot, pad = WORDPIECE_CLS, WORDPIECE_SEP, WORDPIECE_PAD
         if clean is None:
-            clean = "clip" if openclip else "basic"
+            clean = "clip" if openclip else "none" if wordpiece else "basic"
         return cls(tok, context_length, sot=sot or SOT, eot=eot or EOT, pad=pad, clean=clean)
 
     def save(self, path: str | Path) -> Path:
@@ -340,3 +375,28 @@ def clip_tokenizer(context_length: int = 77) -> Tokenizer:
         ValueError: if ``context_length < 2``.
     """
     return Tokenizer(clip_backend(), context_length, sot=CLIP_SOT, eot=CLIP_EOT, clean="clip")
+
+
+def wordpiece_tokenizer(
+    vocab_file: str | Path, context_length: int = 77, *, lowercase: bool = True
+) -> Tokenizer:
+    """BERT's WordPiece over ``vocab_file``, framed ``[CLS] t_1 .. t_n [SEP] [PAD] ...``.
+
+    Rows equal ``transformers.BertTokenizer(vocab_file)``'s ``[CLS]`` + tokens cut to
+    ``L - 2`` + ``[SEP]`` + ``[PAD]`` padding, the input of the paper's released text tower
+    (its ``bert_tokenizer.py``), except that a literal ``[CLS]``/``[SEP]``/``[PAD]`` inside a
+    caption is dropped. The pad id is ``[PAD]``'s (``0`` if the file has none).
+
+    Args:
+        vocab_file: a WordPiece ``vocab.txt`` (one token a line).
+        context_length: ``L`` (the release uses 77).
+        lowercase: lower-case and strip accents (an uncased vocabulary, as the release's).
+
+    Raises:
+        FileNotFoundError: if ``vocab_file`` is not a file.
+        ValueError: a malformed vocabulary (see
+            :func:`~manifold_align.data.wordpiece.wordpiece_backend`) or ``context_length < 2``.
+    """
+    backend = wordpiece_backend(vocab_file, lowercase=lowercase)
+    return Tokenizer(backend, context_length, sot=WORDPIECE_CLS, eot=WORDPIECE_SEP,
+                     pad=WORDPIECE_PAD, clean="none")

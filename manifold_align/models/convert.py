@@ -49,10 +49,12 @@ from manifold_align.models.two_tower import TwoTower
 
 __all__ = ["ARCHITECTURE_FIELDS", "embedding_basis", "sphere_to_oblique"]
 
-#: ModelConfig fields that source and target must share (the towers' shapes and vocabulary).
+#: ModelConfig fields that source and target must share (the towers' shapes, vocabulary and
+#: text architecture).
 ARCHITECTURE_FIELDS = (
     "vision_width", "vision_layers", "vision_heads", "patch_size", "image_size",
     "text_width", "text_layers", "text_heads", "vocab_size", "context_length", "eot_id",
+    "text_mask", "text_norm", "text_embed_norm",
 )
 
 

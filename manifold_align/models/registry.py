@@ -2,8 +2,11 @@
 
 Each name is a [ModelConfig][manifold_align.models.registry.ModelConfig]. The CLIP sizes come in two forms: the plain name is
 CLIP's sphere model (``k = 1``, ``d`` = CLIP's embedding width) and ``-oblique`` is the
-multi-token model on ``Oblique(16, embed / 16)``, the same total size (the paper's
-reference: ``ViT-B-16-oblique`` is ``16 x 32 = 512``).
+multi-token model on ``Oblique(16, embed / 16)``, the same total size (``ViT-B-16-oblique``
+is ``16 x 32 = 512``, the paper's geometry with a CLIP text tower). The ``-release`` pair is
+the architecture of the paper's public inference release exactly: the same ViT-B/16, and a
+BERT-style text tower (bidirectional, post-norm, ``ln_embedding``, WordPiece's 30,522 ids);
+see docs/models.md.
 
 >>> model = build_model("tiny-oblique", vocab_size=512, eot_id=2)
 >>> model.manifold
@@ -22,8 +25,8 @@ import torch
 
 from manifold_align.losses import InfoNCE, SigmoidLoss, Temperature
 from manifold_align.manifolds import ContrastiveManifold, Lorentz, Oblique, Product, Sphere
-from manifold_align.models.text import TextTransformer
-from manifold_align.models.transformer import ACTIVATIONS
+from manifold_align.models.text import MASKS, POOLS, TextTransformer
+from manifold_align.models.transformer import ACTIVATIONS, NORMS
 from manifold_align.models.two_tower import TwoTower
 from manifold_align.models.vision import VisionTransformer
 
@@ -64,12 +67,23 @@ class ModelConfig:
         grad_checkpointing: per-block activation checkpointing in both towers.
         activation: the MLP activation of both towers, ``"gelu"`` (OpenCLIP's default) or
             ``"quick_gelu"`` (OpenAI's released CLIP weights, OpenCLIP's ``-quickgelu`` names).
+        text_mask: ``"causal"`` (CLIP's, with the summary rows for ``k > 1``) or
+            ``"padding"`` (key-padding only, bidirectional: the paper's release).
+        text_norm: the text blocks' norm placement, ``"pre"`` (CLIP) or ``"post"`` (BERT,
+            the release).
+        text_embed_norm: a layer norm after the text's token plus positional embedding (the
+            release).
+        text_pool: for ``k = 1``, the text output at EOT (``"eot"``, CLIP) or at position 0
+            (``"first"``, the release's sphere baseline); ``k > 1`` reads the first ``k``.
+
+    The four ``text_*`` defaults are CLIP's text tower, so every config without them builds
+    what it built before (same parameter names, shapes and outputs).
 
     Raises:
         ValueError: naming the field, for a non-positive size, a head count that does not
             divide its width, a patch size that does not divide the image size, a sphere with
             ``tokens != 1``, a temperature outside ``0 < init <= max``, or an unknown
-            activation.
+            activation, mask, norm placement or pooling.
     """
 
     vision_width: int = 768
@@ -98,6 +112,10 @@ class ModelConfig:
     learn_curvature: bool = True
     radius: float = 5.0
     entailment_weight: float = 0.0
+    text_mask: Literal["causal", "padding"] = "causal"
+    text_norm: Literal["pre", "post"] = "pre"
+    text_embed_norm: bool = False
+    text_pool: Literal["eot", "first"] = "eot"
 
     def __post_init__(self) -> None:
         for name in (
@@ -168,6 +186,11 @@ class ModelConfig:
             raise ValueError(f"loss_tile_size: expected None or > 0, got {self.loss_tile_size}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        for name, valid in (("text_mask", MASKS), ("text_norm", NORMS), ("text_pool", POOLS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name}: expected one of {valid}, got {getattr(self, name)!r}")
+        if not isinstance(self.text_embed_norm, bool):
+            raise ValueError(f"text_embed_norm: expected true or false, got {self.text_embed_norm!r}")
 
     @property
     def embed_dim(self) -> int:
@@ -220,8 +243,27 @@ def _clip(vision_width: int, vision_layers: int, vision_heads: int, patch: int,
 
 
 # The oblique similarity spans [-16, 16] rather than [-1, 1]; its scale starts at 1 and is
-# capped at 100 / 16, so the largest logit equals the sphere model's (100 x 1).
+# capped at 100 / 16, so the largest logit equals the sphere model's (100 x 1): this project's
+# comparison at equal logit range, not the paper's value (the -release config below has that).
 _OBLIQUE_TEMPERATURE: dict[str, Any] = {"temperature_init": 1.0, "temperature_max": 100.0 / 16}
+
+# The paper's public inference release (github.com/minogame/clip-mtob,
+# modeling_clip_helper_mtob.py / _ref.py, run_example.py): the ViT-B/16 image tower as above;
+# the text tower a BERT-style encoder (torch.nn.TransformerEncoder: post-norm, GELU,
+# key-padding mask only) of width 512, 8 heads, 12 layers, after a LayerNorm on token +
+# positional embedding, over the 30,522 WordPiece ids of its ERNIE/BERT vocabulary, context
+# 77 ([CLS] text [SEP] [PAD]...), its first token repeated to k; ln_final; one bias-free
+# projection. The sphere baseline reads position 0 ([CLS]). Both start the log-scale at
+# log(1/0.07) (the release's constructor). The cap: the public review record gives 3.95 for
+# the oblique model and 100 for the sphere; the release's parameter is the logarithm of the
+# scale (CLIP's convention, whose cap "100" is log(100) = 4.605 on that parameter), and
+# 3.95 > log(1/0.07) = 2.66 while 3.95 < 1/0.07 = 14.3, so 3.95 caps the logarithm:
+# scale <= exp(3.95) = 51.9 (a cap on the scale itself would sit below the initial value).
+_RELEASE_TEXT: dict[str, Any] = {
+    "vocab_size": 30522, "text_mask": "padding", "text_norm": "post",
+    "text_embed_norm": True, "text_pool": "first",
+}
+_RELEASE_OBLIQUE_CAP = math.exp(3.95)
 
 _TINY = ModelConfig(
     vision_width=128,
@@ -269,6 +311,13 @@ _MODELS: dict[str, ModelConfig] = {
     ),
     "ViT-L-14": _clip(1024, 24, 16, 14, 768, 12, 768, oblique=False),
     "ViT-L-14-oblique": _clip(1024, 24, 16, 14, 768, 12, 768, oblique=True),
+    "ViT-B-16-oblique-release": dataclasses.replace(
+        _clip(768, 12, 12, 16, 512, 8, 512, oblique=True), **_RELEASE_TEXT,
+        temperature_init=1 / 0.07, temperature_max=_RELEASE_OBLIQUE_CAP,
+    ),
+    "ViT-B-16-sphere-release": dataclasses.replace(
+        _clip(768, 12, 12, 16, 512, 8, 512, oblique=False), **_RELEASE_TEXT,
+    ),
 }
 
 
@@ -345,6 +394,10 @@ def build_model(
             eot_id=config.eot_id,
             grad_checkpointing=config.grad_checkpointing,
             activation=config.activation,
+            mask=config.text_mask,
+            norm=config.text_norm,
+            embed_norm=config.text_embed_norm,
+            pool=config.text_pool,
         )
         manifold = config.build_manifold()
         temperature = config.build_temperature()

@@ -1,4 +1,4 @@
-"""Causal text transformer with ``k`` output tokens.
+"""Text transformer with ``k`` output tokens: CLIP's causal form or the release's bidirectional one.
 
 Input: token ids ``(B, L)``, ``L <= context_length``, from a byte-pair tokenizer whose
 first token is the start-of-text (SOT) token and whose caption ends with an end-of-text
@@ -16,12 +16,13 @@ $$z = \\mathrm{LN_{final}}(\\mathrm{T_{causal}}(E_{tok}[t] + E_{pos}))_{e} \\in 
 vocabulary (OpenAI's tokenizer: 49407). A tokenizer trained by `manifold_align.data`
 gives its special tokens small ids, so pass its ``eot_id``.
 
-``k > 1`` (the paper's multi-token release). The first token (SOT) is repeated to ``k``
-copies that differ only by their positional embedding, so the sequence is
-``[sot_1, ..., sot_k, t_2, ..., t_L]`` of length ``S = L + k - 1`` and the positional
-embedding has ``context_length + k - 1`` rows. The outputs are the first ``k`` positions after
-``ln_final``: ``(B, k, W_t)``. The mask keeps the caption causal but lets the ``k`` leading
-summary rows read the whole caption up to and including its EOT:
+``k > 1`` (the multi-token form of CLIP's causal tower; the paper's release differs, below).
+The first token (SOT) is repeated to ``k`` copies that differ only by their positional
+embedding, so the sequence is ``[sot_1, ..., sot_k, t_2, ..., t_L]`` of length
+``S = L + k - 1`` and the positional embedding has ``context_length + k - 1`` rows. The
+outputs are the first ``k`` positions after ``ln_final``: ``(B, k, W_t)``. The mask keeps the
+caption causal but lets the ``k`` leading summary rows read the whole caption up to and
+including its EOT:
 
 $$\\mathrm{may\\_attend}(i, j) = (j \\le i) \\lor (i < k \\land j \\le e + k - 1).$$
 
@@ -30,6 +31,18 @@ would not depend on the caption at all. The caption rows keep CLIP's causal mask
 second layer on they can read the summary rows, which by then carry the whole caption, but
 only the first ``k`` outputs are ever read, so this changes no output's meaning. Positions
 after EOT (padding) reach no output, so no ``pad_id`` is needed.
+
+**The paper's released text tower** (``mask="padding"``, ``norm="post"``,
+``embed_norm=True``; the ``-release`` configs of :mod:`manifold_align.models.registry`) is a
+BERT-style encoder instead: the same ``k`` copies of the first token (``[CLS]``), a layer
+norm ``ln_embedding`` after token plus positional embedding, post-norm blocks (see
+:mod:`manifold_align.models.transformer`), and a key-padding mask only, so every position
+reads every real token (up to and including EOT, ``[SEP]``) in both directions:
+
+$$\\mathrm{may\\_attend}(i, j) = j \\le e + k - 1,$$
+
+then ``ln_final`` and the first ``k`` outputs. With ``k = 1`` the release's sphere baseline
+reads position 0 (``pool="first"``, the ``[CLS]`` output) rather than the EOT output.
 """
 
 from __future__ import annotations
@@ -39,7 +52,13 @@ from torch import nn
 
 from manifold_align.models.transformer import Transformer
 
-__all__ = ["TextTransformer"]
+__all__ = ["MASKS", "POOLS", "TextTransformer"]
+
+MASKS = ("causal", "padding")
+"""Text attention masks: CLIP's causal one (with the summary rows for ``k > 1``) or the
+release's key-padding mask alone (bidirectional)."""
+POOLS = ("eot", "first")
+"""Which output a ``k = 1`` text tower returns: at EOT (CLIP) or at position 0 (``[CLS]``)."""
 
 
 class TextTransformer(nn.Module):
@@ -55,12 +74,19 @@ class TextTransformer(nn.Module):
         eot_id: id of the end-of-text token; ``None`` takes the argmax of the ids (CLIP).
         activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"`` (OpenAI's weights).
         grad_checkpointing: per-block activation checkpointing.
+        mask: ``"causal"`` (CLIP) or ``"padding"`` (key-padding only, bidirectional).
+        norm: block norm placement, ``"pre"`` (CLIP) or ``"post"`` (BERT, the release).
+        embed_norm: a layer norm ``ln_embedding`` after token plus positional embedding.
+        pool: for ``k = 1``, the output at EOT (``"eot"``) or at position 0 (``"first"``);
+            ``k > 1`` always returns the first ``k``.
 
-    Parameters: ``V W_t + (L + k - 1) W_t + L_layers (12 W_t^2 + 13 W_t) + 2 W_t``.
+    Parameters: ``V W_t + (L + k - 1) W_t + L_layers (12 W_t^2 + 13 W_t) + 2 W_t``, plus
+    ``2 W_t`` with ``embed_norm``.
 
     Raises:
-        ValueError: if a size is not positive, ``heads`` does not divide ``width`` or
-            ``eot_id`` is outside ``[0, vocab_size)``.
+        ValueError: if a size is not positive, ``heads`` does not divide ``width``,
+            ``eot_id`` is outside ``[0, vocab_size)``, or ``mask``, ``norm`` or ``pool`` is
+            not one of its names.
     """
 
     def __init__(
@@ -74,8 +100,16 @@ class TextTransformer(nn.Module):
         eot_id: int | None = None,
         grad_checkpointing: bool = False,
         activation: str = "gelu",
+        mask: str = "causal",
+        norm: str = "pre",
+        embed_norm: bool = False,
+        pool: str = "eot",
     ) -> None:
         super().__init__()
+        if mask not in MASKS:
+            raise ValueError(f"mask: expected one of {MASKS}, got {mask!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
         for name, value in (
             ("vocab_size", vocab_size),
             ("context_length", context_length),
@@ -91,10 +125,14 @@ class TextTransformer(nn.Module):
         self.width = width
         self.tokens = tokens
         self.eot_id = eot_id
+        self.mask = mask
+        self.pool = pool
 
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length + tokens - 1, width))
-        self.transformer = Transformer(width, layers, heads, grad_checkpointing, activation)
+        # created only when asked for, so CLIP-style towers keep their parameter names
+        self.ln_embedding = nn.LayerNorm(width) if embed_norm else None
+        self.transformer = Transformer(width, layers, heads, grad_checkpointing, activation, norm)
         self.ln_final = nn.LayerNorm(width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
@@ -141,6 +179,11 @@ class TextTransformer(nn.Module):
         within = pos[None, None, :] <= (eot + self.tokens - 1)[:, None, None]  # (B, 1, S)
         return (causal[None] | (summary_row & within))[:, None]
 
+    def _padding_mask(self, eot: torch.Tensor, length: int) -> torch.Tensor:
+        """Boolean key-padding mask ``(B, 1, 1, S)``: every row sees keys ``j <= e + k - 1``."""
+        pos = torch.arange(length, device=eot.device)
+        return (pos[None, :] <= (eot + self.tokens - 1)[:, None])[:, None, None]
+
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """All transformer outputs before ``ln_final``.
 
@@ -160,15 +203,21 @@ class TextTransformer(nn.Module):
         if self.tokens > 1:
             x = torch.cat([x[:, :1].expand(-1, self.tokens, -1), x[:, 1:]], dim=1)
         x = x + self.positional_embedding[: x.shape[1]]
+        if self.ln_embedding is not None:
+            x = self.ln_embedding(x)
+        if self.mask == "padding":
+            padding = self._padding_mask(self.eot_positions(tokens), x.shape[1])
+            return self.transformer(x, attn_mask=padding)
         if self.tokens == 1:
             return self.transformer(x, is_causal=True)
         mask = self._summary_mask(self.eot_positions(tokens), x.shape[1])
         return self.transformer(x, attn_mask=mask)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, L) -> (B, k, W_t)``: the EOT output (``k = 1``) or the first ``k`` outputs."""
+        """``(B, L) -> (B, k, W_t)``: the EOT (or, ``pool="first"``, position-0) output for
+        ``k = 1``, the first ``k`` outputs for ``k > 1``."""
         x = self.forward_features(tokens)
-        if self.tokens == 1:
+        if self.tokens == 1 and self.pool == "eot":
             eot = self.eot_positions(tokens)
             x = x[torch.arange(x.shape[0], device=x.device), eot][:, None]
         else:

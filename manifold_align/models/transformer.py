@@ -12,6 +12,13 @@ weights were trained with (OpenCLIP's ``-quickgelu`` names, Hugging Face's ``hid
 [Transformer][manifold_align.models.transformer.Transformer]; only their masks differ (none for images, causal or a per-row mask
 for text).
 
+``norm="post"`` gives the post-norm block of BERT and of ``torch.nn.TransformerEncoderLayer``
+(``norm_first=False``), which the paper's released text tower uses, with the same modules
+(and so the same parameter names and count) in another order:
+
+$$x \\leftarrow \\mathrm{LN}_1(x + \\mathrm{Attn}(x)), \\qquad
+x \\leftarrow \\mathrm{LN}_2(x + \\mathrm{MLP}(x)).$$
+
 Weights are initialised like CLIP's: ``in_proj ~ N(0, width^-1/2)``, ``out_proj`` and the
 MLP's output ``~ N(0, width^-1/2 (2 layers)^-1/2)``, the MLP's input ``~ N(0, (2 width)^-1/2)``,
 biases zero, layer norms ``(1, 0)``.
@@ -24,10 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ACTIVATIONS", "MLP", "QuickGELU", "ResidualBlock", "SelfAttention", "Transformer"]
+__all__ = ["ACTIVATIONS", "MLP", "NORMS", "QuickGELU", "ResidualBlock", "SelfAttention", "Transformer"]
 
 ACTIVATIONS = ("gelu", "quick_gelu")
 """The MLP activations a [Transformer][manifold_align.models.transformer.Transformer] accepts."""
+
+NORMS = ("pre", "post")
+"""Where a :class:`ResidualBlock` puts its layer norms: before each branch (CLIP) or after
+each residual sum (BERT, the paper's released text tower)."""
 
 
 class QuickGELU(nn.Module):
@@ -112,14 +123,21 @@ class MLP(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-norm block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``.
+    """Pre-norm block ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``; with ``norm="post"``
+    ``ln_1(x + attn(x))`` then ``ln_2(x + mlp(x))``.
 
     Parameters per block: ``12 W^2 + 13 W`` (attention ``4 W^2 + 4 W``, MLP ``8 W^2 + 5 W``,
-    two layer norms ``4 W``).
+    two layer norms ``4 W``), whichever the norm placement.
+
+    Raises:
+        ValueError: for a ``norm`` outside :data:`NORMS` or an unknown ``activation``.
     """
 
-    def __init__(self, width: int, heads: int, activation: str = "gelu") -> None:
+    def __init__(self, width: int, heads: int, activation: str = "gelu", norm: str = "pre") -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
+        self.norm = norm
         self.ln_1 = nn.LayerNorm(width)
         self.attn = SelfAttention(width, heads)
         self.ln_2 = nn.LayerNorm(width)
@@ -131,7 +149,12 @@ class ResidualBlock(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """``(B, L, W) -> (B, L, W)``; see [SelfAttention.forward][manifold_align.models.transformer.SelfAttention.forward] for the mask."""
+        """``(B, L, W) -> (B, L, W)``; see
+        [SelfAttention.forward][manifold_align.models.transformer.SelfAttention.forward] for the
+        mask."""
+        if self.norm == "post":
+            x = self.ln_1(x + self.attn(x, attn_mask=attn_mask, is_causal=is_causal))
+            return self.ln_2(x + self.mlp(x))
         x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
         return x + self.mlp(self.ln_2(x))
 
@@ -148,10 +171,11 @@ class Transformer(nn.Module):
             The gradients are the same; memory drops to one block's activations, at the cost
             of a second forward per block. Toggle later with `grad_checkpointing`.
         activation: the MLP activation, ``"gelu"`` or ``"quick_gelu"``.
+        norm: ``"pre"`` (CLIP's blocks) or ``"post"`` (BERT's; see the module docstring).
 
     Raises:
-        ValueError: if a size is not positive, ``heads`` does not divide ``width`` or the
-            activation is unknown.
+        ValueError: if a size is not positive, ``heads`` does not divide ``width``, or the
+            activation or norm placement is unknown.
     """
 
     def __init__(
@@ -161,6 +185,7 @@ class Transformer(nn.Module):
         heads: int,
         grad_checkpointing: bool = False,
         activation: str = "gelu",
+        norm: str = "pre",
     ) -> None:
         super().__init__()
         if layers <= 0:
@@ -169,8 +194,9 @@ class Transformer(nn.Module):
         self.layers = layers
         self.grad_checkpointing = grad_checkpointing
         self.activation = activation
+        self.norm = norm
         self.blocks = nn.ModuleList(
-            ResidualBlock(width, heads, activation) for _ in range(layers)
+            ResidualBlock(width, heads, activation, norm) for _ in range(layers)
         )
         self.init_weights()
 

@@ -24,8 +24,13 @@ QUICKGELU_SUFFIX = "-quickgelu"
 
 
 def sphere_names() -> list[str]:
-    """The registered sphere architectures (the ones a CLIP checkpoint can be)."""
-    return [n for n in list_models() if model_config(n).manifold == "sphere"]
+    """The registered sphere architectures with CLIP's text tower (the ones a CLIP checkpoint
+    can be; the paper's ``-release`` text tower is BERT-style, not CLIP's)."""
+    clip_text = ("causal", "pre", False, "eot")
+    return [n for n in list_models()
+            if model_config(n).manifold == "sphere" and clip_text == (
+                model_config(n).text_mask, model_config(n).text_norm,
+                model_config(n).text_embed_norm, model_config(n).text_pool)]
 
 
 def registered_name(config: ModelConfig) -> str | None:

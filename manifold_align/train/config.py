@@ -177,8 +177,10 @@ class DataConfig:
     ``tokenizer``: ``"bundled"`` (the vocabulary shipped with the package, trained on the
     synthetic captions), ``"clip"`` (OpenAI CLIP's BPE, also shipped: 49,408 ids, equal to
     OpenCLIP's tokenizer), ``"train"`` (learn a ``vocab_size`` byte-level BPE on the training
-    captions; CSV source only) or a path to a ``tokenizer.json`` (e.g. CLIP's). The run keeps
-    its vocabulary as ``<run>/tokenizer.json``. ``augment`` uses random resized crops (then a
+    captions; CSV source only), ``"wordpiece:<path to vocab.txt>"`` (BERT's WordPiece over
+    that vocabulary, the paper's released text tower's ids; the ``-release`` configs) or a
+    path to a ``tokenizer.json`` (e.g. CLIP's). The run keeps its vocabulary as
+    ``<run>/tokenizer.json``. ``augment`` uses random resized crops (then a
     resumed run matches an uninterrupted one only with ``num_workers = 0``).
     ``batch_size`` is per rank (per GPU): a run on ``W`` ranks trains on global batches of
     ``W x batch_size`` (see docs/scaling.md), at least 2 (a contrastive batch needs a
@@ -223,8 +225,11 @@ class DataConfig:
                 f"data.tokenizer: 'train' learns from a CSV's captions; with data.source "
                 f"{self.source!r} use 'bundled', 'clip' or a tokenizer.json path"
             )
-        if not self.tokenizer:
-            raise ConfigError("data.tokenizer: expected 'bundled', 'clip', 'train' or a path, got ''")
+        if not self.tokenizer or self.tokenizer == "wordpiece:":
+            raise ConfigError(
+                f"data.tokenizer: expected 'bundled', 'clip', 'train', "
+                f"'wordpiece:<vocab.txt>' or a path, got {self.tokenizer!r}"
+            )
 
 
 @dataclass

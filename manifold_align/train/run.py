@@ -35,7 +35,12 @@ import yaml
 from manifold_align.config import ConfigError, from_dict, to_dict
 from manifold_align.data.collate import Collate
 from manifold_align.data.synthetic import SyntheticCaptions, SyntheticConfig
-from manifold_align.data.tokenizer import Tokenizer, clip_tokenizer, default_tokenizer
+from manifold_align.data.tokenizer import (
+    Tokenizer,
+    clip_tokenizer,
+    default_tokenizer,
+    wordpiece_tokenizer,
+)
 from manifold_align.data.transforms import ImageTransform
 from manifold_align.files import apply_umask, write_atomic
 from manifold_align.models.registry import ModelConfig, build_model, model_config
@@ -68,6 +73,8 @@ __all__ = [
 ]
 
 TOKENIZER_FILE = "tokenizer.json"
+WORDPIECE_PREFIX = "wordpiece:"
+"""``data.tokenizer: wordpiece:<vocab.txt>`` selects BERT's WordPiece over that vocabulary."""
 
 
 @dataclass
@@ -148,6 +155,11 @@ def _load_tokenizer(config: RunConfig, context_length: int) -> Tokenizer:
             return Tokenizer.train(captions, config.data.vocab_size, context_length=context_length)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"data: {exc}") from None
+    if spec.startswith(WORDPIECE_PREFIX):
+        try:
+            return wordpiece_tokenizer(spec[len(WORDPIECE_PREFIX):], context_length)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"data.tokenizer: {exc}") from None
     try:
         return Tokenizer.load(spec, context_length)
     except (OSError, ValueError) as exc:
