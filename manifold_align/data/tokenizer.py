@@ -27,10 +27,10 @@ SOT/EOT itself); the pad id is the vocabulary's ``<|pad|>`` if present, else ``0
 CLIP pads with 0; the text encoder never reads past EOT, so the pad value does not change its
 output).
 
-:func:`wordpiece_tokenizer` is BERT's WordPiece over a ``vocab.txt`` you bring (the paper's
+[wordpiece_tokenizer][manifold_align.data.tokenizer.wordpiece_tokenizer] is BERT's WordPiece over a ``vocab.txt`` you bring (the paper's
 released text tower reads such ids, 30,522 of them): rows ``[[CLS], t_1 .. t_n, [SEP],
-[PAD] ...]``, split as ``transformers.BertTokenizer`` splits (:mod:`manifold_align.data.wordpiece`).
-Saved, it loads back with :meth:`Tokenizer.load` (the ``[CLS]``/``[SEP]`` names are recognised).
+[PAD] ...]``, split as ``transformers.BertTokenizer`` splits ([manifold_align.data.wordpiece][manifold_align.data.wordpiece]).
+Saved, it loads back with [Tokenizer.load][manifold_align.data.tokenizer.Tokenizer.load] (the ``[CLS]``/``[SEP]`` names are recognised).
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ def wordpiece_tokenizer(
     Raises:
         FileNotFoundError: if ``vocab_file`` is not a file.
         ValueError: a malformed vocabulary (see
-            :func:`~manifold_align.data.wordpiece.wordpiece_backend`) or ``context_length < 2``.
+            [wordpiece_backend][manifold_align.data.wordpiece.wordpiece_backend]) or ``context_length < 2``.
     """
     backend = wordpiece_backend(vocab_file, lowercase=lowercase)
     return Tokenizer(backend, context_length, sot=WORDPIECE_CLS, eot=WORDPIECE_SEP,

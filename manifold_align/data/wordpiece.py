@@ -7,8 +7,8 @@ WordPiece vocabulary of 30,522 entries: one token a line, the line number its id
 $$[\\texttt{[CLS]}, t_1, \\dots, t_n, \\texttt{[SEP]}, \\texttt{[PAD]}, \\dots] \\in
 \\mathbb{Z}^{L}, \\qquad n \\le L - 2,$$
 
-which is the framing of :class:`~manifold_align.data.tokenizer.Tokenizer` with ``[CLS]`` as
-start and ``[SEP]`` as end (:func:`~manifold_align.data.tokenizer.wordpiece_tokenizer`).
+which is the framing of [Tokenizer][manifold_align.data.tokenizer.Tokenizer] with ``[CLS]`` as
+start and ``[SEP]`` as end ([wordpiece_tokenizer][manifold_align.data.tokenizer.wordpiece_tokenizer]).
 The text is split as ``transformers.BertTokenizer`` splits it: BERT's normaliser (control
 characters removed, whitespace unified, CJK characters spaced, lower-cased with accents
 stripped when ``lowercase``), BERT's pre-tokeniser (whitespace and punctuation), then greedy

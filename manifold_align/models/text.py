@@ -33,10 +33,10 @@ only the first ``k`` outputs are ever read, so this changes no output's meaning.
 after EOT (padding) reach no output, so no ``pad_id`` is needed.
 
 **The paper's released text tower** (``mask="padding"``, ``norm="post"``,
-``embed_norm=True``; the ``-release`` configs of :mod:`manifold_align.models.registry`) is a
+``embed_norm=True``; the ``-release`` configs of [manifold_align.models.registry][manifold_align.models.registry]) is a
 BERT-style encoder instead: the same ``k`` copies of the first token (``[CLS]``), a layer
 norm ``ln_embedding`` after token plus positional embedding, post-norm blocks (see
-:mod:`manifold_align.models.transformer`), and a key-padding mask only, so every position
+[manifold_align.models.transformer][manifold_align.models.transformer]), and a key-padding mask only, so every position
 reads every real token (up to and including EOT, ``[SEP]``) in both directions:
 
 $$\\mathrm{may\\_attend}(i, j) = j \\le e + k - 1,$$

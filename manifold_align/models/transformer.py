@@ -37,7 +37,7 @@ ACTIVATIONS = ("gelu", "quick_gelu")
 """The MLP activations a [Transformer][manifold_align.models.transformer.Transformer] accepts."""
 
 NORMS = ("pre", "post")
-"""Where a :class:`ResidualBlock` puts its layer norms: before each branch (CLIP) or after
+"""Where a [ResidualBlock][manifold_align.models.transformer.ResidualBlock] puts its layer norms: before each branch (CLIP) or after
 each residual sum (BERT, the paper's released text tower)."""
 
 
@@ -130,7 +130,7 @@ class ResidualBlock(nn.Module):
     two layer norms ``4 W``), whichever the norm placement.
 
     Raises:
-        ValueError: for a ``norm`` outside :data:`NORMS` or an unknown ``activation``.
+        ValueError: for a ``norm`` outside [NORMS][manifold_align.models.transformer.NORMS] or an unknown ``activation``.
     """
 
     def __init__(self, width: int, heads: int, activation: str = "gelu", norm: str = "pre") -> None:
