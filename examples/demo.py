@@ -108,7 +108,7 @@ def _train_all(overrides: list[str], out: Path, sequential: bool) -> dict[str, d
         run["train"] = next((r for r in reversed(run["records"]) if r["kind"] == "train"), {})
         run["eval"] = next((r for r in reversed(run["records"]) if r["kind"] == "eval"), {})
         run["model"], _, run["config"] = load_trained(out / name)
-    return runs
+    return {name: runs[name] for name in MODELS}  # the table's column order, not finishing order
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
