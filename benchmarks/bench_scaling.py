@@ -433,6 +433,23 @@ def siglip_table(siglip: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _log_log_panel(ax, series: dict, title: str, factor: float = 1.0) -> None:
+    """One log-log panel: each series (times ``factor``) with its fitted exponent in the label."""
+    for name, (xs, ys) in series.items():
+        a = exponent(xs, ys)
+        ax.plot(xs, [factor * y for y in ys], marker="o",
+                label=f"{name} (a={a:.2f})" if a else name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _power_line(ax, xs: list, ys: list, power: int) -> None:
+    """The reference ``ys[0] * (x / xs[0]) ** power``, dotted: what a cost growing as B^power does."""
+    ax.plot(xs, [ys[0] * (x / xs[0]) ** power for x in xs], "k:", label=f"~ B^{power}")
+
+
 def plot_siglip(siglip: list[dict], out_dir: Path) -> Path:
     """``bench_scaling_siglip.png``: SigLIP CPU time and peak memory against B, log-log."""
     from manifold_align import plot_style
@@ -444,18 +461,9 @@ def plot_siglip(siglip: list[dict], out_dir: Path) -> Path:
             (axes[1], "peak_extra_mib", "peak extra memory (MiB)", 1),
         ):
             series = _series(siglip, key, "series", "batch")
-            for name, (xs, ys) in series.items():
-                a = exponent(xs, ys)
-                ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
-            ours = series.get("ours SigmoidLoss")
-            if ours:
-                xs, ys = ours
-                ax.plot(xs, [ys[0] * (x / xs[0]) ** power for x in xs], "k:",
-                        label=f"~ B^{power}")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_title(title)
-            ax.grid(True, which="both", alpha=0.3)
+            _log_log_panel(ax, series, title)
+            if "ours SigmoidLoss" in series:
+                _power_line(ax, *series["ours SigmoidLoss"], power)
             ax.legend(loc="upper left")
         axes[-1][0].set_xlabel("batch size B")
         return plot_style.save(fig, out_dir / "bench_scaling_siglip.png")
@@ -487,16 +495,9 @@ def _plot_loss(loss: list[dict], out_dir: Path) -> Path:
                               (axes[1], "cpu_s", "InfoNCE fwd + bwd, CPU time (s)"),
                               (axes[2], "peak_extra_mib", "peak extra memory (MiB)")):
         series = _series(loss, key, "manifold", "batch")
-        for name, (xs, ys) in series.items():
-            a = exponent(xs, ys)
-            ax.plot(xs, ys, marker="o", label=f"{name} (a={a:.2f})" if a else name)
+        _log_log_panel(ax, series, title)
         if series:
-            xs, ys = next(iter(series.values()))
-            ax.plot(xs, [ys[0] * (x / xs[0]) ** 2 for x in xs], "k:", label="~ B^2")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
+            _power_line(ax, *next(iter(series.values())), 2)
         ax.legend(loc="upper left")
     axes[-1][0].set_xlabel("batch size B")
     return plot_style.save(fig, out_dir / "bench_scaling_loss.png")
@@ -508,15 +509,8 @@ def _plot_optimizer(optimizer: list[dict], out_dir: Path) -> Path:
     fig, axes = plot_style.panels(1, 2, size=(7.6, 3.0), sharex=True)
     for (ax,), key, what in ((axes[0], "time_s", "wall"), (axes[1], "cpu_s", "CPU")):
         series = _series(optimizer, key, "optimizer", "rows")
-        for name, (xs, ys) in series.items():
-            a = exponent(xs, ys)
-            ax.plot(xs, [1e3 * y for y in ys], marker="o",
-                    label=f"{name} (a={a:.2f})" if a else name)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        _log_log_panel(ax, series, f"one optimizer step, {what} time", factor=1e3)
         ax.set_ylabel("ms per step")
-        ax.set_title(f"one optimizer step, {what} time")
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper left")
     axes[-1][0].set_xlabel(f"parameter rows R (each a point of Sphere({ROW_DIM}))")
     return plot_style.save(fig, out_dir / "bench_scaling_optim.png")
