@@ -127,27 +127,23 @@ def _table(summary: dict[str, dict[str, list[float]]]) -> list[str]:
 
 
 def _figure(runs: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from manifold_align import plot_style
 
     names = list(runs)
     keys = [k for k in METRICS if k != "t2i_r1"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6))
-    for ax, key in zip(axes, keys):
-        for i, name in enumerate(names):
-            values = [row[key] for row in runs[name].values()]
-            mean = statistics.fmean(values)
-            ax.bar(i, mean, color=f"C{i}", alpha=0.45)
-            ax.scatter([i] * len(values), values, color=f"C{i}", s=18, zorder=3)
-        ax.set_xticks(range(len(names)), names, rotation=15)
-        ax.set_title(METRICS[key][0])
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("bars: mean over seeds; dots: one run each")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with plot_style.style():
+        fig, grid = plot_style.panels(2, (len(keys) + 1) // 2)  # two wide: readable on a page
+        for ax, key in zip([ax for row in grid for ax in row], keys):
+            for i, name in enumerate(names):
+                values = [row[key] for row in runs[name].values()]
+                mean = statistics.fmean(values)
+                ax.bar(i, mean, color=f"C{i}", alpha=0.45)
+                ax.scatter([i] * len(values), values, color=f"C{i}", s=18, zorder=3)
+            ax.set_xticks(range(len(names)), names, rotation=15)
+            ax.set_title(METRICS[key][0])
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle("bars: mean over seeds; dots: one run each")
+        plot_style.save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
