@@ -21,9 +21,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Every row-normalized manifold, with a shape that fills several rows of each; one
-# optimizer steps all three (one kernel call each).
+# optimizer steps all four (one kernel call each). Rows of 16 run the kernel compiled for
+# that width (fused_cpu.UNROLLED_WIDTHS), the others the one that reads the width.
 MANIFOLDS = [
     (Sphere(8), (6, 8)),
+    (Sphere(16), (5, 16)),
     (Oblique(3, 5), (4, 3, 5)),
     (geoopt.Sphere(), (5, 7)),
 ]
@@ -60,16 +62,39 @@ def _run(manifolds, dtype, steps, flags, *, kernel, monkeypatch):
         return [p.detach().clone() for p in ps], [opt.state[p]["exp_avg"].clone() for p in ps]
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)], ids=["f32", "f64"])
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(f) or "plain")
-def test_one_pass_kernel_equals_the_torch_kernel_over_1000_steps(monkeypatch, flags, dtype, tol):
-    xs_new, ms_new = _run(MANIFOLDS, dtype, 1000, flags, kernel="one-pass", monkeypatch=monkeypatch)
-    xs_old, ms_old = _run(MANIFOLDS, dtype, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
+def test_one_pass_kernel_equals_the_torch_kernel_over_1000_steps_in_float64(monkeypatch, flags):
+    xs_new, ms_new = _run(MANIFOLDS, torch.float64, 1000, flags, kernel="one-pass", monkeypatch=monkeypatch)
+    xs_old, ms_old = _run(MANIFOLDS, torch.float64, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
     for (manifold, _), x_new, x_old, m_new, m_old in zip(MANIFOLDS, xs_new, xs_old, ms_new, ms_old):
-        assert (x_new - x_old).abs().max().item() < tol, manifold
-        assert (m_new - m_old).abs().max().item() < tol, manifold
+        assert (x_new - x_old).abs().max().item() < 1e-12, manifold
+        assert (m_new - m_old).abs().max().item() < 1e-12, manifold
         # the iterates stayed on the manifold and the moments are not resting at zero
-        assert (x_new.norm(dim=-1) - 1).abs().max().item() < 10 * tol, manifold
+        assert (x_new.norm(dim=-1) - 1).abs().max().item() < 1e-11, manifold
+        assert m_new.abs().max().item() > 1e-3, manifold
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(f) or "plain")
+def test_one_pass_kernel_in_float32_is_as_accurate_as_the_torch_kernel_over_1000_steps(monkeypatch, flags):
+    """float32: the two kernels add a row's numbers in different orders, and over 1000 steps
+    each float32 trajectory drifts 6-8e-6 from the float64 one (moments of size 0.5-0.7), so
+    their distance from each other is rounding noise of that size, not a property of either
+    (the four-sweep kernel that preceded this one was 0.4-0.95e-6 from the torch kernel, the
+    three-sweep one 0.9-1.7e-6). What is asserted: the two stay within 2.5e-6 of each other,
+    and the one-pass kernel is no further from the float64 trajectory than the torch kernel
+    (within 25%)."""
+    xs_ref, ms_ref = _run(MANIFOLDS, torch.float64, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
+    xs_new, ms_new = _run(MANIFOLDS, torch.float32, 1000, flags, kernel="one-pass", monkeypatch=monkeypatch)
+    xs_old, ms_old = _run(MANIFOLDS, torch.float32, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
+
+    def err(ts, refs):
+        return max((t.double() - r).abs().max().item() for t, r in zip(ts, refs))
+
+    assert err(xs_new, xs_old) < 2.5e-6 and err(ms_new, ms_old) < 2.5e-6
+    assert err(xs_new, xs_ref) <= 1.25 * err(xs_old, xs_ref)
+    assert err(ms_new, ms_ref) <= 1.25 * err(ms_old, ms_ref)
+    for (manifold, _), x_new, m_new in zip(MANIFOLDS, xs_new, ms_new):
+        assert (x_new.norm(dim=-1) - 1).abs().max().item() < 1e-5, manifold
         assert m_new.abs().max().item() > 1e-3, manifold
 
 
