@@ -18,6 +18,11 @@ PEERS_STAMP="$PEERS_VENV/.manifold-align-stamp"
 PEERS_WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints/peers.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$PEERS_STAMP" ] || [ "$(cat "$PEERS_STAMP")" != "$PEERS_WANT" ]; then
   echo "[peers] installing the peers and manifold-align[peers] into $PEERS_VENV (minutes the first time)" >&2
+  # A full disk otherwise shows up minutes later as pip's "No space left on device".
+  FREE_MB="$(df -Pm "$PEERS_VENV" | awk 'NR == 2 {print $4}')"
+  if [ -n "$FREE_MB" ] && [ "$FREE_MB" -lt 8000 ] && [ ! -f "$PEERS_STAMP" ]; then
+    echo "[peers] warning: $FREE_MB MB free where $PEERS_VENV lives; a first install needs about 7000 MB" >&2
+  fi
   "$PEERS_PY" -m pip install -q --disable-pip-version-check --upgrade pip >&2
   "$PEERS_PY" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints/peers.txt" \
     -e "$ROOT[dev,peers]" >&2
