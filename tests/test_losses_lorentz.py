@@ -52,6 +52,32 @@ def test_infonce_and_sigmoid_scale_the_similarity_not_the_features(m):
     torch.testing.assert_close(sig.loss, want)
 
 
+class _CountingSimilarity:
+    """Wraps ``m.similarity`` and counts the calls that form a matrix of more than one row."""
+
+    def __init__(self, m, monkeypatch):
+        self.calls, self._inner = 0, m.similarity
+        monkeypatch.setattr(m, "similarity", self)
+
+    def __call__(self, x, y):
+        if x.shape[0] > 1 and y.shape[0] > 1:
+            self.calls += 1
+        return self._inner(x, y)
+
+
+@pytest.mark.parametrize("loss_type", [InfoNCE, SigmoidLoss])
+@pytest.mark.parametrize("m", [Lorentz(4), Product(Sphere(3), Lorentz(3))], ids=repr)
+def test_the_loss_forms_the_similarity_matrix_once_for_loss_and_diagnostics(m, loss_type, monkeypatch):
+    x, y = batch(m)
+    want = loss_type(m, scale=7.0)(x, y)
+    counter = _CountingSimilarity(m, monkeypatch)
+    got = loss_type(m, scale=7.0)(x, y)
+    assert counter.calls == 1
+    torch.testing.assert_close(got.loss, want.loss)
+    for key, value in want.diagnostics.items():
+        torch.testing.assert_close(got.diagnostics[key], value)
+
+
 def test_infonce_on_lorentz_learns_the_curvature_and_scale_with_finite_gradients():
     m = Lorentz(4, learnable=True)
     loss = InfoNCE(m, Temperature.learnable(manifold=m))
@@ -83,7 +109,7 @@ def _worker(rank, world, init_file, out_dir):
     out = to_distributed(InfoNCE(m, scale=7.0))(xl, yl)
     out.loss.backward()
     torch.save({"loss": out.loss.detach(), "gx": xl.grad, "gy": yl.grad,
-                "pos": out.diagnostics["pos_sim"]}, f"{out_dir}/rank{rank}.pt")
+                "diagnostics": out.diagnostics}, f"{out_dir}/rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
 
@@ -99,4 +125,7 @@ def test_distributed_infonce_on_lorentz_equals_one_process(tmp_path):
     # each rank's share is the mean over its rows; the full-batch gradient is their mean
     torch.testing.assert_close(torch.cat([r["gx"] for r in res]) / WORLD, gx)
     torch.testing.assert_close(torch.cat([r["gy"] for r in res]) / WORLD, gy)
-    torch.testing.assert_close(res[0]["pos"], full.diagnostics["pos_sim"])
+    # the global diagnostics, from each rank's own rows of S (two numbers all-reduced)
+    for r in res:
+        for key in ("scale", "pos_sim", "neg_sim", "gap_logits"):
+            torch.testing.assert_close(r["diagnostics"][key], full.diagnostics[key])

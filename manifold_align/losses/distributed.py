@@ -51,7 +51,12 @@ from manifold_align.losses.collectives import (
     start_shift,
 )
 from manifold_align.losses.infonce import InfoNCE
-from manifold_align.losses.output import LossOutput, pair_diagnostics, pair_logits
+from manifold_align.losses.output import (
+    LossOutput,
+    pair_diagnostics,
+    pair_logits,
+    pair_similarity,
+)
 from manifold_align.losses.sigmoid import SigmoidLoss
 from manifold_align.losses.temperature import Temperature
 from manifold_align.losses.tiled import (
@@ -259,23 +264,41 @@ def distributed_info_nce(
             not a positive int.
         TypeError: ``x``, ``y``, ``scale`` of different or non-floating dtypes.
     """
+    loss, xs, ys, _ = _distributed_info_nce(manifold, x, y, scale, tile_size, group)
+    return loss, xs, ys
+
+
+def _distributed_info_nce(
+    manifold: ContrastiveManifold,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    tile_size: int | None,
+    group: dist.ProcessGroup | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """[distributed_info_nce][manifold_align.losses.distributed.distributed_info_nce], plus, on
+    a manifold that is not bilinear, the ``(b, B)`` similarity of this rank's images to all
+    texts that the loss formed (else ``None``), for the diagnostics."""
     _check_flat(manifold, x, y, scale)
     check_tile_size(tile_size)
     rank, _ = rank_and_world(group)
     b = x.shape[0]
     offset = rank * b
+    image_sim = None
     with torch.autocast(device_type=x.device.type, enabled=False):
         xs, ys = gather_with_grad(x, group), gather_with_grad(y, group)
         if tile_size is None:
             labels = torch.arange(offset, offset + b, device=x.device)
-            image_rows = pair_logits(manifold, x, ys, scale)
+            if not manifold.bilinear:
+                image_sim = pair_similarity(manifold, x, ys)
+            image_rows = pair_logits(manifold, x, ys, scale, image_sim)
             text_rows = pair_logits(manifold, y, xs, scale)
             loss = 0.5 * (F.cross_entropy(image_rows, labels) + F.cross_entropy(text_rows, labels))
         else:
             image_side = RowsCrossEntropy.apply(x, ys, scale, offset, tile_size)
             text_side = RowsCrossEntropy.apply(y, xs, scale, offset, tile_size)
             loss = (image_side + text_side) / (2 * b)
-    return loss, xs, ys
+    return loss, xs, ys, image_sim
 
 
 def distributed_sigmoid(
@@ -478,11 +501,18 @@ class DistributedInfoNCE(InfoNCE):
             check_sizes=self.check_sizes,
             check_finite=self.check_finite,
         )
-        loss, xs, ys = distributed_info_nce(
-            self.manifold, x, y, scale, tile_size=self.tile_size, group=self.group
+        loss, xs, ys, image_sim = _distributed_info_nce(
+            self.manifold, x, y, scale, self.tile_size, self.group
         )
         with torch.autocast(device_type=x.device.type, enabled=False):
-            diagnostics = pair_diagnostics(xs, ys, scale, self.manifold)
+            if image_sim is None:  # bilinear: O(B D) from the gathered features
+                diagnostics = pair_diagnostics(xs, ys, scale, self.manifold)
+            else:  # this rank's rows of S, as the loss formed them; two numbers all-reduced
+                rank, _ = rank_and_world(self.group)
+                sim = image_sim.detach().to(torch.promote_types(x.dtype, torch.float32))
+                b = x.shape[0]
+                trace = sim.diagonal(offset=rank * b).sum()
+                diagnostics = _global_pair_diagnostics(trace, sim.sum(), b, scale, self.group)
         return LossOutput(loss, diagnostics)
 
     def extra_repr(self) -> str:

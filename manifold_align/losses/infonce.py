@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from manifold_align.losses.output import LossOutput, pair_diagnostics, pair_logits
+from manifold_align.losses.output import (
+    LossOutput,
+    pair_diagnostics,
+    pair_logits,
+    pair_similarity,
+)
 from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.tiled import tiled_info_nce
 from manifold_align.losses.validation import (
@@ -179,12 +184,15 @@ class InfoNCE(nn.Module):
         scale = self.temperature.scale_as(x.dtype, x.device)
         if self.check_finite:
             check_finite_scalar(scale, "temperature")
+        sim = None  # a non-bilinear manifold's B x B similarity, formed once for both uses
         with torch.autocast(device_type=x.device.type, enabled=False):
             if self.tile_size is None:
-                loss = info_nce_from_logits(pair_logits(self.manifold, x, y, scale))
+                if not self.manifold.bilinear:
+                    sim = pair_similarity(self.manifold, x, y)
+                loss = info_nce_from_logits(pair_logits(self.manifold, x, y, scale, sim))
             else:
                 loss = tiled_info_nce(x, y, scale, self.tile_size)
-        return LossOutput(loss, pair_diagnostics(x, y, scale, self.manifold))
+        return LossOutput(loss, pair_diagnostics(x, y, scale, self.manifold, similarity=sim))
 
     def extra_repr(self) -> str:
         mode = "dense" if self.tile_size is None else f"tile_size={self.tile_size}"

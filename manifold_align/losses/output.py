@@ -9,7 +9,7 @@ import torch
 if TYPE_CHECKING:
     from manifold_align.manifolds.base import ContrastiveManifold
 
-__all__ = ["LossOutput", "pair_diagnostics", "pair_logits"]
+__all__ = ["LossOutput", "pair_diagnostics", "pair_logits", "pair_similarity"]
 
 
 class LossOutput(NamedTuple):
@@ -39,19 +39,33 @@ class LossOutput(NamedTuple):
         return self.loss.item()
 
 
+def pair_similarity(
+    manifold: ContrastiveManifold, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """``similarity(x, y)`` of flat features ``(N, D), (M, D) -> (N, M)``."""
+    return manifold.similarity(manifold.unflatten(x), manifold.unflatten(y))
+
+
 def pair_logits(
-    manifold: ContrastiveManifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+    manifold: ContrastiveManifold,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    similarity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``scale * similarity(x, y)`` of flat features ``(N, D), (M, D) -> (N, M)``.
 
     On a `bilinear` manifold the scale multiplies ``x`` first (``N D`` products instead of
     ``N M``, and the hand-written backward of the logits sees one matmul); otherwise
-    (`Lorentz`, whose similarity is a distance) it multiplies the similarity.
+    (`Lorentz`, whose similarity is a distance) it multiplies the similarity, which the
+    caller may pass as ``similarity`` (from [pair_similarity][manifold_align.losses.output.pair_similarity])
+    when it needs the matrix too, so that it is formed once.
     """
-    m = manifold
-    if m.bilinear:
-        return m.similarity(m.unflatten(x * scale), m.unflatten(y))
-    return scale * m.similarity(m.unflatten(x), m.unflatten(y))
+    if manifold.bilinear:
+        return pair_similarity(manifold, x * scale, y)
+    if similarity is None:
+        similarity = pair_similarity(manifold, x, y)
+    return scale * similarity
 
 
 @torch.no_grad()
@@ -60,6 +74,8 @@ def pair_diagnostics(
     y: torch.Tensor,
     scale: torch.Tensor,
     manifold: ContrastiveManifold | None = None,
+    *,
+    similarity: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean positive and negative similarity of flat feature batches, in O(B D), no B x B pass.
 
@@ -69,14 +85,17 @@ def pair_diagnostics(
     $\\sum_{ij} S_{ij} = \\langle \\sum_i x_i, \\sum_j y_j\\rangle$;
     $\\mathrm{gap} = s\\,(\\mathrm{pos} - \\mathrm{neg})$. ``neg_sim`` is NaN when ``B == 1``.
     For a ``manifold`` that is not `bilinear` (`Lorentz`), $S$ is the manifold's
-    ``similarity(x, y)`` matrix, formed in $O(B^2 D)$ as the loss itself forms it, and the same
-    means are read from it.
+    ``similarity(x, y)`` matrix and the same means are read from it: pass the matrix the loss
+    already formed as ``similarity`` (the losses here do), else it is formed again, in
+    $O(B^2 D)$.
 
     Args:
         x: ``(B, D)`` flat image features.
         y: ``(B, D)`` flat text features.
         scale: 0-dim scale tensor.
         manifold: the features' manifold; needed only when it is not bilinear.
+        similarity: the ``(B, B)`` matrix ``similarity(x, y)`` of a non-bilinear manifold, as
+            the loss formed it (read detached); ignored on a bilinear one.
 
     Computed in float32 (float64 stays float64) even under autocast.
 
@@ -89,7 +108,9 @@ def pair_diagnostics(
     y = y.detach().to(dtype)
     with torch.autocast(x.device.type, enabled=False):  # vecdot would autocast to bf16 on CPU
         if manifold is not None and not manifold.bilinear:
-            s = manifold.similarity(manifold.unflatten(x), manifold.unflatten(y))
+            if similarity is None:
+                similarity = pair_similarity(manifold, x, y)
+            s = similarity.detach().to(dtype)
             trace, total = s.diagonal().sum(), s.sum()
         else:
             trace = torch.linalg.vecdot(x, y).sum()

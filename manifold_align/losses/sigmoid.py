@@ -8,7 +8,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from manifold_align.losses.output import LossOutput, pair_diagnostics, pair_logits
+from manifold_align.losses.output import (
+    LossOutput,
+    pair_diagnostics,
+    pair_logits,
+    pair_similarity,
+)
 from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.tiled import SIGMOID_TILE, TiledSigmoid
 from manifold_align.losses.validation import (
@@ -180,13 +185,15 @@ class SigmoidLoss(nn.Module):
         if self.check_finite:
             check_finite_scalar(scale, "temperature")
             check_finite_scalar(self.logit_bias, "logit_bias")
+        sim = None
         with torch.autocast(device_type=x.device.type, enabled=False):
             bias = self.logit_bias.to(x.dtype)
             if self.manifold.bilinear:
                 loss = TiledSigmoid.apply(x, y, scale, bias, self.tile, 0) / x.shape[0]
-            else:  # e.g. Lorentz: the B x B similarity matrix, autograd through it
-                loss = sigmoid_from_logits(pair_logits(self.manifold, x, y, scale), bias)
-        diagnostics = pair_diagnostics(x, y, scale, self.manifold)
+            else:  # e.g. Lorentz: the B x B similarity matrix (also the diagnostics'), autograd
+                sim = pair_similarity(self.manifold, x, y)
+                loss = sigmoid_from_logits(pair_logits(self.manifold, x, y, scale, sim), bias)
+        diagnostics = pair_diagnostics(x, y, scale, self.manifold, similarity=sim)
         diagnostics["bias"] = self.logit_bias.detach().float()
         return LossOutput(loss, diagnostics)
 
