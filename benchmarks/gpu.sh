@@ -21,7 +21,7 @@ RES="$OUT/results"
 IMG="$OUT/img"
 mkdir -p "$RES" "$IMG"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: nothing to do')"
-THREADS="$(nproc)"
+THREADS="$(env -u OMP_NUM_THREADS nproc)"  # nproc obeys OMP_NUM_THREADS
 "$PY" benchmarks/report.py machine --out "$RES/machine.json" --threads "$THREADS" \
   --command "bash benchmarks/gpu.sh $OUT" --mode "gpu: $("$PY" -c 'import torch; print(torch.cuda.get_device_name())')"
 : > "$RES/durations.tsv"
