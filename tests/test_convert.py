@@ -260,3 +260,26 @@ def test_initialize_from_the_same_manifold_copies_and_names_a_shape_mismatch():
         initialize_from(a, wide, SOT)
 
 
+
+
+def test_a_source_pooling_at_the_largest_id_converts_with_the_runs_end_token(tmp_path):
+    # an OpenCLIP source (eot_id None) pools at each row's largest id: for a run tokenizer
+    # whose end id is its largest, that is its end token, not the model's last row
+    from manifold_align.data.tokenizer import default_tokenizer
+    from manifold_align.train.init_from import InitSource, check_tokenizer
+
+    argmax = build_model(dataclasses.replace(SPHERE, eot_id=None))
+    model = build_model(dataclasses.replace(OBLIQUE, eot_id=200))
+    initialize_from(model, argmax, SOT)
+    at_200 = build_model(dataclasses.replace(SPHERE, eot_id=200))
+    at_200.load_state_dict(argmax.state_dict())
+    expected = sphere_to_oblique(at_200, model.config, sot_id=SOT).state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    # a tokenizer whose end id (1) is not its largest would read captions elsewhere: refused
+    tokenizer = default_tokenizer(16)
+    run_model = build_model(dataclasses.replace(SPHERE, eot_id=tokenizer.eot_id))
+    source = InitSource(argmax, None, tmp_path / "open_clip_model.safetensors")
+    with pytest.raises(ConfigError, match=r"data\.tokenizer: .* end id 1 is not its largest id"):
+        check_tokenizer(source, run_model, tokenizer)
+    check_tokenizer(InitSource(argmax, tokenizer, tmp_path), run_model, tokenizer)  # ours: its own

@@ -331,7 +331,7 @@ def test_explicit_separator_and_caption_corpus(tmp_path):
         "filepath;caption\na.png;  First Caption \nb.png;\nc.png;third; extra\nd.png\n"
     )
     ds = CaptionTable(table, separator=";")
-    assert ds.captions == ["  First Caption ", "", "third", None]
+    assert list(ds.captions) == ["  First Caption ", "", "third", None]
     assert list(read_captions(table, separator=";")) == ["First Caption", "third"]
     with pytest.raises(ValueError, match="caption_column"):
         list(read_captions(table))  # a comma table has one column "filepath;caption"

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -37,7 +39,7 @@ from manifold_align.data.skipped import (
 )
 from manifold_align.data.transforms import MAX_IMAGE_PIXELS, decode_image
 
-__all__ = ["CaptionTable", "read_captions"]
+__all__ = ["CaptionTable", "StringColumn", "read_captions"]
 
 
 def _separator(path: Path, separator: str | None) -> str:
@@ -93,6 +95,54 @@ def _rows(
                 yield line, {c: fields[i] if i < len(fields) else None for c, i in index.items()}
 
 
+_CHUNK = 1 << 16  # rows parsed before they are packed
+
+
+class StringColumn(Sequence):
+    """A column of strings (or ``None``) packed into one byte buffer, for millions of rows.
+
+    Row ``i`` is ``buffer[end[i-1]:end[i]]``, its text encoded as UTF-8 with
+    ``surrogateescape`` (so bytes that are not UTF-8 come back unchanged) and decoded when
+    asked for: about one byte per character plus nine per row, and no Python object per row,
+    so a forked ``DataLoader`` worker that reads every row copies nothing (a list's strings
+    are copied page by page as their reference counts are written).
+    """
+
+    def __init__(self) -> None:
+        self._bytes = bytearray()
+        self._ends = array("q")
+        self._none = bytearray()  # 1 where the row is None
+
+    def extend(self, texts: Sequence[str | None]) -> None:
+        """Add rows (a chunk at a time is faster than one by one)."""
+        rows = [t or "" for t in texts]
+        blob = "".join(rows).encode("utf-8", "surrogateescape")
+        sizes = map(len, rows)  # characters: bytes too when the text is ASCII
+        if len(blob) != sum(map(len, rows)):
+            sizes = (len(t.encode("utf-8", "surrogateescape")) for t in rows)
+        self._ends.extend(accumulate(sizes, initial=len(self._bytes)))
+        self._ends.pop(len(self._ends) - len(rows) - 1)  # the initial value
+        self._bytes += blob
+        self._none += bytes(t is None for t in texts)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index: got {index}, expected -{len(self)} <= index < {len(self)}")
+        index %= len(self)
+        if self._none[index]:
+            return None
+        start = self._ends[index - 1] if index else 0
+        return self._bytes[start:self._ends[index]].decode("utf-8", "surrogateescape")
+
+    def __repr__(self) -> str:
+        return f"StringColumn(rows={len(self)}, bytes={len(self._bytes)})"
+
+
 def _not_utf8(text: str) -> str | None:
     """Where ``text`` (decoded with ``surrogateescape``) held bytes that are not UTF-8."""
     try:
@@ -129,9 +179,10 @@ def read_captions(
 class CaptionTable(torch.utils.data.Dataset):
     """Image-path + caption table (CSV or TSV) as a dataset of ``(image, caption)``.
 
-    The table is read once into two lists of strings (path and caption per row), with the
-    file line of each row and the parser's error for rows it cannot read; images are opened
-    when an item is asked for.
+    The table is read once into two packed string columns (`StringColumn`: path and
+    caption per row, about the file's size in memory and nothing a forked worker copies),
+    with the file line of each row and the parser's error for rows it cannot read; images are
+    opened when an item is asked for.
 
     Args:
         path: the ``.csv`` / ``.tsv`` file.
@@ -165,20 +216,28 @@ class CaptionTable(torch.utils.data.Dataset):
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
         self.image_column = image_column
         self.caption_column = caption_column
-        self.paths: list[str] = []
-        self.captions: list[str | None] = []
-        self.lines: list[int] = []
+        self.paths = StringColumn()
+        self.captions = StringColumn()
+        self.lines = array("q")
         self.errors: dict[int, str] = {}
         rows = _rows(
             self.path, self.separator, image_column=image_column, caption_column=caption_column
         )
+        paths: list[str] = []
+        captions: list[str | None] = []
         for line, row in rows:
             if isinstance(row, str):
-                self.errors[len(self.paths)] = row
+                self.errors[len(self.lines)] = row
                 row = {image_column: None, caption_column: None}
             self.lines.append(line)
-            self.paths.append(row[image_column] or "")
-            self.captions.append(row[caption_column])
+            paths.append(row[image_column] or "")
+            captions.append(row[caption_column])
+            if len(paths) == _CHUNK:
+                self.paths.extend(paths)
+                self.captions.extend(captions)
+                paths, captions = [], []
+        self.paths.extend(paths)
+        self.captions.extend(captions)
 
     def __len__(self) -> int:
         return len(self.paths)

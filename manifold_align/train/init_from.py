@@ -6,7 +6,8 @@ A fresh run whose config names ``model.init_from: PATH``:
    ([load_trained][manifold_align.train.run.load_trained], with its tokenizer, which the run then
    uses: token ids must mean what the source's embedding rows learnt), or an OpenCLIP /
    Hugging Face checkpoint through ``manifold_align.pretrained.load_pretrained`` (the run's
-   ``data.tokenizer`` must then be that model's tokenizer);
+   ``data.tokenizer`` must then be that model's tokenizer; `check_tokenizer` refuses one
+   that makes the model read the text at another token than the pretrained model did);
 2. builds the run's model from ``model.name`` as usual and fills it (`initialize_from`):
    the source's weights one for one when both sit on the same manifold, or
    [sphere_to_oblique][manifold_align.models.convert.sphere_to_oblique] when the source is a sphere
@@ -18,6 +19,8 @@ A fresh run whose config names ``model.init_from: PATH``:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,13 @@ from manifold_align.models.convert import sphere_to_oblique
 from manifold_align.models.two_tower import TwoTower
 from manifold_align.train.checkpoint import save_checkpoint
 
-__all__ = ["InitSource", "initialize_from", "load_source", "save_initial_checkpoint"]
+__all__ = [
+    "InitSource",
+    "check_tokenizer",
+    "initialize_from",
+    "load_source",
+    "save_initial_checkpoint",
+]
 
 
 @dataclass
@@ -84,6 +93,30 @@ def load_source(path: str | Path) -> InitSource:
     return InitSource(model, None, path)
 
 
+def check_tokenizer(source: InitSource, model: TwoTower, tokenizer: Tokenizer) -> None:
+    """Refuse a run tokenizer under which ``model`` would pool the text unlike the pretrained source.
+
+    An OpenCLIP source (``eot_id`` ``None``) reads each caption at its row's largest id, CLIP's
+    end token; ``model`` reads it at ``model.config.eot_id`` (the tokenizer's end id unless
+    ``model.overrides.eot_id`` says otherwise). The two agree on every row iff that id is the
+    tokenizer's largest, $\\mathrm{eot} = V - 1$. A run of ours brings its own tokenizer and is
+    not checked.
+
+    Raises:
+        ConfigError: naming ``data.tokenizer``, the end id and the largest id.
+    """
+    pooled = model.config.eot_id if model.config is not None else None
+    if source.tokenizer is not None or source.model.config.eot_id is not None or pooled is None:
+        return
+    if pooled != tokenizer.vocab_size - 1:
+        raise ConfigError(
+            f"data.tokenizer: model.init_from {source.path} reads each caption at its largest "
+            f"id (CLIP's end-of-text), but this tokenizer's end id {pooled} is not its largest "
+            f"id {tokenizer.vocab_size - 1}; use that model's own tokenizer (data.tokenizer: "
+            f"clip for CLIP's)"
+        )
+
+
 @torch.no_grad()
 def initialize_from(model: TwoTower, source: TwoTower, sot_id: int, **convert: Any) -> None:
     """Overwrite ``model``'s weights with ``source``'s, converted onto its manifold if needed.
@@ -91,6 +124,9 @@ def initialize_from(model: TwoTower, source: TwoTower, sot_id: int, **convert: A
     Same manifold: the state is copied one for one (strict). Sphere source, oblique
     ``model``: [sphere_to_oblique][manifold_align.models.convert.sphere_to_oblique] with ``model.config``
     as the target and ``sot_id`` the tokenizer's start id (``convert``: its other keywords).
+    A source that pools at each row's largest id (``eot_id`` ``None``: OpenCLIP's) is
+    converted as pooling at ``model.config.eot_id``, the run tokenizer's end token (the
+    largest id of its rows, see `check_tokenizer`), so the summary rows imitate that token.
 
     Raises:
         ConfigError: another pair of manifolds, or weights that do not fit (naming the
@@ -99,6 +135,9 @@ def initialize_from(model: TwoTower, source: TwoTower, sot_id: int, **convert: A
     src, dst = source.manifold, model.manifold
     if isinstance(src, Sphere) and isinstance(dst, Oblique):
         try:
+            if source.config.eot_id is None and model.config.eot_id is not None:
+                source = copy.copy(source)  # the same tensors; only the config read differs
+                source.config = dataclasses.replace(source.config, eot_id=model.config.eot_id)
             source = sphere_to_oblique(source, model.config, sot_id=sot_id, **convert)
         except ValueError as exc:
             raise ConfigError(f"model.init_from: {exc}") from None

@@ -2,33 +2,67 @@
 
 Each record has a ``kind`` (``"train"`` or ``"eval"``) and the optimizer ``step`` it belongs
 to. A resumed run first drops the records written after the checkpoint it resumes from (and a
-last line cut short by a kill), so the file ends up as if the run had never stopped.
+last line cut short by a kill), so the file ends up as if the run had never stopped; a
+damaged line before the last stops the resume (`MetricsError`) before anything changes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from manifold_align.files import write_atomic
 
-__all__ = ["MetricsWriter", "plot_metrics", "read_metrics"]
+__all__ = ["MetricsError", "MetricsWriter", "plot_metrics", "read_metrics"]
+
+
+class MetricsError(ValueError):
+    """A ``metrics.jsonl`` line that is not a UTF-8 JSON object; the message names the file and line."""
+
+
+def _record(raw: bytes, path: Path, number: int) -> dict[str, Any]:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MetricsError(f"{path}: line {number} is not UTF-8 text ({exc.reason} at byte "
+                           f"{exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise MetricsError(f"{path}: line {number} is not JSON ({exc.msg}, column "
+                           f"{exc.colno})") from None
+    if not isinstance(record, dict):
+        raise MetricsError(f"{path}: line {number} is a JSON {type(record).__name__}, "
+                           f"expected an object (a record)")
+    return record
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records of a JSONL file; a truncated last line is ignored."""
-    records = []
+    """The records of a metrics JSONL file, in order (``[]`` if there is no file).
+
+    Every newline-terminated line must be one UTF-8 JSON object (blank lines are skipped).
+    Text after the last newline is what a run killed while writing leaves: it is kept if it
+    is a whole record, else dropped with a ``RuntimeWarning`` naming the file and line.
+    Nothing is written.
+
+    Raises:
+        MetricsError: a terminated line that is not UTF-8, not JSON or not an object
+            (naming the file and the 1-based line number).
+        OSError: the file cannot be read.
+    """
     path = Path(path)
     if not path.exists():
-        return records
-    for line in path.read_text().splitlines():
+        return []
+    *lines, tail = path.read_bytes().split(b"\n")
+    records = [_record(raw, path, n) for n, raw in enumerate(lines, 1) if raw.strip()]
+    if tail.strip():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut short by a kill: nothing after it was written whole
+            records.append(_record(tail, path, len(lines) + 1))
+        except MetricsError as exc:
+            warnings.warn(f"{exc}; a last line cut short (the run was stopped while writing "
+                          f"it) is ignored", RuntimeWarning, stacklevel=2)
     return records
 
 
@@ -39,13 +73,26 @@ class MetricsWriter:
         path: the ``metrics.jsonl`` file.
         resume_step: when resuming, the checkpoint's step: records with a larger ``step`` (and
             any partial line) are dropped first. ``None`` starts a new file.
+        records: when resuming, the file's records as `read_metrics` returned them (read
+            before anything in the run folder changed); ``None`` reads them here.
+
+    Attributes:
+        kept: the earlier records the file starts with (those up to ``resume_step``).
+
+    Raises:
+        MetricsError: when resuming, a damaged line (see `read_metrics`); the file is then
+            left as it was.
     """
 
-    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+    def __init__(self, path: str | Path, resume_step: int | None = None,
+                 records: Iterable[Mapping[str, Any]] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and records is None:
+            records = read_metrics(self.path)
         kept = [] if resume_step is None else [
-            r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            dict(r) for r in records if r.get("step", 0) <= resume_step]
+        self.kept = kept
         # replaced, not rewritten in place: a link planted at the path is never written through
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._fh = open(self.path, "a")

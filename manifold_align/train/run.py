@@ -56,7 +56,12 @@ from manifold_align.train.checkpoint import (
 )
 from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import close_distributed, init_distributed, world
-from manifold_align.train.init_from import initialize_from, load_source, save_initial_checkpoint
+from manifold_align.train.init_from import (
+    check_tokenizer,
+    initialize_from,
+    load_source,
+    save_initial_checkpoint,
+)
 from manifold_align.train.metrics import plot_metrics
 from manifold_align.train.optimizers import build_optimizers
 from manifold_align.train.trainer import Evaluate, fit
@@ -401,6 +406,7 @@ def _train(
         tokenizer = _load_tokenizer(config, context_length)
     model = build_run_model(config, tokenizer)
     if source is not None:
+        check_tokenizer(source, model, tokenizer)
         initialize_from(model, source.model, tokenizer.sot_id)
     model = model.to(device)
     if world()[1] > 1:

@@ -51,7 +51,7 @@ from manifold_align.train.config import RunConfig
 from manifold_align.train.distributed import barrier, world
 from manifold_align.train.guard import check_scalar, check_tensors
 from manifold_align.train.lineage import supersede
-from manifold_align.train.metrics import MetricsWriter, read_metrics
+from manifold_align.train.metrics import MetricsError, MetricsWriter, read_metrics
 from manifold_align.train.progress import Progress
 from manifold_align.train.schedule import lr_factor
 
@@ -155,7 +155,8 @@ def fit(
     Raises:
         NonFiniteError: the step and the non-finite quantity.
         CheckpointError: ``resume`` belongs to another configuration or model, or to another
-            global batch (``W x data.batch_size``).
+            global batch (``W x data.batch_size``), or the run's ``metrics.jsonl`` has a
+            damaged line before its last (named; nothing in ``run_dir`` has changed).
     """
     run_dir = Path(run_dir)
     tc, sc = config.train, config.schedule
@@ -191,17 +192,31 @@ def fit(
         engine = ddp
     if tc.compile:
         engine = torch.compile(engine)
+    history, damaged = None, None
+    if main and resume is not None:  # a damaged file stops the resume before anything moves
+        try:
+            history = read_metrics(run_dir / "metrics.jsonl")
+        except MetricsError as exc:
+            damaged = (f"cannot resume {run_dir}: {exc}; repair or delete that line (the run "
+                       f"folder is unchanged)")
+    if world_size > 1 and resume is not None:  # every rank stops, none waits for rank 0
+        box = [damaged]
+        dist.broadcast_object_list(box, src=0)
+        damaged = box[0]
+    if damaged is not None:
+        raise CheckpointError(damaged)
     if main:
         supersede(run_dir / "checkpoints", step if resume is not None else -1,
                   metrics=run_dir / "metrics.jsonl")
         if on_accept is not None:
             on_accept()
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None) if main else None
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=step if resume else None,
+                            records=history) if main else None
     params = [p for p in model.parameters() if p.requires_grad]
     temperature = getattr(model, "temperature", None)
     last: dict[str, Any] = {"train": None, "eval": None, "step": step}
-    if main and resume is not None:  # a run killed after its last checkpoint has these only
-        for r in read_metrics(run_dir / "metrics.jsonl"):
+    if metrics is not None and resume is not None:  # the records a killed run wrote last
+        for r in metrics.kept:
             if r.get("kind") in ("train", "eval"):
                 last[r["kind"]] = r
 
