@@ -322,8 +322,9 @@ def sigmoid_sweep(
         if offset is not None:
             u.diagonal(offset + start).neg_()
         if u.device.type == "cpu":
-            soft = torch.abs(u, out=out[: stop - start]).neg_().exp_().log1p_()
-            loss += soft.sum() + u.clamp(min=0).sum()
+            w = out[: stop - start]  # log1p(exp(-|u|)), then max(u, 0): one buffer for both
+            loss += torch.abs(u, out=w).neg_().exp_().log1p_().sum()
+            loss += torch.clamp(u, min=0, out=w).sum()
         else:
             loss += torch.logaddexp(u, loss.new_zeros(()), out=out[: stop - start]).sum()
         if not (grad_rows or grad_cols or grad_sum):
