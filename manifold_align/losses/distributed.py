@@ -55,7 +55,7 @@ from manifold_align.losses.output import (
     LossOutput,
     pair_diagnostics,
     pair_logits,
-    pair_similarity,
+    pair_logits_and_similarity,
 )
 from manifold_align.losses.sigmoid import SigmoidLoss
 from manifold_align.losses.temperature import Temperature
@@ -289,9 +289,7 @@ def _distributed_info_nce(
         xs, ys = gather_with_grad(x, group), gather_with_grad(y, group)
         if tile_size is None:
             labels = torch.arange(offset, offset + b, device=x.device)
-            if not manifold.bilinear:
-                image_sim = pair_similarity(manifold, x, ys)
-            image_rows = pair_logits(manifold, x, ys, scale, image_sim)
+            image_rows, image_sim = pair_logits_and_similarity(manifold, x, ys, scale)
             text_rows = pair_logits(manifold, y, xs, scale)
             loss = 0.5 * (F.cross_entropy(image_rows, labels) + F.cross_entropy(text_rows, labels))
         else:

@@ -8,8 +8,7 @@ from torch import nn
 from manifold_align.losses.output import (
     LossOutput,
     pair_diagnostics,
-    pair_logits,
-    pair_similarity,
+    pair_logits_and_similarity,
 )
 from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.tiled import tiled_info_nce
@@ -187,9 +186,8 @@ class InfoNCE(nn.Module):
         sim = None  # a non-bilinear manifold's B x B similarity, formed once for both uses
         with torch.autocast(device_type=x.device.type, enabled=False):
             if self.tile_size is None:
-                if not self.manifold.bilinear:
-                    sim = pair_similarity(self.manifold, x, y)
-                loss = info_nce_from_logits(pair_logits(self.manifold, x, y, scale, sim))
+                logits, sim = pair_logits_and_similarity(self.manifold, x, y, scale)
+                loss = info_nce_from_logits(logits)
             else:
                 loss = tiled_info_nce(x, y, scale, self.tile_size)
         return LossOutput(loss, pair_diagnostics(x, y, scale, self.manifold, similarity=sim))

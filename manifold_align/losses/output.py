@@ -9,7 +9,13 @@ import torch
 if TYPE_CHECKING:
     from manifold_align.manifolds.base import ContrastiveManifold
 
-__all__ = ["LossOutput", "pair_diagnostics", "pair_logits", "pair_similarity"]
+__all__ = [
+    "LossOutput",
+    "pair_diagnostics",
+    "pair_logits",
+    "pair_logits_and_similarity",
+    "pair_similarity",
+]
 
 
 class LossOutput(NamedTuple):
@@ -47,25 +53,28 @@ def pair_similarity(
 
 
 def pair_logits(
-    manifold: ContrastiveManifold,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    scale: torch.Tensor,
-    similarity: torch.Tensor | None = None,
+    manifold: ContrastiveManifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor:
     """``scale * similarity(x, y)`` of flat features ``(N, D), (M, D) -> (N, M)``.
 
     On a `bilinear` manifold the scale multiplies ``x`` first (``N D`` products instead of
     ``N M``, and the hand-written backward of the logits sees one matmul); otherwise
-    (`Lorentz`, whose similarity is a distance) it multiplies the similarity, which the
-    caller may pass as ``similarity`` (from [pair_similarity][manifold_align.losses.output.pair_similarity])
-    when it needs the matrix too, so that it is formed once.
+    (`Lorentz`, whose similarity is a distance) it multiplies the similarity.
     """
+    return pair_logits_and_similarity(manifold, x, y, scale)[0]
+
+
+def pair_logits_and_similarity(
+    manifold: ContrastiveManifold, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[pair_logits][manifold_align.losses.output.pair_logits] and, on a manifold that is not
+    `bilinear`, the similarity matrix they scale (``None`` on a bilinear one, whose
+    diagnostics need no matrix), so that a loss forms it once for the logits and for
+    [pair_diagnostics][manifold_align.losses.output.pair_diagnostics]."""
     if manifold.bilinear:
-        return pair_similarity(manifold, x * scale, y)
-    if similarity is None:
-        similarity = pair_similarity(manifold, x, y)
-    return scale * similarity
+        return pair_similarity(manifold, x * scale, y), None
+    similarity = pair_similarity(manifold, x, y)
+    return scale * similarity, similarity
 
 
 @torch.no_grad()

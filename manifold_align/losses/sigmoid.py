@@ -11,8 +11,7 @@ from torch.nn import functional as F
 from manifold_align.losses.output import (
     LossOutput,
     pair_diagnostics,
-    pair_logits,
-    pair_similarity,
+    pair_logits_and_similarity,
 )
 from manifold_align.losses.temperature import Temperature, resolve_temperature
 from manifold_align.losses.tiled import SIGMOID_TILE, TiledSigmoid
@@ -191,8 +190,8 @@ class SigmoidLoss(nn.Module):
             if self.manifold.bilinear:
                 loss = TiledSigmoid.apply(x, y, scale, bias, self.tile, 0) / x.shape[0]
             else:  # e.g. Lorentz: the B x B similarity matrix (also the diagnostics'), autograd
-                sim = pair_similarity(self.manifold, x, y)
-                loss = sigmoid_from_logits(pair_logits(self.manifold, x, y, scale, sim), bias)
+                logits, sim = pair_logits_and_similarity(self.manifold, x, y, scale)
+                loss = sigmoid_from_logits(logits, bias)
         diagnostics = pair_diagnostics(x, y, scale, self.manifold, similarity=sim)
         diagnostics["bias"] = self.logit_bias.detach().float()
         return LossOutput(loss, diagnostics)

@@ -310,6 +310,7 @@ def sigmoid_sweep(
     yt = y.T
     buf = x.new_empty(rows, n)
     out = x.new_empty(rows, n)
+    zero = x.new_zeros(())
     loss = x.new_zeros(())
     gy = x.new_empty(b, x.shape[1]) if grad_rows else None
     gtx = torch.zeros_like(y) if grad_cols else None
@@ -326,7 +327,7 @@ def sigmoid_sweep(
             loss += torch.abs(u, out=w).neg_().exp_().log1p_().sum()
             loss += torch.clamp(u, min=0, out=w).sum()
         else:
-            loss += torch.logaddexp(u, loss.new_zeros(()), out=out[: stop - start]).sum()
+            loss += torch.logaddexp(u, zero, out=out[: stop - start]).sum()
         if not (grad_rows or grad_cols or grad_sum):
             continue
         g = u.sigmoid_()
