@@ -120,8 +120,9 @@ class StringColumn(Sequence):
         sizes = map(len, rows)  # characters: bytes too when the text is ASCII
         if len(blob) != sum(map(len, rows)):
             sizes = (len(t.encode("utf-8", "surrogateescape")) for t in rows)
-        self._ends.extend(accumulate(sizes, initial=len(self._bytes)))
-        self._ends.pop(len(self._ends) - len(rows) - 1)  # the initial value
+        ends = accumulate(sizes, initial=len(self._bytes))
+        next(ends)  # the initial value: where the previous rows end
+        self._ends.extend(ends)
         self._bytes += blob
         self._none += bytes(t is None for t in texts)
 

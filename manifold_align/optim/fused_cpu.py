@@ -9,8 +9,8 @@ write $x, m$; $v$ is $1/d$ of a pass), against seven for torch's fused Adam.
 The kernel is compiled by [numba](https://numba.pydata.org) from the Python below the first
 time a row width and dtype are used (about a second each, then loaded from numba's on-disk
 cache). numba installs from PyPI as prebuilt wheels: no compiler is needed on the user's
-machine. Without numba, [available][manifold_align.optim.fused_cpu.available] is `False` and the optimizer
-falls back to the cache-blocked torch kernel with one warning.
+machine. Without numba, [available][manifold_align.optim.fused_cpu.available] is `False`
+and the optimizer falls back to the cache-blocked torch kernel with one warning.
 
 Threads: the rows are cut into `threads` contiguous ranges, each run by one thread of a
 pool owned by this module (the compiled function releases the GIL). Nothing process-wide
