@@ -154,6 +154,9 @@ def test_a_forked_child_steps_with_threads_of_its_own():
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if its step finishes
         try:
+            # as a DataLoader worker does: torch's OpenMP pool does not survive a fork (the
+            # child's first parallel torch op hangs where the parent ran it on two threads)
+            torch.set_num_threads(1)
             step(p, opt)
             os._exit(0 if (p.detach().norm(dim=-1) - 1).abs().max() < 1e-5 else 1)
         finally:
