@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import warnings
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import manifold_align.optim.fused_cpu as fused_cpu
+import manifold_align.optim.openmp as openmp
 import manifold_align.optim.radam as radam
 from manifold_align import Oblique, Sphere
 from manifold_align.optim import RiemannianAdam
@@ -138,9 +140,107 @@ def test_one_pass_kernel_rejects_unsupported_state():
         fused_cpu.row_adam_fused_([x], [x], [x], [x[:, :1]], None, h, threads=0)
 
 
-def test_a_forked_child_steps_with_threads_of_its_own():
-    # The kernel's thread pool is created in the parent; a fork (DataLoader workers, forked
-    # ranks) inherits the pool object but none of its threads.
+@pytest.fixture(params=["openmp", "pool"])
+def route(request, monkeypatch):
+    """Which threads run a multi-threaded step: torch's OpenMP threads, or the kernel's
+    own pool (where no OpenMP runtime can be entered). Yields a list that records each
+    parallel region entered through OpenMP."""
+    entered = []
+    if request.param == "pool":
+        monkeypatch.setattr(openmp, "runtime", lambda: None)
+    else:
+        if openmp.runtime() is None:
+            pytest.fail("torch's OpenMP runtime was not found (see test_torchs_openmp_runtime_is_found)")
+        real = openmp.parallel
+        monkeypatch.setattr(openmp, "parallel", lambda *a: (entered.append(a[2]), real(*a)))
+    yield request.param, entered
+
+
+def test_torchs_openmp_runtime_is_found():
+    # torch's Linux and macOS CPU builds parallelize with OpenMP; the kernel must find that
+    # runtime, or every multi-threaded step competes with torch's spinning threads.
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("this torch is not built with OpenMP")
+    assert openmp.runtime() is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("d", [64, 100], ids=["compiled-width", "run-time-width"])
+def test_threads_share_the_rows_bit_for_bit(route, dtype, d):
+    # Rows are claimed in blocks by whichever thread is free: any thread count, on either
+    # route, must give the one-thread result exactly (a row's arithmetic never depends on
+    # who does it). 4099 rows: the last block is short; three threads on two cores.
+    kind, entered = route
+    gen = torch.Generator().manual_seed(5)
+    n = 4099
+    x0 = Sphere(d).projx(torch.randn(n, d, generator=gen, dtype=dtype))
+    grads = [torch.randn(n, d, generator=gen, dtype=dtype) for _ in range(3)]
+    h = [radam.RowAdamHyper(0.05, 0.9, 0.99, 1e-8, 0.01, True, False, 1 - 0.9**t, 1 - 0.99**t)
+         for t in (1, 2, 3)]
+    results = {}
+    for threads in (1, 2, 3):
+        x, m = x0.clone(), torch.zeros(n, d, dtype=dtype)
+        v, vmax = torch.zeros(n, 1, dtype=dtype), torch.zeros(n, 1, dtype=dtype)
+        for g, ht in zip(grads, h):
+            fused_cpu.row_adam_fused_([x], [g], [m], [v], [vmax], ht, threads=threads)
+        results[threads] = (x, m, v, vmax)
+    for threads in (2, 3):
+        assert all(torch.equal(a, b) for a, b in zip(results[1], results[threads])), threads
+    assert entered == ([2, 2, 2, 3, 3, 3] if kind == "openmp" else [])
+    assert (results[1][0].norm(dim=-1) - 1).abs().max().item() < 1e-5
+
+
+def test_the_openmp_route_leaves_torchs_thread_count_alone(monkeypatch):
+    # cpu_threads=2 while torch is set to one thread: the step enters torch's OpenMP runtime
+    # with two threads for that region only; torch's own setting stays at one.
+    entered = []
+    real = openmp.parallel
+    monkeypatch.setattr(openmp, "parallel", lambda *a: (entered.append(a[2]), real(*a)))
+    outside = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64)), manifold=Sphere(64))
+        opt = RiemannianAdam([p], lr=0.01, cpu_threads=2)
+        p.grad = torch.randn(4096, 64)
+        opt.step()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(outside)
+    assert entered == ([2] if openmp.runtime() is not None else [])
+
+
+def test_concurrent_claims_hand_out_each_index_once():
+    # numba has no CPU atomics; the intrinsic must be one: two threads claiming one index
+    # at a time, a million times between them, never get the same index.
+    import numba
+    import numpy as np
+
+    from manifold_align.optim.numba_intrinsics import claim
+
+    @numba.njit(nogil=True)
+    def take(counter, taken):
+        while True:
+            i = claim(counter, 1)
+            if i >= taken.shape[0]:
+                return
+            taken[i] += 1
+
+    n = 1_000_000
+    counter = np.zeros(1, dtype=np.int64)
+    take(counter, np.zeros(1, dtype=np.int64))  # compile before the race
+    counter[0] = 0
+    mine, theirs = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    other = threading.Thread(target=take, args=(counter, theirs))
+    other.start()
+    take(counter, mine)
+    other.join()
+    assert ((mine + theirs) == 1).all()
+
+
+def test_a_forked_child_steps_with_threads_of_its_own(route):
+    # A fork (DataLoader workers, forked ranks) inherits neither the kernel's pool threads
+    # nor a usable OpenMP pool (libgomp's threads are gone too: a parallel region in the
+    # child would wait for them forever); the child must step on threads of its own.
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
 
@@ -149,7 +249,7 @@ def test_a_forked_child_steps_with_threads_of_its_own():
         opt.step()
 
     p = geoopt.ManifoldParameter(Sphere(64).projx(torch.randn(4096, 64)), manifold=Sphere(64))
-    opt = RiemannianAdam([p], lr=0.01, cpu_threads=2)  # 256 Ki numbers: two ranges, the pool
+    opt = RiemannianAdam([p], lr=0.01, cpu_threads=2)  # 256 Ki numbers: two threads
     step(p, opt)
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if its step finishes
@@ -170,4 +270,4 @@ def test_a_forked_child_steps_with_threads_of_its_own():
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    pytest.fail("the forked child's step did not finish (its work went to the parent's pool)")
+    pytest.fail("the forked child's step did not finish (its work went to the parent's threads)")
