@@ -5,9 +5,9 @@ wheels). After each parallel region libgomp's worker threads spin for a while (a
 milliseconds by default) before they sleep, on the very cores that any other thread would
 need. A kernel run on threads of its own right after a torch operator (the backward pass,
 the Euclidean Adam step of the same optimizer) therefore shares a core with a spinning
-thread: measured on two cores, the row kernel of
-[manifold_align.optim.fused_cpu][] took 13.5-14 ms per step on its own pool where it takes
-9.5-10 ms on torch's OpenMP threads (`benchmarks/bench_radam.py`, 262144 x 64).
+thread: measured on two cores, the row kernel of `manifold_align.optim.fused_cpu` took
+13.5-16 ms per step on a pool of its own where it takes 8.4-10.6 ms on torch's OpenMP
+threads (`benchmarks/bench_radam.py`, 262144 x 64).
 
 [parallel][manifold_align.optim.openmp.parallel] enters a parallel region of torch's own
 OpenMP runtime through `GOMP_parallel(fn, data, num_threads, flags)`, the entry point a
