@@ -104,3 +104,28 @@ def test_a_row_of_many_panels_wraps_two_wide():
     assert len(axes) == 1 and len(axes[0]) == 3
     assert fig.get_size_inches()[0] <= 2 * 4.6 + 0.01
     assert sum(ax.get_visible() for ax in fig.axes) == 3
+
+
+def test_the_data_pages_grid_shows_the_items_and_their_captions(tmp_path, saved):
+    # examples/synthetic_grid.py makes docs/img/synthetic_grid.png: item i of the dataset,
+    # pixel for pixel, under its own caption; empty cells of the last row stay blank.
+    import importlib.util
+
+    import numpy as np
+
+    from manifold_align.data import SyntheticCaptions
+
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_grid", plot_style.__file__.replace("manifold_align/plot_style.py", "examples/synthetic_grid.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    path = example.grid(tmp_path / "grid.png", count=5, columns=4, seed=3, image_size=32, noise=0.5)
+    fig = saved["grid.png"]
+    _check_readable(path, fig)
+    data = SyntheticCaptions("train", size=5, seed=3, image_size=32, noise=0.5)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 8 and len(shown) == 5
+    for i, ax in enumerate(shown):
+        image, caption = data[i]
+        assert np.array_equal(np.asarray(ax.images[0].get_array()), np.asarray(image))
+        assert ax.get_title().replace("\n", " ") == caption
