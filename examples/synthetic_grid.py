@@ -22,7 +22,7 @@ CAPTION_WIDTH = 26
 
 
 def grid(out: Path, *, count: int = 12, columns: int = 4, split: str = "train", seed: int = 0,
-         image_size: int = 128, noise: float = 0.0) -> Path:
+         image_size: int = 64, noise: float = 0.0) -> Path:
     """Write the grid of items ``0 .. count-1`` to ``out`` (PNG); returns the path."""
     data = SyntheticCaptions(split, size=count, seed=seed, image_size=image_size, noise=noise)
     rows = math.ceil(count / columns)

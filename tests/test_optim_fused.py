@@ -79,12 +79,13 @@ def test_one_pass_kernel_equals_the_torch_kernel_over_1000_steps_in_float64(monk
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(f) or "plain")
 def test_one_pass_kernel_in_float32_is_as_accurate_as_the_torch_kernel_over_1000_steps(monkeypatch, flags):
     """float32: the two kernels add a row's numbers in different orders, and over 1000 steps
-    each float32 trajectory drifts 6-8e-6 from the float64 one (moments of size 0.5-0.7), so
-    their distance from each other is rounding noise of that size, not a property of either
-    (the four-sweep kernel that preceded this one was 0.4-0.95e-6 from the torch kernel, the
-    three-sweep one 0.9-1.7e-6). What is asserted: the two stay within 2.5e-6 of each other,
-    and the one-pass kernel is no further from the float64 trajectory than the torch kernel
-    (within 25%)."""
+    each float32 trajectory drifts 6-8e-6 from the float64 one (moments of size 0.5-0.7).
+    The points stay within 1e-6 of the torch kernel's (measured 2.4e-7); the first moments
+    differ by up to 1.4e-6, which is rounding noise of the kind the torch kernel shows against
+    itself: perturbing its gradients by one ulp moves its moments by 5-7.5e-7 and its points
+    by 1.2-1.8e-7 over the same 1000 steps. What is asserted: points within 1e-6, moments
+    within 2.5e-6, and the one-pass kernel no further from the float64 trajectory than the
+    torch kernel (within 25%)."""
     xs_ref, ms_ref = _run(MANIFOLDS, torch.float64, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
     xs_new, ms_new = _run(MANIFOLDS, torch.float32, 1000, flags, kernel="one-pass", monkeypatch=monkeypatch)
     xs_old, ms_old = _run(MANIFOLDS, torch.float32, 1000, flags, kernel="torch", monkeypatch=monkeypatch)
@@ -92,7 +93,7 @@ def test_one_pass_kernel_in_float32_is_as_accurate_as_the_torch_kernel_over_1000
     def err(ts, refs):
         return max((t.double() - r).abs().max().item() for t, r in zip(ts, refs))
 
-    assert err(xs_new, xs_old) < 2.5e-6 and err(ms_new, ms_old) < 2.5e-6
+    assert err(xs_new, xs_old) < 1e-6 and err(ms_new, ms_old) < 2.5e-6
     assert err(xs_new, xs_ref) <= 1.25 * err(xs_old, xs_ref)
     assert err(ms_new, ms_ref) <= 1.25 * err(ms_old, ms_ref)
     for (manifold, _), x_new, m_new in zip(MANIFOLDS, xs_new, ms_new):
