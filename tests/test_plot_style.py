@@ -110,13 +110,14 @@ def test_the_data_pages_grid_shows_the_items_and_their_captions(tmp_path, saved)
     # examples/synthetic_grid.py makes docs/img/synthetic_grid.png: item i of the dataset,
     # pixel for pixel, under its own caption; empty cells of the last row stay blank.
     import importlib.util
+    from pathlib import Path
 
     import numpy as np
 
     from manifold_align.data import SyntheticCaptions
 
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_grid", plot_style.__file__.replace("manifold_align/plot_style.py", "examples/synthetic_grid.py"))
+    script = Path(__file__).resolve().parents[1] / "examples" / "synthetic_grid.py"
+    spec = importlib.util.spec_from_file_location("synthetic_grid", script)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     path = example.grid(tmp_path / "grid.png", count=5, columns=4, seed=3, image_size=32, noise=0.5)

@@ -220,7 +220,7 @@ def _work(t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.
 
 def _rows_threaded(
     x: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, vmax: np.ndarray | None,
-    scalars: tuple[float, ...], amsgrad: bool, threads: int,
+    constants: np.ndarray, amsgrad: bool, threads: int,
 ) -> None:
     """The kernel over all rows on at most ``threads`` threads: torch's OpenMP threads
     where [openmp.runtime][manifold_align.optim.openmp.runtime] offers them, else the
@@ -228,7 +228,6 @@ def _rows_threaded(
     n, d = x.shape
     vm = v if vmax is None else vmax
     claimed = np.zeros(1, dtype=np.int64)
-    constants = np.asarray(scalars, dtype=np.float64)
     threads = max(1, min(threads, (n * d) // MIN_ELEMENTS_PER_THREAD))
     block = max(1, BLOCK_ELEMENTS // d) if threads > 1 else n
     data = np.array(
@@ -278,6 +277,7 @@ def row_adam_fused_(
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"exp_avgs: expected float32 or float64 state, got {dtype}")
     maxes = list(max_exp_avg_sqs) if max_exp_avg_sqs is not None else [None] * len(params)
+    constants = np.asarray(h.kernel_scalars(), dtype=np.float64)  # the entry rounds them to dtype
     for p, g, m, v, vmax in zip(params, grads, exp_avgs, exp_avg_sqs, maxes):
         n = p.numel() // d
         works = [_work(t, (n, d), dtype) for t in (p, g, m)]
@@ -285,7 +285,7 @@ def row_adam_fused_(
         arrays = [w.numpy() for w in works]
         _rows_threaded(
             *arrays[:4], arrays[4] if vmax is not None else None,
-            h.kernel_scalars(), bool(h.amsgrad), threads,
+            constants, bool(h.amsgrad), threads,
         )
         for t, w in zip((p, None, m, v, vmax), works):
             if t is not None and w.data_ptr() != t.data_ptr():
